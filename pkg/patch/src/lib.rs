@@ -1,0 +1,1 @@
+//! kubox-patch.
