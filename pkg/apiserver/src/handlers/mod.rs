@@ -1,0 +1,141 @@
+//! REST handlers for resource paths: one file per verb, dispatched from [`serve_resource`].
+
+mod create;
+mod delete;
+mod get;
+mod list;
+mod object;
+mod patch;
+mod update;
+mod watch;
+
+use crate::error::{ApiError, ApiResult};
+use crate::negotiate::Negotiated;
+use crate::request::{Query, RequestInfo};
+use crate::state::ApiState;
+use crate::authn::User;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use kubox_core::resources::ResourceDef;
+use serde_json::Value;
+use std::sync::Arc;
+
+pub(crate) use object::{read_object, storage_def};
+
+/// Everything a verb handler needs about one request.
+pub struct Ctx {
+    pub state: Arc<ApiState>,
+    pub info: RequestInfo,
+    pub def: ResourceDef,
+    pub query: Query,
+    pub headers: HeaderMap,
+    pub accept: Negotiated,
+    pub user: User,
+}
+
+impl Ctx {
+    pub fn namespace(&self) -> Option<&str> {
+        if self.def.namespaced { self.info.namespace.as_deref() } else { None }
+    }
+    pub fn name(&self) -> &str {
+        self.info.name.as_deref().unwrap_or_default()
+    }
+    pub fn not_found(&self) -> ApiError {
+        ApiError::not_found(&self.def.plural, &self.def.group, self.name())
+    }
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Serves one resource request after authentication.
+pub async fn serve_resource(
+    state: Arc<ApiState>,
+    info: RequestInfo,
+    query: Query,
+    headers: HeaderMap,
+    body: Bytes,
+    user: User,
+) -> Response {
+    match dispatch(state, info, query, headers, body, user).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(
+    state: Arc<ApiState>,
+    info: RequestInfo,
+    query: Query,
+    headers: HeaderMap,
+    body: Bytes,
+    user: User,
+) -> ApiResult<Response> {
+    let def = {
+        let reg = state.registry.read().map_err(|_| ApiError::internal("registry lock poisoned"))?;
+        reg.lookup(&info.group, &info.version, &info.resource).cloned()
+    }
+    .ok_or_else(ApiError::not_found_path)?;
+    if let Some(sub) = &info.subresource
+        && def.subresource(sub).is_none()
+    {
+        return Err(ApiError::not_found_path());
+    }
+    let accept = crate::negotiate::negotiate(&headers)?;
+    let ctx = Ctx { state, info, def, query, headers, accept, user };
+    let verb = ctx.info.verb.clone();
+    let sub = ctx.info.subresource.clone();
+    let allowed = match &sub {
+        Some(s) => ctx.def.subresource(s).is_some_and(|d| {
+            d.verbs.iter().any(|v| v == &verb || (verb == "get" && v == "get"))
+        }),
+        None => ctx.def.has_verb(&verb),
+    };
+    if !allowed {
+        return Err(ApiError::method_not_allowed(format!(
+            "{verb} is not supported on resources of kind \"{}\"",
+            ctx.def.qualified_name()
+        )));
+    }
+    if ctx.def.namespaced && ctx.info.namespace.is_none() && !matches!(verb.as_str(), "list" | "watch") {
+        return Err(ApiError::not_found_path());
+    }
+    match (verb.as_str(), sub.as_deref()) {
+        ("get", None | Some("status")) => get::get(&ctx).await,
+        ("get", Some("scale")) => get::get_scale(&ctx).await,
+        ("list", None) => list::list(&ctx).await,
+        ("watch", None) => watch::watch(ctx).await,
+        ("create", None) => create::create(&ctx, body).await,
+        ("create", Some("binding")) => create::bind(&ctx, body).await,
+        ("update", None | Some("status") | Some("finalize") | Some("approval")) => update::update(&ctx, body).await,
+        ("update", Some("scale")) => update::update_scale(&ctx, body).await,
+        ("patch", None | Some("status") | Some("scale") | Some("approval")) => patch::patch(&ctx, body).await,
+        ("delete", None) => delete::delete(&ctx, body).await,
+        ("deletecollection", None) => delete::delete_collection(&ctx, body).await,
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{verb} on {}/{} is not supported by kubox yet",
+            ctx.def.plural,
+            sub.unwrap_or_default()
+        ))),
+    }
+}
+
+/// A JSON response with `code`.
+pub fn json_response(code: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = Response::new(Body::from(bytes));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Renders one object (or its Table / metadata form) for the client.
+pub fn object_response(ctx: &Ctx, code: StatusCode, obj: Value) -> ApiResult<Response> {
+    let body = crate::negotiate::render_object(ctx, obj)?;
+    Ok(json_response(code, &body))
+}
