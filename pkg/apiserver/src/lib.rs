@@ -1,1 +1,28 @@
-//! kubox-apiserver.
+//! kubox-apiserver: the Kubernetes REST API over HTTPS.
+//!
+//! Entry points: [`state::ApiState::new`] (store + configuration), [`bootstrap::ensure`]
+//! (system namespaces and the `kubernetes` Service), [`crds::run`] (serves CRDs as they come
+//! and go), and [`http::serve`] (the TLS listener). Requests are routed in [`http`]: health,
+//! version and `/cacerts` are anonymous; discovery ([`discovery`]) and OpenAPI are served from
+//! the registry; resource paths go to the verb handlers in [`handlers`], which keep objects
+//! as raw JSON and store them through the `kubox_store::Backend` seam.
+
+pub mod allocate;
+pub mod authn;
+pub mod bootstrap;
+pub mod crds;
+pub mod discovery;
+pub mod error;
+pub mod fieldlabels;
+pub mod fieldvalidation;
+pub mod handlers;
+pub mod http;
+pub mod managed;
+pub mod namespaces;
+pub mod negotiate;
+pub mod request;
+pub mod state;
+pub mod storage;
+
+pub use error::{ApiError, ApiResult};
+pub use state::{ApiConfig, ApiState};

@@ -27,4 +27,10 @@ impl Error {
     }
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error::Database(e.to_string())
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;

@@ -1,6 +1,7 @@
 //! kubox-store: a revisioned key-value store (kine-like MVCC).
 //!
-//! Entry point: the [`Backend`] trait; [`sqlite::SqliteBackend`] is the embedded implementation.
+//! Entry points: the [`Backend`] trait; [`SqliteBackend::open`] is the embedded implementation;
+//! [`conformance::run_all`] is the suite every backend must pass.
 //! Every write bumps one global revision. Values are opaque bytes (the API server stores JSON
 //! without `metadata.resourceVersion`; it sets that from [`KeyValue::mod_revision`] on read).
 
@@ -11,6 +12,7 @@ pub mod conformance;
 use std::pin::Pin;
 
 pub use error::{Error, Result};
+pub use sqlite::{SqliteBackend, SqliteOptions, StoreStats};
 
 /// One stored key at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,8 +50,9 @@ pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> A
         set_meta(&mut obj, "generation", json!(1));
     }
     prepare_status_for_create(&ctx.def, &mut obj);
+    crate::crds::admit(ctx, &mut obj)?;
     default_and_validate(&ctx.def, &mut obj, None)?;
-    crate::allocate::on_create(ctx, &mut obj).await?;
+    let _alloc = crate::allocate::on_create(ctx, &mut obj).await?;
     let manager = ctx.query.get("fieldManager").map(String::from).unwrap_or_else(|| default_manager(ctx));
     crate::managed::record(ctx, None, &mut obj, &manager, "Update");
     if dry_run {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 pub(crate) use object::{read_object, storage_def};
 
 /// Everything a verb handler needs about one request.
+#[derive(Clone)]
 pub struct Ctx {
     pub state: Arc<ApiState>,
     pub info: RequestInfo,
@@ -36,6 +37,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The same request, aimed at another namespace (collection operations across namespaces).
+    pub fn clone_for(&self, namespace: Option<String>) -> Ctx {
+        let mut c = self.clone();
+        if namespace.is_some() {
+            c.info.namespace = namespace;
+        }
+        c
+    }
     pub fn namespace(&self) -> Option<&str> {
         if self.def.namespaced { self.info.namespace.as_deref() } else { None }
     }

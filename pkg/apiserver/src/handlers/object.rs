@@ -255,7 +255,7 @@ pub fn prepare_for_update(ctx: &Ctx, old: &Value, mut new: Value) -> ApiResult<V
     }
     if tracks_generation(&ctx.def) {
         let gen_old = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-        let bumped = sub.is_none() && spec_part(old) != spec_part(&new);
+        let bumped = matches!(sub, None | Some("scale")) && spec_part(old) != spec_part(&new);
         set_meta(&mut new, "generation", json!(if bumped { gen_old + 1 } else { gen_old }));
     }
     Ok(new)
