@@ -1,1 +1,137 @@
-fn main() {}
+//! The `kubox` binary: command-line parsing, the config file, logging, signals and exit codes.
+//! Everything else lives in the `pkg/` crates and takes typed configuration.
+
+mod config;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit code for bad flags and unusable values (as clap uses for usage errors).
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubox",
+    version = version_string(),
+    about = "A small, single-binary Kubernetes distribution",
+    propagate_version = true,
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const fn version_string() -> &'static str {
+    concat!("v", env!("CARGO_PKG_VERSION"), " (Kubernetes v1.33.0)")
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane (and, unless --disable-agent, the node agent).
+    Server(Box<config::ServerArgs>),
+    /// Run kubectl against this server with the admin kubeconfig.
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = match config::args_with_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("kubox: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Server(args) => run_server(*args),
+        Command::Kubectl { args } => run_kubectl(args),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kubox", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,rustls=warn,h2=warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn run_server(args: config::ServerArgs) -> ExitCode {
+    let cfg = match args.to_config() {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("kubox: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&args.log_level);
+    if let Err(e) = rustls::crypto::ring::default_provider().install_default() {
+        tracing::debug!(?e, "a rustls crypto provider was already installed");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kubox: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(kubox_server::run(cfg, shutdown_signal()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubox: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+        _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
+    }
+}
+
+fn run_kubectl(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let kubeconfig = std::env::var_os("KUBECONFIG")
+        .or_else(|| std::env::var_os("KUBOX_WRITE_KUBECONFIG"))
+        .unwrap_or_else(|| config::DEFAULT_KUBECONFIG.into());
+    let Some(kubectl) = find_in_path("kubectl") else {
+        eprintln!("kubox: kubectl was not found on PATH; install kubectl (https://kubernetes.io/docs/tasks/tools/) and try again");
+        return ExitCode::FAILURE;
+    };
+    let err = std::process::Command::new(kubectl).args(args).env("KUBECONFIG", kubeconfig).exec();
+    eprintln!("kubox: running kubectl failed: {err}");
+    ExitCode::FAILURE
+}
+
+fn find_in_path(prog: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+}

@@ -9,6 +9,7 @@ pub mod defaults;
 pub mod error;
 pub mod meta;
 pub mod names;
+pub mod net;
 pub mod printers;
 pub mod resources;
 pub mod selectors;

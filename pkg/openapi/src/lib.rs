@@ -118,7 +118,11 @@ pub fn split_gv_path(gv_path: &str) -> Option<(&str, &str)> {
 
 /// The gv-path of a group/version: `api/v1` or `apis/<group>/<version>`.
 pub fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 impl OpenApi {
@@ -136,10 +140,19 @@ impl OpenApi {
                 namespaced: r.namespaced,
                 verbs: r.verbs.clone(),
                 subresources: r.subresources.clone(),
-                custom: r.custom.then(|| Arc::new(json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true }))),
+                custom: r.custom.then(|| {
+                    Arc::new(
+                        json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true }),
+                    )
+                }),
             })
             .collect();
-        OpenApi { state: Arc::new(Mutex::new(State { resources, ..State::default() })) }
+        OpenApi {
+            state: Arc::new(Mutex::new(State {
+                resources,
+                ..State::default()
+            })),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -208,23 +221,47 @@ impl OpenApi {
     /// (labels, annotations, data) and free-form parts (RawExtension,
     /// `x-kubernetes-preserve-unknown-fields`, embedded resources) are not descended. Empty for
     /// a kind without a schema.
-    pub fn unknown_fields(&self, group: &str, version: &str, kind: &str, obj: &Value) -> Vec<String> {
-        let Ok(doc) = self.doc(group, version) else { return Vec::new() };
-        let Some(root) = kind_schema(&doc, group, version, kind) else { return Vec::new() };
+    pub fn unknown_fields(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        obj: &Value,
+    ) -> Vec<String> {
+        let Ok(doc) = self.doc(group, version) else {
+            return Vec::new();
+        };
+        let Some(root) = kind_schema(&doc, group, version, kind) else {
+            return Vec::new();
+        };
         validate::unknown_fields(&doc.schemas, &root, obj)
     }
 
     /// Patch metadata of the field at `path` (property names from the object root, list items
     /// transparent: `["spec", "template", "spec", "containers", "ports"]`). `None` if the kind
     /// or the field is unknown; a known field without extensions gives an empty [`FieldMeta`].
-    pub fn field_meta(&self, group: &str, version: &str, kind: &str, path: &[&str]) -> Option<FieldMeta> {
+    pub fn field_meta(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        path: &[&str],
+    ) -> Option<FieldMeta> {
         let doc = self.doc(group, version).ok()?;
         let root = kind_schema(&doc, group, version, kind)?;
         validate::field_meta(&doc.schemas, &root, path)
     }
 
     /// Adds or replaces a custom resource with its openAPIV3Schema (one CRD version).
-    pub fn set_custom(&self, group: &str, version: &str, kind: &str, plural: &str, namespaced: bool, schema: Value) {
+    pub fn set_custom(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+        schema: Value,
+    ) {
         let mut state = self.lock();
         let res = Res {
             group: group.into(),
@@ -236,11 +273,9 @@ impl OpenApi {
             subresources: Vec::new(),
             custom: Some(Arc::new(schema)),
         };
-        match state
-            .resources
-            .iter_mut()
-            .find(|r| r.custom.is_some() && r.group == group && r.version == version && r.kind == kind)
-        {
+        match state.resources.iter_mut().find(|r| {
+            r.custom.is_some() && r.group == group && r.version == version && r.kind == kind
+        }) {
             Some(existing) => *existing = res,
             None => state.resources.push(res),
         }
@@ -250,20 +285,24 @@ impl OpenApi {
     /// Removes a custom resource added by [`OpenApi::set_custom`] (or from the registry).
     pub fn remove_custom(&self, group: &str, version: &str, kind: &str) {
         let mut state = self.lock();
-        state
-            .resources
-            .retain(|r| !(r.custom.is_some() && r.group == group && r.version == version && r.kind == kind));
+        state.resources.retain(|r| {
+            !(r.custom.is_some() && r.group == group && r.version == version && r.kind == kind)
+        });
         invalidate(&mut state, group, version);
     }
 }
 
 fn invalidate(state: &mut State, group: &str, version: &str) {
     state.generation += 1;
-    state.cache.remove(&(group.to_string(), version.to_string()));
+    state
+        .cache
+        .remove(&(group.to_string(), version.to_string()));
 }
 
 fn kind_schema(doc: &GvDoc, group: &str, version: &str, kind: &str) -> Option<Value> {
-    let name = doc.kinds.get(&(group.to_string(), version.to_string(), kind.to_string()))?;
+    let name = doc
+        .kinds
+        .get(&(group.to_string(), version.to_string(), kind.to_string()))?;
     Some(schema::reference(name))
 }
 
@@ -299,27 +338,44 @@ fn build(group: &str, version: &str, resources: &[Res]) -> Result<GvDoc, Error> 
     for r in resources {
         for s in &r.subresources {
             let (g, v, k) = &s.response;
-            if !specs.iter().any(|x| x.group == g && x.version == v && x.kind == k) {
-                specs.push(schema::KindSpec { group: g, version: v, kind: k, custom: None, list: false });
+            if !specs
+                .iter()
+                .any(|x| x.group == g && x.version == v && x.kind == k)
+            {
+                specs.push(schema::KindSpec {
+                    group: g,
+                    version: v,
+                    kind: k,
+                    custom: None,
+                    list: false,
+                });
             }
         }
     }
     let built = schema::build(&specs);
     let paths = document::paths(group, version, resources, &built);
-    let title = if group.is_empty() { "Kubernetes".to_string() } else { "Kubernetes".to_string() };
     let doc = json!({
         "openapi": "3.0.0",
-        "info": { "title": title, "version": "unversioned" },
+        "info": { "title": "Kubernetes", "version": "unversioned" },
         "paths": paths,
         "components": { "schemas": built.schemas },
     });
     let bytes = serde_json::to_vec(&doc)?;
-    let Value::Object(mut doc) = doc else { return Err(Error::UnknownGroupVersion(gv_path(group, version))) };
-    let schemas = match doc.remove("components").and_then(|mut c| c.get_mut("schemas").map(Value::take)) {
+    let Value::Object(mut doc) = doc else {
+        return Err(Error::UnknownGroupVersion(gv_path(group, version)));
+    };
+    let schemas = match doc
+        .remove("components")
+        .and_then(|mut c| c.get_mut("schemas").map(Value::take))
+    {
         Some(Value::Object(s)) => s,
         _ => Map::new(),
     };
-    Ok(GvDoc { bytes: Arc::new(bytes), schemas, kinds: built.kinds })
+    Ok(GvDoc {
+        bytes: Arc::new(bytes),
+        schemas,
+        kinds: built.kinds,
+    })
 }
 
 #[cfg(test)]

@@ -97,19 +97,29 @@ pub(crate) fn build(specs: &[KindSpec<'_>]) -> Schemas {
 }
 
 fn key(spec: &KindSpec<'_>) -> (String, String, String) {
-    (spec.group.to_string(), spec.version.to_string(), spec.kind.to_string())
+    (
+        spec.group.to_string(),
+        spec.version.to_string(),
+        spec.kind.to_string(),
+    )
 }
 
 /// Tags a top-level kind like upstream: its GVK, `metadata` not required, defaulted to `{}`.
 fn mark_kind(schema: &mut Map<String, Value>, group: &str, version: &str, kind: &str) {
-    schema.insert("x-kubernetes-group-version-kind".into(), Value::Array(vec![gvk(group, version, kind)]));
+    schema.insert(
+        "x-kubernetes-group-version-kind".into(),
+        Value::Array(vec![gvk(group, version, kind)]),
+    );
     if let Some(Value::Array(required)) = schema.get_mut("required") {
         required.retain(|r| r != "metadata");
         if required.is_empty() {
             schema.remove("required");
         }
     }
-    if let Some(Value::Object(meta)) = schema.get_mut("properties").and_then(|p| p.get_mut("metadata")) {
+    if let Some(Value::Object(meta)) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("metadata"))
+    {
         meta.insert("default".into(), json!({}));
     }
 }
@@ -117,10 +127,18 @@ fn mark_kind(schema: &mut Map<String, Value>, group: &str, version: &str, kind: 
 /// Gives a CRD schema the apiVersion/kind/metadata properties the API server adds.
 fn prepare_custom(schema: &mut Map<String, Value>) {
     schema.entry("type").or_insert_with(|| "object".into());
-    let props = schema.entry("properties").or_insert_with(|| Value::Object(Map::new()));
+    let props = schema
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(props) = props {
-        props.insert("apiVersion".into(), json!({ "description": API_VERSION_DESC, "type": "string" }));
-        props.insert("kind".into(), json!({ "description": KIND_DESC, "type": "string" }));
+        props.insert(
+            "apiVersion".into(),
+            json!({ "description": API_VERSION_DESC, "type": "string" }),
+        );
+        props.insert(
+            "kind".into(),
+            json!({ "description": KIND_DESC, "type": "string" }),
+        );
         let mut meta = reference(types::OBJECT_META);
         if let Value::Object(m) = &mut meta {
             m.insert("description".into(), OBJECT_META_DESC.into());

@@ -22,7 +22,12 @@ macro_rules! kinds {
 
 /// Adds the schema of a built-in kind to `generator`, returning its schema name
 /// (`io.k8s.api.apps.v1.Deployment`), or `None` for a kind kubox has no schema for.
-pub(crate) fn add_kind(generator: &mut SchemaGenerator, group: &str, version: &str, kind: &str) -> Option<String> {
+pub(crate) fn add_kind(
+    generator: &mut SchemaGenerator,
+    group: &str,
+    version: &str,
+    kind: &str,
+) -> Option<String> {
     let (g, v, k) = (group, version, kind);
     kinds! { generator, g, v, k;
         ("", "v1", "Binding") => api::core::v1::Binding,
@@ -93,7 +98,6 @@ pub(crate) fn add_kind(generator: &mut SchemaGenerator, group: &str, version: &s
 pub(crate) const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 pub(crate) const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
 pub(crate) const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
-pub(crate) const WATCH_EVENT: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent";
 pub(crate) const API_RESOURCE_LIST: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList";
 pub(crate) const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 pub(crate) const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";

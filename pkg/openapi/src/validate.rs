@@ -34,7 +34,10 @@ fn collect<'a>(schemas: &'a Map<String, Value>, schema: &'a Value, v: &mut View<
         return;
     }
     let flag = |k: &str| map.get(k).and_then(Value::as_bool).unwrap_or(false);
-    if flag("x-kubernetes-preserve-unknown-fields") || flag("x-kubernetes-embedded-resource") || flag("x-kubernetes-int-or-string") {
+    if flag("x-kubernetes-preserve-unknown-fields")
+        || flag("x-kubernetes-embedded-resource")
+        || flag("x-kubernetes-int-or-string")
+    {
         v.free = true;
     }
     if let Some(target) = map
@@ -65,13 +68,24 @@ fn collect<'a>(schemas: &'a Map<String, Value>, schema: &'a Value, v: &mut View<
 
 /// Dotted paths (`.spec.replicass`, `.spec.containers[0].imagee`) of members of `obj` that
 /// `schema` does not know.
-pub(crate) fn unknown_fields(schemas: &Map<String, Value>, schema: &Value, obj: &Value) -> Vec<String> {
+pub(crate) fn unknown_fields(
+    schemas: &Map<String, Value>,
+    schema: &Value,
+    obj: &Value,
+) -> Vec<String> {
     let mut out = Vec::new();
     walk(schemas, schema, obj, &mut String::new(), &mut out, 0);
     out
 }
 
-fn walk(schemas: &Map<String, Value>, schema: &Value, value: &Value, path: &mut String, out: &mut Vec<String>, depth: usize) {
+fn walk(
+    schemas: &Map<String, Value>,
+    schema: &Value,
+    value: &Value,
+    path: &mut String,
+    out: &mut Vec<String>,
+    depth: usize,
+) {
     if depth > MAX_DEPTH {
         return;
     }
@@ -97,7 +111,9 @@ fn walk(schemas: &Map<String, Value>, schema: &Value, value: &Value, path: &mut 
         }
         Value::Array(items) => {
             let v = view(schemas, schema);
-            let Some(item_schema) = v.items.filter(|_| !v.free) else { return };
+            let Some(item_schema) = v.items.filter(|_| !v.free) else {
+                return;
+            };
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
@@ -111,7 +127,11 @@ fn walk(schemas: &Map<String, Value>, schema: &Value, value: &Value, path: &mut 
 
 /// The patch metadata of the property at `path`, lists being transparent; `None` if the
 /// schema has no such property.
-pub(crate) fn field_meta(schemas: &Map<String, Value>, root: &Value, path: &[&str]) -> Option<FieldMeta> {
+pub(crate) fn field_meta(
+    schemas: &Map<String, Value>,
+    root: &Value,
+    path: &[&str],
+) -> Option<FieldMeta> {
     let mut current = root;
     for name in path {
         let mut v = view(schemas, current);
@@ -135,7 +155,12 @@ pub(crate) fn field_meta(schemas: &Map<String, Value>, root: &Value, path: &[&st
         list_map_keys: map
             .get("x-kubernetes-list-map-keys")
             .and_then(Value::as_array)
-            .map(|keys| keys.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default(),
     })
 }

@@ -14,7 +14,12 @@ mod error;
 mod fieldset;
 mod json;
 mod schema;
+mod smp;
+mod ssa;
+mod static_schema;
 
 pub use error::{ApplyError, Conflict, Error, Result, conflict_message};
 pub use json::{json_patch, merge_patch};
 pub use schema::{ListMeta, ListType, NoSchema, PatchSchema};
+pub use smp::strategic_merge_patch;
+pub use static_schema::{StaticSchema, static_schema};

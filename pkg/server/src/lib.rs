@@ -1,1 +1,207 @@
-//! kubox-server.
+//! kubox-server: starts the control plane in one process.
+//!
+//! Entry point: [`run`] with a typed [`ServerConfig`] (built by `cmd/kubox` from flags, the
+//! config file and `KUBOX_*` env; nothing here reads argv or env). Order of start-up: data dir
+//! check, listening socket (so a busy port fails fast), first-boot PKI, SQLite datastore,
+//! bootstrap objects, admin kubeconfig, then the HTTPS API until shutdown.
+
+mod error;
+
+pub use error::Error;
+
+use kubox_apiserver::{ApiConfig, ApiState};
+use kubox_core::net::Ipv4Cidr;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Everything `kubox server` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub write_kubeconfig: PathBuf,
+    pub write_kubeconfig_mode: u32,
+    pub https_listen_port: u16,
+    pub bind_address: IpAddr,
+    pub advertise_address: Option<IpAddr>,
+    pub tls_sans: Vec<String>,
+    pub node_name: Option<String>,
+    pub node_ips: Vec<IpAddr>,
+    pub token: Option<String>,
+    pub cluster_cidr: Ipv4Cidr,
+    pub service_cidr: Ipv4Cidr,
+    pub cluster_dns: Ipv4Addr,
+    pub cluster_domain: String,
+    pub service_node_port_range: (u16, u16),
+    pub disable_agent: bool,
+    pub disable: Vec<String>,
+    /// Revisions of history kept for watches before compaction.
+    pub datastore_history: i64,
+    pub datastore_compact_interval: std::time::Duration,
+}
+
+impl ServerConfig {
+    /// k3s's defaults.
+    pub fn defaults() -> ServerConfig {
+        ServerConfig {
+            data_dir: PathBuf::from("/var/lib/kubox"),
+            write_kubeconfig: PathBuf::from("/etc/kubox/kubox.yaml"),
+            write_kubeconfig_mode: 0o600,
+            https_listen_port: 6443,
+            bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            advertise_address: None,
+            tls_sans: Vec::new(),
+            node_name: None,
+            node_ips: Vec::new(),
+            token: None,
+            cluster_cidr: Ipv4Cidr { addr: Ipv4Addr::new(10, 42, 0, 0), prefix: 16 },
+            service_cidr: Ipv4Cidr { addr: Ipv4Addr::new(10, 43, 0, 0), prefix: 16 },
+            cluster_dns: Ipv4Addr::new(10, 43, 0, 10),
+            cluster_domain: "cluster.local".into(),
+            service_node_port_range: (30000, 32767),
+            disable_agent: false,
+            disable: Vec::new(),
+            datastore_history: 10_000,
+            datastore_compact_interval: std::time::Duration::from_secs(60),
+        }
+    }
+
+    /// Checks values that are individually valid but unusable together.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.service_cidr.prefix > 28 {
+            return Err(Error::Config(format!("--service-cidr {} is too small: use a /28 or larger", self.service_cidr)));
+        }
+        if !self.service_cidr.contains(self.cluster_dns) {
+            return Err(Error::Config(format!(
+                "--cluster-dns {} is not inside --service-cidr {}",
+                self.cluster_dns, self.service_cidr
+            )));
+        }
+        if self.cluster_cidr.prefix > 24 {
+            return Err(Error::Config(format!(
+                "--cluster-cidr {} is too small: each node needs a /24, so use a /24 or larger",
+                self.cluster_cidr
+            )));
+        }
+        if self.cluster_cidr.contains(self.service_cidr.addr) || self.service_cidr.contains(self.cluster_cidr.addr) {
+            return Err(Error::Config(format!(
+                "--cluster-cidr {} and --service-cidr {} overlap",
+                self.cluster_cidr, self.service_cidr
+            )));
+        }
+        if self.cluster_domain.is_empty() || kubox_core::names::name_error(&self.cluster_domain, false).is_some() {
+            return Err(Error::Config(format!("--cluster-domain {:?} is not a valid DNS domain", self.cluster_domain)));
+        }
+        Ok(())
+    }
+
+    /// The first service IP, used by the `kubernetes` Service.
+    pub fn kubernetes_service_ip(&self) -> Ipv4Addr {
+        self.service_cidr.nth(1).unwrap_or(Ipv4Addr::new(10, 43, 0, 1))
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The address other hosts would reach us on: the source address the kernel picks for an
+/// outbound route. A UDP `connect` only looks up the route; nothing is sent.
+fn primary_ip() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect("192.0.2.1:9")?;
+        Ok(s.local_addr()?.ip())
+    };
+    probe().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn check_writable(dir: &Path) -> Result<(), Error> {
+    let err = |source| Error::DataDir { path: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(".kubox-write-test");
+    std::fs::write(&probe, b"ok").map_err(err)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Runs the server until `shutdown` resolves.
+pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    cfg.check()?;
+    let server_dir = cfg.data_dir.join("server");
+    check_writable(&server_dir)?;
+
+    let addr = SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            Error::PortInUse { addr: cfg.bind_address.to_string(), port: cfg.https_listen_port }
+        } else {
+            Error::Listen { addr: cfg.bind_address.to_string(), port: cfg.https_listen_port, source }
+        }
+    })?;
+
+    let node_ips = if cfg.node_ips.is_empty() { vec![primary_ip()] } else { cfg.node_ips.clone() };
+    let advertise = cfg.advertise_address.or_else(|| node_ips.first().copied()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut all_ips = node_ips.clone();
+    if !all_ips.contains(&advertise) {
+        all_ips.push(advertise);
+    }
+    let tls_dir = server_dir.join("tls");
+    let pki = kubox_pki::ensure_server_pki(&kubox_pki::ServerPkiConfig {
+        data_dir: cfg.data_dir.clone(),
+        cluster_domain: cfg.cluster_domain.clone(),
+        service_ip: IpAddr::V4(cfg.kubernetes_service_ip()),
+        hostname: cfg.node_name.clone().unwrap_or_else(hostname),
+        node_ips: all_ips,
+        tls_sans: cfg.tls_sans.clone(),
+        token: cfg.token.clone(),
+    })
+    .map_err(|e| Error::Pki { path: tls_dir.clone(), message: e.to_string() })?;
+    let tls = kubox_pki::server_tls_config(&pki).map_err(|e| Error::Pki { path: tls_dir.clone(), message: e.to_string() })?;
+
+    let db_path = server_dir.join("db").join("state.db");
+    let store = kubox_store::sqlite::SqliteBackend::open(&db_path, kubox_store::sqlite::SqliteOptions {
+        history_window: cfg.datastore_history,
+        compact_interval: cfg.datastore_compact_interval,
+        ..Default::default()
+    })
+        .map_err(|e| Error::Store { path: db_path.clone(), message: e.to_string() })?;
+
+    let state = ApiState::new(
+        store.clone(),
+        ApiConfig {
+            service_cidr: (cfg.service_cidr.addr, cfg.service_cidr.prefix),
+            kubernetes_service_ip: cfg.kubernetes_service_ip(),
+            cluster_dns: cfg.cluster_dns,
+            node_port_range: cfg.service_node_port_range,
+            cluster_domain: cfg.cluster_domain.clone(),
+            advertise_address: advertise,
+            port: cfg.https_listen_port,
+            server_ca_pem: pki.server_ca_pem.clone(),
+        },
+    );
+    kubox_apiserver::bootstrap::ensure(&state)
+        .await
+        .map_err(|e| Error::Store { path: db_path.clone(), message: e.to_string() })?;
+    kubox_apiserver::namespaces::resume_all(state.clone()).await;
+    tokio::spawn(kubox_apiserver::crds::run(state.clone()));
+
+    let server_url = format!("https://127.0.0.1:{}", cfg.https_listen_port);
+    let (cert, key) = pki.admin_credentials();
+    kubox_pki::write_kubeconfig(&cfg.write_kubeconfig, cfg.write_kubeconfig_mode, &server_url, &pki.server_ca_pem, &cert, &key, "default")
+        .map_err(|e| Error::Kubeconfig { path: cfg.write_kubeconfig.clone(), message: e.to_string() })?;
+    tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");
+    if !cfg.disable_agent {
+        tracing::warn!("the node agent is not part of this build yet; running the control plane only (as with --disable-agent)");
+    }
+    tracing::info!(address = %addr, advertise = %advertise, "kubox server is listening");
+    kubox_apiserver::http::serve(state, listener, Arc::new(tls), shutdown).await;
+    tracing::info!("kubox server stopped");
+    drop(store);
+    Ok(())
+}

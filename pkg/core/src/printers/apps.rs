@@ -1,13 +1,13 @@
 //! apps/v1 and batch/v1 kinds.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::util::{
-    age_cell, age_col, arr, bool_ptr, boolean, col, condition_status, container_cells,
-    format_label_selector, format_labels, human, int, name_cell, name_col, s, selector_string,
-    since, st, wide, CONTAINERS_DESC, IMAGES_DESC,
-};
 use super::Column;
+use super::util::{
+    CONTAINERS_DESC, IMAGES_DESC, age_cell, age_col, arr, bool_ptr, boolean, col, condition_status,
+    container_cells, format_label_selector, format_labels, human, int, name_cell, name_col, s,
+    selector_string, since, st, wide,
+};
 use crate::meta;
 
 /// `spec.replicas`, defaulting to 1 as upstream's defaulting does.
@@ -31,8 +31,16 @@ pub(super) fn deployment_columns() -> Vec<Column> {
     let mut cols = vec![
         name_col(),
         col("Ready", "string", "Number of the pod with ready state"),
-        col("Up-to-date", "string", "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-        col("Available", "string", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+        col(
+            "Up-to-date",
+            "string",
+            "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+        ),
+        col(
+            "Available",
+            "string",
+            "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+        ),
         age_col(),
     ];
     cols.extend(workload_wide(SELECTOR_DESC));
@@ -43,7 +51,11 @@ pub(super) fn deployment_row(obj: &Value) -> Vec<Value> {
     let (names, images) = container_cells(obj.pointer("/spec/template/spec"));
     vec![
         name_cell(obj),
-        json!(format!("{}/{}", int(obj, "/status/readyReplicas"), replicas(obj))),
+        json!(format!(
+            "{}/{}",
+            int(obj, "/status/readyReplicas"),
+            replicas(obj)
+        )),
         json!(int(obj, "/status/updatedReplicas")),
         json!(int(obj, "/status/availableReplicas")),
         age_cell(obj),
@@ -56,12 +68,26 @@ pub(super) fn deployment_row(obj: &Value) -> Vec<Value> {
 pub(super) fn replica_set_columns() -> Vec<Column> {
     let mut cols = vec![
         name_col(),
-        col("Desired", "integer", "Replicas is the number of desired replicas. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1."),
-        col("Current", "integer", "Replicas is the most recently observed number of replicas."),
-        col("Ready", "integer", "The number of ready replicas for this replica set."),
+        col(
+            "Desired",
+            "integer",
+            "Replicas is the number of desired replicas. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1.",
+        ),
+        col(
+            "Current",
+            "integer",
+            "Replicas is the most recently observed number of replicas.",
+        ),
+        col(
+            "Ready",
+            "integer",
+            "The number of ready replicas for this replica set.",
+        ),
         age_col(),
     ];
-    cols.extend(workload_wide("Selector is a label query over pods that should match the replica count."));
+    cols.extend(workload_wide(
+        "Selector is a label query over pods that should match the replica count.",
+    ));
     cols
 }
 
@@ -93,7 +119,11 @@ pub(super) fn stateful_set_row(obj: &Value) -> Vec<Value> {
     let (names, images) = container_cells(obj.pointer("/spec/template/spec"));
     vec![
         name_cell(obj),
-        json!(format!("{}/{}", int(obj, "/status/readyReplicas"), replicas(obj))),
+        json!(format!(
+            "{}/{}",
+            int(obj, "/status/readyReplicas"),
+            replicas(obj)
+        )),
         age_cell(obj),
         names,
         images,
@@ -103,15 +133,41 @@ pub(super) fn stateful_set_row(obj: &Value) -> Vec<Value> {
 pub(super) fn daemon_set_columns() -> Vec<Column> {
     let mut cols = vec![
         name_col(),
-        col("Desired", "integer", "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod)."),
-        col("Current", "integer", "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
-        col("Ready", "integer", "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition."),
-        col("Up-to-date", "integer", "The total number of nodes that are running updated daemon pod"),
-        col("Available", "integer", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
-        col("Node Selector", "string", "NodeSelector is a selector which must be true for the pod to fit on a node."),
+        col(
+            "Desired",
+            "integer",
+            "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod).",
+        ),
+        col(
+            "Current",
+            "integer",
+            "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod.",
+        ),
+        col(
+            "Ready",
+            "integer",
+            "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition.",
+        ),
+        col(
+            "Up-to-date",
+            "integer",
+            "The total number of nodes that are running updated daemon pod",
+        ),
+        col(
+            "Available",
+            "integer",
+            "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)",
+        ),
+        col(
+            "Node Selector",
+            "string",
+            "NodeSelector is a selector which must be true for the pod to fit on a node.",
+        ),
         age_col(),
     ];
-    cols.extend(workload_wide("A label query over pods that are managed by the daemon set."));
+    cols.extend(workload_wide(
+        "A label query over pods that are managed by the daemon set.",
+    ));
     cols
 }
 
@@ -124,7 +180,9 @@ pub(super) fn daemon_set_row(obj: &Value) -> Vec<Value> {
         json!(int(obj, "/status/numberReady")),
         json!(int(obj, "/status/updatedNumberScheduled")),
         json!(int(obj, "/status/numberAvailable")),
-        json!(format_labels(obj.pointer("/spec/template/spec/nodeSelector"))),
+        json!(format_labels(
+            obj.pointer("/spec/template/spec/nodeSelector")
+        )),
         age_cell(obj),
         names,
         images,
@@ -136,7 +194,11 @@ pub(super) fn revision_columns() -> Vec<Column> {
     vec![
         name_col(),
         col("Controller", "string", "Controller of the object"),
-        col("Revision", "string", "Revision indicates the revision of the state represented by Data."),
+        col(
+            "Revision",
+            "string",
+            "Revision indicates the revision of the state represented by Data.",
+        ),
         age_col(),
     ]
 }
@@ -176,11 +238,17 @@ pub(super) fn job_columns() -> Vec<Column> {
     let mut cols = vec![
         name_col(),
         col("Status", "string", "Status of the job."),
-        col("Completions", "string", "The number of pods which reached phase Succeeded."),
+        col(
+            "Completions",
+            "string",
+            "The number of pods which reached phase Succeeded.",
+        ),
         col("Duration", "string", "Time required to complete the job."),
         age_col(),
     ];
-    cols.extend(workload_wide("A label query over pods that should match the pod count."));
+    cols.extend(workload_wide(
+        "A label query over pods that should match the pod count.",
+    ));
     cols
 }
 
@@ -251,20 +319,45 @@ pub(super) fn job_row(obj: &Value) -> Vec<Value> {
 pub(super) fn cron_job_columns() -> Vec<Column> {
     let mut cols = vec![
         name_col(),
-        col("Schedule", "string", "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
-        col("Timezone", "string", "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones."),
-        col("Suspend", "boolean", "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false."),
-        col("Active", "integer", "A list of pointers to currently running jobs."),
-        col("Last Schedule", "string", "Information when was the last time the job was successfully scheduled."),
+        col(
+            "Schedule",
+            "string",
+            "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.",
+        ),
+        col(
+            "Timezone",
+            "string",
+            "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones.",
+        ),
+        col(
+            "Suspend",
+            "boolean",
+            "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false.",
+        ),
+        col(
+            "Active",
+            "integer",
+            "A list of pointers to currently running jobs.",
+        ),
+        col(
+            "Last Schedule",
+            "string",
+            "Information when was the last time the job was successfully scheduled.",
+        ),
         age_col(),
     ];
-    cols.extend(workload_wide("A label query over pods that should match the pod count."));
+    cols.extend(workload_wide(
+        "A label query over pods that should match the pod count.",
+    ));
     cols
 }
 
 pub(super) fn cron_job_row(obj: &Value) -> Vec<Value> {
     let (names, images) = container_cells(obj.pointer("/spec/jobTemplate/spec/template/spec"));
-    let last = match obj.pointer("/status/lastScheduleTime").and_then(Value::as_str) {
+    let last = match obj
+        .pointer("/status/lastScheduleTime")
+        .and_then(Value::as_str)
+    {
         Some(t) => since(Some(t)),
         None => "<none>".into(),
     };
@@ -282,7 +375,9 @@ pub(super) fn cron_job_row(obj: &Value) -> Vec<Value> {
         age_cell(obj),
         names,
         images,
-        json!(format_label_selector(obj.pointer("/spec/jobTemplate/spec/selector"))),
+        json!(format_label_selector(
+            obj.pointer("/spec/jobTemplate/spec/selector")
+        )),
     ]
 }
 
@@ -299,8 +394,16 @@ mod tests {
     fn deployment_columns_match_kubectl() {
         assert_eq!(
             names(&deployment_columns()),
-            [("Name", 0), ("Ready", 0), ("Up-to-date", 0), ("Available", 0), ("Age", 0),
-             ("Containers", 1), ("Images", 1), ("Selector", 1)]
+            [
+                ("Name", 0),
+                ("Ready", 0),
+                ("Up-to-date", 0),
+                ("Available", 0),
+                ("Age", 0),
+                ("Containers", 1),
+                ("Images", 1),
+                ("Selector", 1)
+            ]
         );
     }
 
@@ -312,13 +415,22 @@ mod tests {
             "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
         let row = deployment_row(&d);
         assert_eq!(row[..4], [json!("web"), json!("2/3"), json!(3), json!(2)]);
-        assert_eq!(row[5..], [json!("a,b"), json!("nginx,busybox"), json!("app=web")]);
+        assert_eq!(
+            row[5..],
+            [json!("a,b"), json!("nginx,busybox"), json!("app=web")]
+        );
     }
 
     #[test]
     fn job_completions_cover_fixed_and_work_queue_jobs() {
-        assert_eq!(job_completions(&json!({"spec": {"completions": 3}, "status": {"succeeded": 1}})), "1/3");
-        assert_eq!(job_completions(&json!({"spec": {"parallelism": 4}, "status": {"succeeded": 2}})), "2/1 of 4");
+        assert_eq!(
+            job_completions(&json!({"spec": {"completions": 3}, "status": {"succeeded": 1}})),
+            "1/3"
+        );
+        assert_eq!(
+            job_completions(&json!({"spec": {"parallelism": 4}, "status": {"succeeded": 2}})),
+            "2/1 of 4"
+        );
         assert_eq!(job_completions(&json!({"spec": {"parallelism": 1}})), "0/1");
     }
 
@@ -337,13 +449,31 @@ mod tests {
     #[test]
     fn job_columns_start_with_status_for_1_33() {
         let cols = job_columns();
-        assert_eq!(names(&cols)[..5], [("Name", 0), ("Status", 0), ("Completions", 0), ("Duration", 0), ("Age", 0)]);
+        assert_eq!(
+            names(&cols)[..5],
+            [
+                ("Name", 0),
+                ("Status", 0),
+                ("Completions", 0),
+                ("Duration", 0),
+                ("Age", 0)
+            ]
+        );
     }
 
     #[test]
     fn cron_jobs_show_unset_timezone_and_suspend() {
         let row = cron_job_row(&json!({"spec": {"schedule": "*/5 * * * *", "suspend": false}}));
-        assert_eq!(row[1..6], [json!("*/5 * * * *"), json!("<none>"), json!("False"), json!(0), json!("<none>")]);
+        assert_eq!(
+            row[1..6],
+            [
+                json!("*/5 * * * *"),
+                json!("<none>"),
+                json!("False"),
+                json!(0),
+                json!("<none>")
+            ]
+        );
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Core (`""` group) kinds other than Pod.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::util::{
-    age_cell, age_col, arr, col, container_cells, format_labels, int, join_host_port, map_len,
-    name_cell, name_col, quantity, s, since, st, st_or, wide, CONTAINERS_DESC, IMAGES_DESC,
-};
 use super::Column;
+use super::util::{
+    CONTAINERS_DESC, IMAGES_DESC, age_cell, age_col, arr, col, container_cells, format_labels, int,
+    join_host_port, map_len, name_cell, name_col, quantity, s, since, st, st_or, wide,
+};
 
 pub(super) fn pod_template_columns() -> Vec<Column> {
     vec![
@@ -26,13 +26,29 @@ pub(super) fn pod_template_row(obj: &Value) -> Vec<Value> {
 pub(super) fn rc_columns() -> Vec<Column> {
     vec![
         name_col(),
-        col("Desired", "integer", "Replicas is the number of desired replicas. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1."),
-        col("Current", "integer", "Replicas is the most recently observed number of replicas."),
-        col("Ready", "integer", "The number of ready replicas for this replication controller."),
+        col(
+            "Desired",
+            "integer",
+            "Replicas is the number of desired replicas. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1.",
+        ),
+        col(
+            "Current",
+            "integer",
+            "Replicas is the most recently observed number of replicas.",
+        ),
+        col(
+            "Ready",
+            "integer",
+            "The number of ready replicas for this replication controller.",
+        ),
         age_col(),
         wide("Containers", "string", CONTAINERS_DESC),
         wide("Images", "string", IMAGES_DESC),
-        wide("Selector", "string", "Selector is a label query over pods that should match the Replicas count. If Selector is empty, it is defaulted to the labels present on the Pod template."),
+        wide(
+            "Selector",
+            "string",
+            "Selector is a label query over pods that should match the Replicas count. If Selector is empty, it is defaulted to the labels present on the Pod template.",
+        ),
     ]
 }
 
@@ -53,12 +69,32 @@ pub(super) fn rc_row(obj: &Value) -> Vec<Value> {
 pub(super) fn service_columns() -> Vec<Column> {
     vec![
         name_col(),
-        col("Type", "string", "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer."),
-        col("Cluster-IP", "string", "clusterIP is the IP address of the service and is usually assigned randomly."),
-        col("External-IP", "string", "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
-        col("Port(s)", "string", "The list of ports that are exposed by this service."),
+        col(
+            "Type",
+            "string",
+            "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer.",
+        ),
+        col(
+            "Cluster-IP",
+            "string",
+            "clusterIP is the IP address of the service and is usually assigned randomly.",
+        ),
+        col(
+            "External-IP",
+            "string",
+            "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+        ),
+        col(
+            "Port(s)",
+            "string",
+            "The list of ports that are exposed by this service.",
+        ),
         age_col(),
-        wide("Selector", "string", "Route service traffic to pods with label keys and values matching this selector."),
+        wide(
+            "Selector",
+            "string",
+            "Route service traffic to pods with label keys and values matching this selector.",
+        ),
     ]
 }
 
@@ -144,7 +180,11 @@ pub(super) fn service_row(obj: &Value) -> Vec<Value> {
 pub(super) fn endpoints_columns() -> Vec<Column> {
     vec![
         name_col(),
-        col("Endpoints", "string", "The set of all endpoints is the union of all subsets."),
+        col(
+            "Endpoints",
+            "string",
+            "The set of all endpoints is the union of all subsets.",
+        ),
         age_col(),
     ]
 }
@@ -204,9 +244,21 @@ pub(super) fn node_columns() -> Vec<Column> {
         col("Version", "string", "Kubelet Version reported by the node."),
         wide("Internal-IP", "string", addrs),
         wide("External-IP", "string", addrs),
-        wide("OS-Image", "string", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy))."),
-        wide("Kernel-Version", "string", "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64)."),
-        wide("Container-Runtime", "string", "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
+        wide(
+            "OS-Image",
+            "string",
+            "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+        ),
+        wide(
+            "Kernel-Version",
+            "string",
+            "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+        ),
+        wide(
+            "Container-Runtime",
+            "string",
+            "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+        ),
     ]
 }
 
@@ -268,28 +320,70 @@ pub(super) fn node_row(obj: &Value) -> Vec<Value> {
         json!(node_address(obj, "ExternalIP")),
         json!(st_or(obj, "/status/nodeInfo/osImage", "<unknown>")),
         json!(st_or(obj, "/status/nodeInfo/kernelVersion", "<unknown>")),
-        json!(st_or(obj, "/status/nodeInfo/containerRuntimeVersion", "<unknown>")),
+        json!(st_or(
+            obj,
+            "/status/nodeInfo/containerRuntimeVersion",
+            "<unknown>"
+        )),
     ]
 }
 
 pub(super) fn event_columns() -> Vec<Column> {
     vec![
-        col("Last Seen", "string", "The time at which the most recent occurrence of this event was recorded."),
-        col("Type", "string", "Type of this event (Normal, Warning), new types could be added in the future"),
-        col("Reason", "string", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
+        col(
+            "Last Seen",
+            "string",
+            "The time at which the most recent occurrence of this event was recorded.",
+        ),
+        col(
+            "Type",
+            "string",
+            "Type of this event (Normal, Warning), new types could be added in the future",
+        ),
+        col(
+            "Reason",
+            "string",
+            "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+        ),
         col("Object", "string", "The object that this event is about."),
-        wide("Subobject", "string", "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2]."),
-        wide("Source", "string", "The component reporting this event. Should be a short machine understandable string."),
-        col("Message", "string", "A human-readable description of the status of this operation."),
-        wide("First Seen", "string", "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)"),
-        wide("Count", "string", "The number of times this event has occurred."),
-        Column { priority: 1, ..name_col() },
+        wide(
+            "Subobject",
+            "string",
+            "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2].",
+        ),
+        wide(
+            "Source",
+            "string",
+            "The component reporting this event. Should be a short machine understandable string.",
+        ),
+        col(
+            "Message",
+            "string",
+            "A human-readable description of the status of this operation.",
+        ),
+        wide(
+            "First Seen",
+            "string",
+            "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)",
+        ),
+        wide(
+            "Count",
+            "string",
+            "The number of times this event has occurred.",
+        ),
+        Column {
+            priority: 1,
+            ..name_col()
+        },
     ]
 }
 
 /// First non-empty string among JSON pointers.
 fn first_str<'a>(obj: &'a Value, ptrs: &[&str]) -> &'a str {
-    ptrs.iter().map(|p| st(obj, p)).find(|v| !v.is_empty()).unwrap_or_default()
+    ptrs.iter()
+        .map(|p| st(obj, p))
+        .find(|v| !v.is_empty())
+        .unwrap_or_default()
 }
 
 /// core/v1 and events.k8s.io/v1 Events (the latter's fields mapped as upstream converts them).
@@ -301,7 +395,11 @@ pub(super) fn event_row(obj: &Value) -> Vec<Value> {
         since(Some(first_ts))
     };
     let last_ts = first_str(obj, &["/lastTimestamp", "/deprecatedLastTimestamp"]);
-    let mut last = if last_ts.is_empty() { first.clone() } else { since(Some(last_ts)) };
+    let mut last = if last_ts.is_empty() {
+        first.clone()
+    } else {
+        since(Some(last_ts))
+    };
     let mut count = match int(obj, "/count") {
         0 => int(obj, "/deprecatedCount"),
         c => c,
@@ -332,7 +430,14 @@ pub(super) fn event_row(obj: &Value) -> Vec<Value> {
             "/reportingController",
         ],
     );
-    let host = first_str(obj, &["/source/host", "/deprecatedSource/host", "/reportingInstance"]);
+    let host = first_str(
+        obj,
+        &[
+            "/source/host",
+            "/deprecatedSource/host",
+            "/reportingInstance",
+        ],
+    );
     let source = if host.is_empty() {
         component.to_string()
     } else {
@@ -354,17 +459,29 @@ pub(super) fn event_row(obj: &Value) -> Vec<Value> {
 }
 
 pub(super) fn namespace_columns() -> Vec<Column> {
-    vec![name_col(), col("Status", "string", "The status of the namespace"), age_col()]
+    vec![
+        name_col(),
+        col("Status", "string", "The status of the namespace"),
+        age_col(),
+    ]
 }
 
 pub(super) fn namespace_row(obj: &Value) -> Vec<Value> {
-    vec![name_cell(obj), s(obj.pointer("/status/phase")), age_cell(obj)]
+    vec![
+        name_cell(obj),
+        s(obj.pointer("/status/phase")),
+        age_cell(obj),
+    ]
 }
 
 pub(super) fn config_map_columns() -> Vec<Column> {
     vec![
         name_col(),
-        col("Data", "string", "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'."),
+        col(
+            "Data",
+            "string",
+            "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'.",
+        ),
         age_col(),
     ]
 }
@@ -377,135 +494,62 @@ pub(super) fn config_map_row(obj: &Value) -> Vec<Value> {
 pub(super) fn secret_columns() -> Vec<Column> {
     vec![
         name_col(),
-        col("Type", "string", "Used to facilitate programmatic handling of secret data."),
-        col("Data", "string", "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'."),
+        col(
+            "Type",
+            "string",
+            "Used to facilitate programmatic handling of secret data.",
+        ),
+        col(
+            "Data",
+            "string",
+            "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'.",
+        ),
         age_col(),
     ]
 }
 
 pub(super) fn secret_row(obj: &Value) -> Vec<Value> {
-    vec![name_cell(obj), s(obj.get("type")), json!(map_len(obj, "/data")), age_cell(obj)]
+    vec![
+        name_cell(obj),
+        s(obj.get("type")),
+        json!(map_len(obj, "/data")),
+        age_cell(obj),
+    ]
 }
 
 pub(super) fn service_account_columns() -> Vec<Column> {
     vec![
         name_col(),
-        col("Secrets", "string", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."),
+        col(
+            "Secrets",
+            "string",
+            "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+        ),
         age_col(),
     ]
 }
 
 pub(super) fn service_account_row(obj: &Value) -> Vec<Value> {
-    vec![name_cell(obj), json!(arr(obj, "/secrets").len()), age_cell(obj)]
-}
-
-/// Upstream's `GetAccessModesAsString`: "RWO,ROX,RWX,RWOP" in that order.
-pub(super) fn access_modes(modes: &[Value]) -> String {
-    let has = |m: &str| modes.iter().any(|v| v.as_str() == Some(m));
-    [
-        ("ReadWriteOnce", "RWO"),
-        ("ReadOnlyMany", "ROX"),
-        ("ReadWriteMany", "RWX"),
-        ("ReadWriteOncePod", "RWOP"),
-    ]
-    .iter()
-    .filter(|(m, _)| has(m))
-    .map(|(_, short)| *short)
-    .collect::<Vec<_>>()
-    .join(",")
-}
-
-fn storage_class(obj: &Value) -> String {
-    match crate::meta::map_entry(obj, "annotations", "volume.beta.kubernetes.io/storage-class") {
-        Some(c) => c.to_string(),
-        None => st(obj, "/spec/storageClassName").to_string(),
-    }
-}
-
-fn deleting(obj: &Value) -> bool {
-    crate::meta::meta_str(obj, "deletionTimestamp").is_some()
-}
-
-pub(super) fn pv_columns() -> Vec<Column> {
-    vec![
-        name_col(),
-        col("Capacity", "string", "capacity is the description of the persistent volume's resources and capacity."),
-        col("Access Modes", "string", "accessModes contains all ways the volume can be mounted."),
-        col("Reclaim Policy", "string", "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim."),
-        col("Status", "string", "phase indicates if a volume is available, bound to a claim, or released by a claim."),
-        col("Claim", "string", "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim."),
-        col("StorageClass", "string", "StorageClass of the pv"),
-        col("VolumeAttributesClass", "string", "VolumeAttributesClass of the pv"),
-        col("Reason", "string", "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI."),
-        age_col(),
-        wide("VolumeMode", "string", "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state."),
-    ]
-}
-
-pub(super) fn pv_row(obj: &Value) -> Vec<Value> {
-    let claim = match obj.pointer("/spec/claimRef").filter(|c| c.is_object()) {
-        Some(c) => format!("{}/{}", st(c, "/namespace"), st(c, "/name")),
-        None => String::new(),
-    };
-    let phase = if deleting(obj) { "Terminating" } else { st(obj, "/status/phase") };
     vec![
         name_cell(obj),
-        json!(quantity(obj.pointer("/spec/capacity/storage"))),
-        json!(access_modes(arr(obj, "/spec/accessModes"))),
-        s(obj.pointer("/spec/persistentVolumeReclaimPolicy")),
-        json!(phase),
-        json!(claim),
-        json!(storage_class(obj)),
-        json!(st_or(obj, "/spec/volumeAttributesClassName", "<unset>")),
-        s(obj.pointer("/status/reason")),
+        json!(arr(obj, "/secrets").len()),
         age_cell(obj),
-        json!(st_or(obj, "/spec/volumeMode", "<unset>")),
-    ]
-}
-
-pub(super) fn pvc_columns() -> Vec<Column> {
-    vec![
-        name_col(),
-        col("Status", "string", "phase represents the current phase of PersistentVolumeClaim."),
-        col("Volume", "string", "volumeName is the binding reference to the PersistentVolume backing this claim."),
-        col("Capacity", "string", "capacity represents the actual resources of the underlying volume."),
-        col("Access Modes", "string", "accessModes contains the actual access modes the volume backing the PVC has."),
-        col("StorageClass", "string", "StorageClass of the pvc"),
-        col("VolumeAttributesClass", "string", "VolumeAttributesClass of the pvc"),
-        age_col(),
-        wide("VolumeMode", "string", "volumeMode defines what type of volume is required by the claim. Value of Filesystem is implied when not included in claim spec."),
-    ]
-}
-
-pub(super) fn pvc_row(obj: &Value) -> Vec<Value> {
-    let phase = if deleting(obj) { "Terminating" } else { st(obj, "/status/phase") };
-    let volume = st(obj, "/spec/volumeName");
-    let (capacity, modes) = if volume.is_empty() {
-        (String::new(), String::new())
-    } else {
-        (
-            quantity(obj.pointer("/status/capacity/storage")),
-            access_modes(arr(obj, "/status/accessModes")),
-        )
-    };
-    vec![
-        name_cell(obj),
-        json!(phase),
-        json!(volume),
-        json!(capacity),
-        json!(modes),
-        json!(storage_class(obj)),
-        json!(st_or(obj, "/spec/volumeAttributesClassName", "<unset>")),
-        age_cell(obj),
-        json!(st_or(obj, "/spec/volumeMode", "<unset>")),
     ]
 }
 
 pub(super) fn quota_columns() -> Vec<Column> {
     vec![
         name_col(),
-        col("Request", "string", "Request represents a minimum amount of cpu/memory that a container may consume."),
-        col("Limit", "string", "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node."),
+        col(
+            "Request",
+            "string",
+            "Request represents a minimum amount of cpu/memory that a container may consume.",
+        ),
+        col(
+            "Limit",
+            "string",
+            "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+        ),
         age_col(),
     ]
 }
@@ -529,7 +573,12 @@ pub(super) fn quota_row(obj: &Value) -> Vec<Value> {
             requests.push(cell);
         }
     }
-    vec![name_cell(obj), json!(requests.join(", ")), json!(limits.join(", ")), age_cell(obj)]
+    vec![
+        name_cell(obj),
+        json!(requests.join(", ")),
+        json!(limits.join(", ")),
+        age_cell(obj),
+    ]
 }
 
 #[cfg(test)]
@@ -550,13 +599,22 @@ mod tests {
         let svc = json!({"metadata": {"name": "k"}, "spec": {"type": "ClusterIP",
             "clusterIP": "10.43.0.1", "clusterIPs": ["10.43.0.1"]}});
         let row = service_row(&svc);
-        assert_eq!(row[1..5], [json!("ClusterIP"), json!("10.43.0.1"), json!("<none>"), json!("<none>")]);
+        assert_eq!(
+            row[1..5],
+            [
+                json!("ClusterIP"),
+                json!("10.43.0.1"),
+                json!("<none>"),
+                json!("<none>")
+            ]
+        );
         assert_eq!(row[6], json!("<none>"));
     }
 
     #[test]
     fn load_balancer_without_ingress_is_pending() {
-        let svc = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 443, "nodePort": 31443}]}});
+        let svc =
+            json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 443, "nodePort": 31443}]}});
         assert_eq!(service_external_ip(&svc), "<pending>");
         let svc = json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer":
             {"ingress": [{"ip": "192.168.1.9"}, {"hostname": "lb.example"}]}}});
@@ -592,17 +650,31 @@ mod tests {
 
     #[test]
     fn node_wide_cells_default_to_none_and_unknown() {
-        let row = node_row(&json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.5"}],
-            "nodeInfo": {"kubeletVersion": "v1.33.1+k3s1"}}}));
+        let row = node_row(
+            &json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.5"}],
+            "nodeInfo": {"kubeletVersion": "v1.33.1+k3s1"}}}),
+        );
         assert_eq!(row[4], json!("v1.33.1+k3s1"));
-        assert_eq!(row[5..], [json!("10.0.0.5"), json!("<none>"), json!("<unknown>"), json!("<unknown>"), json!("<unknown>")]);
+        assert_eq!(
+            row[5..],
+            [
+                json!("10.0.0.5"),
+                json!("<none>"),
+                json!("<unknown>"),
+                json!("<unknown>"),
+                json!("<unknown>")
+            ]
+        );
     }
 
     #[test]
     fn endpoints_list_three_and_count_the_rest() {
         let ep = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "fd00::3"}, {"ip": "10.0.0.4"}],
             "ports": [{"port": 80}]}]});
-        assert_eq!(format_endpoints(&ep), "10.0.0.1:80,10.0.0.2:80,[fd00::3]:80 + 1 more...");
+        assert_eq!(
+            format_endpoints(&ep),
+            "10.0.0.1:80,10.0.0.2:80,[fd00::3]:80 + 1 more..."
+        );
         assert_eq!(format_endpoints(&json!({})), "<none>");
     }
 
@@ -613,7 +685,17 @@ mod tests {
             "source": {"component": "kubelet", "host": "node1"}, "message": " done \n"});
         let row = event_row(&ev);
         assert_eq!(row[0], json!("<unknown>"));
-        assert_eq!(row[1..7], [json!("Normal"), json!("Pulled"), json!("pod/web"), json!("spec.containers{web}"), json!("kubelet, node1"), json!("done")]);
+        assert_eq!(
+            row[1..7],
+            [
+                json!("Normal"),
+                json!("Pulled"),
+                json!("pod/web"),
+                json!("spec.containers{web}"),
+                json!("kubelet, node1"),
+                json!("done")
+            ]
+        );
         assert_eq!(row[8], json!(1));
         assert_eq!(row[9], json!("e1"));
     }
@@ -628,14 +710,6 @@ mod tests {
         assert_eq!(row[6], json!("hi"));
         assert_eq!(row[8], json!(4));
         assert!(row[0].as_str().unwrap().ends_with('y'));
-    }
-
-    #[test]
-    fn pvc_capacity_shows_only_when_bound() {
-        let pvc = json!({"spec": {"volumeName": "pv1", "storageClassName": "local-path"},
-            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}});
-        let row = pvc_row(&pvc);
-        assert_eq!(row[1..7], [json!("Bound"), json!("pv1"), json!("1Gi"), json!("RWO"), json!("local-path"), json!("<unset>")]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod core;
 mod custom;
 mod other;
 mod pod;
+mod storage;
 mod util;
 
 use serde_json::Value;
@@ -49,8 +50,8 @@ fn printer(group: &str, kind: &str) -> Option<Printer> {
         ("", "ConfigMap") => p(core::config_map_columns, core::config_map_row),
         ("", "Secret") => p(core::secret_columns, core::secret_row),
         ("", "ServiceAccount") => p(core::service_account_columns, core::service_account_row),
-        ("", "PersistentVolume") => p(core::pv_columns, core::pv_row),
-        ("", "PersistentVolumeClaim") => p(core::pvc_columns, core::pvc_row),
+        ("", "PersistentVolume") => p(storage::pv_columns, storage::pv_row),
+        ("", "PersistentVolumeClaim") => p(storage::pvc_columns, storage::pvc_row),
         ("", "ResourceQuota") => p(core::quota_columns, core::quota_row),
         ("apps", "Deployment") => p(apps::deployment_columns, apps::deployment_row),
         ("apps", "ReplicaSet") => p(apps::replica_set_columns, apps::replica_set_row),
@@ -59,6 +60,14 @@ fn printer(group: &str, kind: &str) -> Option<Printer> {
         ("apps", "ControllerRevision") => p(apps::revision_columns, apps::revision_row),
         ("batch", "Job") => p(apps::job_columns, apps::job_row),
         ("batch", "CronJob") => p(apps::cron_job_columns, apps::cron_job_row),
+        ("storage.k8s.io", "StorageClass") => {
+            p(storage::storage_class_columns, storage::storage_class_row)
+        }
+        ("storage.k8s.io", "CSIDriver") => p(storage::csi_driver_columns, storage::csi_driver_row),
+        ("storage.k8s.io", "CSINode") => p(storage::csi_node_columns, storage::csi_node_row),
+        ("storage.k8s.io", "VolumeAttachment") => {
+            p(storage::attachment_columns, storage::attachment_row)
+        }
         _ => other::printer(group, kind),
     }
 }
@@ -131,8 +140,14 @@ mod tests {
         ("rbac.authorization.k8s.io", "RoleBinding"),
         ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
         ("apiextensions.k8s.io", "CustomResourceDefinition"),
-        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
-        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration",
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration",
+        ),
         ("example.com", "Widget"),
     ];
 
@@ -150,9 +165,12 @@ mod tests {
     fn every_kind_has_exactly_one_name_column() {
         for (g, k) in KINDS {
             let cols = table_columns(g, k);
-            let names: Vec<_> = cols.iter().filter(|c| c.format == "name").collect();
+            let names: Vec<_> = cols.iter().filter(|c| c.name == "Name").collect();
             assert_eq!(names.len(), 1, "{g}/{k}");
-            assert_eq!(names[0].name, "Name");
+            assert_eq!(
+                (names[0].type_.as_str(), names[0].format.as_str()),
+                ("string", "name")
+            );
         }
     }
 

@@ -197,7 +197,12 @@ pub(super) fn container_cells(pod_spec: Option<&Value>) -> (Value, Value) {
 
 /// Upstream's `listWithMoreString` over at most `max` shown items.
 pub(super) fn list_with_more(items: &[String], max: usize, empty: &str) -> String {
-    let shown = items.iter().take(max).cloned().collect::<Vec<_>>().join(",");
+    let shown = items
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
     if items.len() > max {
         format!("{shown} + {} more...", items.len() - max)
     } else if shown.is_empty() {

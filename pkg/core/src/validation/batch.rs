@@ -1,0 +1,487 @@
+//! batch/v1 Job and CronJob validation, with a robfig/cron-compatible schedule check.
+
+use super::meta::{go_label_selector, go_string_map, validate_label_selector};
+use super::pod::validate_template;
+use super::{FieldError, immutable, non_negative, one_of, s};
+use crate::selectors::LabelSelector;
+use serde_json::{Value, json};
+
+const RESTART_DETAIL: &str = "valid values: \"OnFailure\", \"Never\"";
+
+/// Job spec rules shared by Job (`spec`) and CronJob (`spec.jobTemplate.spec`).
+fn validate_job_spec(
+    errs: &mut Vec<FieldError>,
+    spec: &Value,
+    path: &str,
+    selector_required: bool,
+) {
+    for f in [
+        "parallelism",
+        "completions",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ] {
+        non_negative(errs, spec.get(f), &format!("{path}.{f}"));
+    }
+    one_of(
+        errs,
+        spec.get("completionMode"),
+        &format!("{path}.completionMode"),
+        &["NonIndexed", "Indexed"],
+    );
+    if s(spec, "completionMode") == "Indexed" && spec.get("completions").is_none_or(Value::is_null)
+    {
+        errs.push(FieldError::required(
+            &format!("{path}.completions"),
+            "when completion mode is Indexed",
+        ));
+    }
+    one_of(
+        errs,
+        spec.get("podReplacementPolicy"),
+        &format!("{path}.podReplacementPolicy"),
+        &["Failed", "TerminatingOrFailed"],
+    );
+    let tpath = format!("{path}.template");
+    match spec.get("selector").filter(|v| v.is_object()) {
+        None if selector_required => {
+            errs.push(FieldError::required(&format!("{path}.selector"), ""))
+        }
+        None => {}
+        Some(sel) => {
+            let before = errs.len();
+            validate_label_selector(errs, Some(sel), &format!("{path}.selector"));
+            if errs.len() == before {
+                let labels = spec
+                    .pointer("/template/metadata/labels")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                let ok = LabelSelector::from_object(sel)
+                    .is_ok_and(|s| s.matches_object(&json!({"metadata": {"labels": labels}})));
+                if !ok {
+                    errs.push(FieldError::invalid_raw(
+                        &format!("{tpath}.metadata.labels"),
+                        &go_string_map(&labels),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+        }
+    }
+    validate_template(errs, spec.get("template"), &tpath, &[]);
+    let rp = spec
+        .pointer("/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if rp != "OnFailure" && rp != "Never" && spec.get("template").is_some() {
+        errs.push(FieldError::required(
+            &format!("{tpath}.spec.restartPolicy"),
+            RESTART_DETAIL,
+        ));
+    }
+}
+
+pub(crate) fn validate_job(errs: &mut Vec<FieldError>, obj: &Value, old: Option<&Value>) {
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    validate_job_spec(errs, spec, "spec", true);
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    let uid = crate::meta::meta_str(obj, "uid").unwrap_or("");
+    if old.is_none() && !manual && !uid.is_empty() {
+        if let Some(sel) = spec.get("selector").filter(|v| v.is_object()) {
+            if sel
+                .pointer("/matchLabels/batch.kubernetes.io~1controller-uid")
+                .and_then(Value::as_str)
+                != Some(uid)
+            {
+                errs.push(FieldError::invalid_raw(
+                    "spec.selector",
+                    &go_label_selector(Some(sel)),
+                    "`selector` not auto-generated",
+                ));
+            }
+        }
+    }
+    let Some(old_spec) = old.and_then(|o| o.get("spec")) else {
+        return;
+    };
+    if spec.get("selector") != old_spec.get("selector") {
+        errs.push(FieldError::invalid_raw(
+            "spec.selector",
+            &go_label_selector(spec.get("selector")),
+            "field is immutable",
+        ));
+    }
+    immutable(
+        errs,
+        spec.get("completionMode"),
+        old_spec.get("completionMode"),
+        "spec.completionMode",
+    );
+    let indexed = s(spec, "completionMode") == "Indexed";
+    if !indexed {
+        immutable(
+            errs,
+            spec.get("completions"),
+            old_spec.get("completions"),
+            "spec.completions",
+        );
+    }
+    // A suspended Job that never started may change its scheduling directives.
+    let never_started = old
+        .and_then(|o| o.pointer("/status/startTime"))
+        .is_none_or(Value::is_null);
+    let mutable = old_spec.get("suspend").and_then(Value::as_bool) == Some(true) && never_started;
+    let strip = |t: Option<&Value>| {
+        let mut t = t.cloned().unwrap_or(Value::Null);
+        if mutable {
+            if let Some(m) = t.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("labels");
+                m.remove("annotations");
+            }
+            if let Some(m) = t.get_mut("spec").and_then(Value::as_object_mut) {
+                for f in ["nodeSelector", "tolerations", "schedulingGates"] {
+                    m.remove(f);
+                }
+            }
+        }
+        t
+    };
+    if strip(spec.get("template")) != strip(old_spec.get("template")) {
+        let shown = spec
+            .get("template")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        errs.push(FieldError::invalid_raw(
+            "spec.template",
+            &shown,
+            "field is immutable",
+        ));
+    }
+}
+
+pub(crate) fn validate_cron_job(errs: &mut Vec<FieldError>, obj: &Value, _old: Option<&Value>) {
+    let name = crate::meta::name(obj).unwrap_or("");
+    if name.len() > 52 {
+        errs.push(FieldError::invalid_str(
+            "metadata.name",
+            name,
+            "must be no more than 52 characters",
+        ));
+    }
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    let schedule = s(spec, "schedule");
+    if schedule.is_empty() {
+        errs.push(FieldError::required("spec.schedule", ""));
+    } else if schedule.contains("TZ") {
+        errs.push(FieldError::invalid_str(
+            "spec.schedule",
+            schedule,
+            "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+        ));
+    } else if let Err(e) = parse_schedule(schedule) {
+        errs.push(FieldError::invalid_str("spec.schedule", schedule, &e));
+    }
+    if let Some(tz) = spec.get("timeZone").and_then(Value::as_str) {
+        if tz.is_empty() {
+            errs.push(FieldError::invalid_str(
+                "spec.timeZone",
+                tz,
+                "timeZone must be nil or non-empty string",
+            ));
+        } else if tz.contains(' ') || tz.starts_with('/') || tz.contains("..") {
+            errs.push(FieldError::invalid_str(
+                "spec.timeZone",
+                tz,
+                &format!("unknown time zone {tz}"),
+            ));
+        }
+    }
+    one_of(
+        errs,
+        spec.get("concurrencyPolicy"),
+        "spec.concurrencyPolicy",
+        &["Allow", "Forbid", "Replace"],
+    );
+    for f in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        non_negative(errs, spec.get(f), &format!("spec.{f}"));
+    }
+    match spec.pointer("/jobTemplate/spec") {
+        Some(js) => validate_job_spec(errs, js, "spec.jobTemplate.spec", false),
+        None => errs.push(FieldError::required("spec.jobTemplate.spec.template", "")),
+    }
+}
+
+const FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("dom", 1, 31),
+    ("month", 1, 12),
+    ("dow", 0, 6),
+];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+/// Checks a cron schedule as upstream's `cron.ParseStandard`: five fields or a descriptor.
+/// Errors use robfig/cron's wording.
+pub fn parse_schedule(spec: &str) -> Result<(), String> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return Err("empty spec string".into());
+    }
+    if let Some(d) = spec.strip_prefix('@') {
+        if let Some(dur) = d.strip_prefix("every ") {
+            return parse_go_duration(dur.trim()).then_some(()).ok_or_else(|| {
+                format!(
+                    "failed to parse duration {spec}: time: invalid duration {}",
+                    super::quote(dur.trim())
+                )
+            });
+        }
+        return match d {
+            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
+                Ok(())
+            }
+            _ => Err(format!("unrecognized descriptor: {spec}")),
+        };
+    }
+    let fields: Vec<&str> = spec.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "expected exactly 5 fields, found {}: [{}]",
+            fields.len(),
+            fields.join(" ")
+        ));
+    }
+    for (i, f) in fields.iter().enumerate() {
+        let (_, min, max) = FIELDS[i];
+        let names: &[&str] = match i {
+            3 => &MONTHS,
+            4 => &DAYS,
+            _ => &[],
+        };
+        for part in f.split(',') {
+            parse_range(part, min, max, names)?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_value(s: &str, names: &[&str], offset: u32) -> Result<u32, String> {
+    if let Some(pos) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
+        return Ok(pos as u32 + offset);
+    }
+    s.parse::<u32>().map_err(|_| {
+        format!(
+            "failed to parse int from {s}: strconv.Atoi: parsing {}: invalid syntax",
+            super::quote(s)
+        )
+    })
+}
+
+fn parse_range(expr: &str, min: u32, max: u32, names: &[&str]) -> Result<(), String> {
+    let offset = if names.len() == 12 { 1 } else { 0 };
+    let mut slash = expr.split('/');
+    let range = slash.next().unwrap_or("");
+    let step = slash.next();
+    if slash.next().is_some() {
+        return Err(format!("too many slashes: {expr}"));
+    }
+    let bounds: Vec<&str> = range.split('-').collect();
+    let (start, end) = match bounds.as_slice() {
+        ["*"] | ["?"] => (min, max),
+        [one] => {
+            let v = parse_value(one, names, offset)?;
+            (v, if step.is_some() { max } else { v })
+        }
+        [a, b] => (
+            parse_value(a, names, offset)?,
+            parse_value(b, names, offset)?,
+        ),
+        _ => return Err(format!("too many hyphens: {expr}")),
+    };
+    if let Some(st) = step {
+        let n = st.parse::<u32>().map_err(|_| {
+            format!(
+                "failed to parse int from {st}: strconv.Atoi: parsing {}: invalid syntax",
+                super::quote(st)
+            )
+        })?;
+        if n == 0 {
+            return Err(format!("step of range should be a positive number: {expr}"));
+        }
+    }
+    if start < min {
+        return Err(format!(
+            "beginning of range ({start}) below minimum ({min}): {expr}"
+        ));
+    }
+    if end > max {
+        return Err(format!(
+            "end of range ({end}) above maximum ({max}): {expr}"
+        ));
+    }
+    if start > end {
+        return Err(format!(
+            "beginning of range ({start}) beyond end of range ({end}): {expr}"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `s` is a Go duration like `1h30m`, `90s`, `1.5h`.
+fn parse_go_duration(s: &str) -> bool {
+    let mut rest = s;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .bytes()
+            .take_while(|c| c.is_ascii_digit() || *c == b'.')
+            .count();
+        if num_len == 0 {
+            return false;
+        }
+        rest = &rest[num_len..];
+        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .iter()
+            .filter(|u| rest.starts_with(**u))
+            .max_by_key(|u| u.len());
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::parse_schedule;
+    use crate::validation::{FieldError, validate};
+    use serde_json::{Value, json};
+
+    fn job(spec: Value) -> Value {
+        json!({"metadata": {"name": "pi", "namespace": "default", "uid": "u1"}, "spec": spec})
+    }
+
+    fn good_job_spec() -> Value {
+        json!({"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}},
+            "template": {"metadata": {"labels": {"batch.kubernetes.io/controller-uid": "u1"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}})
+    }
+
+    fn fields(e: &[FieldError]) -> Vec<&str> {
+        e.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn schedules_accept_five_fields_and_descriptors() {
+        for ok in [
+            "* * * * *",
+            "*/5 0-23 1,15 jan-dec mon-fri",
+            "0 0 * * 0",
+            "@hourly",
+            "@every 1h30m",
+            "5/10 * * * ?",
+        ] {
+            assert!(parse_schedule(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            parse_schedule("* * *").unwrap_err(),
+            "expected exactly 3 fields, found 3: [* * *]".replace("exactly 3", "exactly 5")
+        );
+        assert_eq!(
+            parse_schedule("60 * * * *").unwrap_err(),
+            "end of range (60) above maximum (59): 60"
+        );
+        assert_eq!(
+            parse_schedule("@sometimes").unwrap_err(),
+            "unrecognized descriptor: @sometimes"
+        );
+        assert!(parse_schedule("* * * * 7").is_err());
+        assert!(parse_schedule("*/0 * * * *").is_err());
+    }
+
+    #[test]
+    fn a_generated_job_is_valid() {
+        let e = validate("batch", "v1", "Job", &job(good_job_spec()), None);
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn job_restart_policy_must_be_never_or_on_failure() {
+        let mut s = good_job_spec();
+        s["template"]["spec"]["restartPolicy"] = json!("Always");
+        let e = validate("batch", "v1", "Job", &job(s), None);
+        assert_eq!(fields(&e), vec!["spec.template.spec.restartPolicy"]);
+        assert_eq!(
+            e[0].message,
+            "Required value: valid values: \"OnFailure\", \"Never\""
+        );
+    }
+
+    #[test]
+    fn job_selector_and_template_are_immutable_unless_suspended() {
+        let old = job(good_job_spec());
+        let mut s = good_job_spec();
+        s["template"]["spec"]["nodeSelector"] = json!({"a": "b"});
+        let e = validate("batch", "v1", "Job", &job(s.clone()), Some(&old));
+        assert_eq!(fields(&e), vec!["spec.template"]);
+        let mut old_susp = good_job_spec();
+        old_susp["suspend"] = json!(true);
+        s["suspend"] = json!(true);
+        assert!(validate("batch", "v1", "Job", &job(s), Some(&job(old_susp))).is_empty());
+        let mut s = good_job_spec();
+        s["selector"] = json!({"matchLabels": {"x": "y"}});
+        let e = validate("batch", "v1", "Job", &job(s), Some(&old));
+        assert!(fields(&e).contains(&"spec.selector"));
+    }
+
+    #[test]
+    fn indexed_jobs_need_completions() {
+        let mut s = good_job_spec();
+        s["completionMode"] = json!("Indexed");
+        let e = validate("batch", "v1", "Job", &job(s), None);
+        assert_eq!(
+            e[0].message,
+            "Required value: when completion mode is Indexed"
+        );
+    }
+
+    #[test]
+    fn cronjobs_check_schedule_policy_and_template() {
+        let cj = json!({"metadata": {"name": "c", "namespace": "d"}, "spec": {"schedule": "bad", "concurrencyPolicy": "Sometimes",
+            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "x"}]}}}}}});
+        let e = validate("batch", "v1", "CronJob", &cj, None);
+        assert_eq!(
+            fields(&e),
+            vec![
+                "spec.schedule",
+                "spec.concurrencyPolicy",
+                "spec.jobTemplate.spec.template.spec.restartPolicy"
+            ]
+        );
+        assert_eq!(
+            e[0].message,
+            "Invalid value: \"bad\": expected exactly 5 fields, found 1: [bad]"
+        );
+    }
+
+    #[test]
+    fn cronjob_names_are_limited_to_52_characters() {
+        let cj = json!({"metadata": {"name": "a".repeat(53)}, "spec": {"schedule": "@daily",
+            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}}});
+        let e = validate("batch", "v1", "CronJob", &cj, None);
+        assert_eq!(fields(&e), vec!["metadata.name"]);
+    }
+}

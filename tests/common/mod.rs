@@ -1,0 +1,259 @@
+//! Shared harness of the black-box tests: start the real `kubox` binary on a temporary data
+//! dir and a free port, and drive it with real clients (kubectl 1.27/1.33, Python, kube).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KUBECTL_OLD: &str = "1.27";
+pub const KUBECTL_NEW: &str = "1.33";
+/// Where started servers' PIDs are recorded, so .ci/run can end leftovers of a killed run.
+const PID_DIR: &str = "/tmp/kubox-test-pids";
+
+/// The kubox binary under test.
+pub fn kubox_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kubox"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// The directory holding kubectl.1.27 … kubectl.1.33 next to the kubectl on PATH.
+pub fn kubectl_path(version: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("KUBOX_TEST_KUBECTL_DIR") {
+        return Path::new(&dir).join(format!("kubectl.{version}"));
+    }
+    let on_path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl must be on PATH (tests/run.sh installs it)");
+    let real = std::fs::canonicalize(&on_path).expect("resolve kubectl");
+    let p = real.parent().expect("kubectl dir").join(format!("kubectl.{version}"));
+    assert!(p.is_file(), "{} is missing: the tests need kubectl {version}", p.display());
+    p
+}
+
+/// A running `kubox server --disable-agent` with its own data dir and port.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("config.yaml"), "").expect("empty config");
+        let mut s = Server { dir, port: free_port(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        s.spawn();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig.yaml")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The command line `kubox server` runs with (without the binary).
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "server".to_string(),
+            "--disable-agent".into(),
+            "--data-dir".into(),
+            self.data_dir().display().to_string(),
+            "--write-kubeconfig".into(),
+            self.kubeconfig().display().to_string(),
+            "--https-listen-port".into(),
+            self.port.to_string(),
+            "--bind-address".into(),
+            "127.0.0.1".into(),
+            "--node-ip".into(),
+            "127.0.0.1".into(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("server log");
+        let child = Command::new(kubox_bin())
+            .args(self.args())
+            .env("KUBOX_CONFIG", self.dir.path().join("config.yaml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kubox server");
+        let _ = std::fs::create_dir_all(PID_DIR);
+        let _ = std::fs::write(Path::new(PID_DIR).join(child.id().to_string()), self.dir.path().display().to_string());
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("kubox server exited early with {status}:\n{}", self.log());
+            }
+            if self.kubeconfig().exists() {
+                let out = self.kubectl(KUBECTL_NEW, &["get", "--raw", "/readyz"]);
+                if out.status.success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "kubox server did not become ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL, as a power cut would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = std::fs::remove_file(Path::new(PID_DIR).join(c.id().to_string()));
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = std::fs::remove_file(Path::new(PID_DIR).join(c.id().to_string()));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Runs kubectl `version` ("1.27", "1.33") against this server.
+    pub fn kubectl(&self, version: &str, args: &[&str]) -> Output {
+        Command::new(kubectl_path(version))
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Runs kubectl with `stdin` as input.
+    pub fn kubectl_stdin(&self, version: &str, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(kubectl_path(version))
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn k(&self, version: &str, args: &[&str]) -> String {
+        let out = self.kubectl(version, args);
+        assert!(
+            out.status.success(),
+            "kubectl {version} {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// kubectl with stdin that must succeed; returns stdout.
+    pub fn k_in(&self, version: &str, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_stdin(version, args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {version} {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// kubectl that must fail; returns stderr.
+    pub fn k_err(&self, version: &str, args: &[&str]) -> String {
+        let out = self.kubectl(version, args);
+        assert!(
+            !out.status.success(),
+            "kubectl {version} {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// A `kube` client for this server from its kubeconfig.
+    pub async fn client(&self) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("kube config");
+        kube::Client::try_from(cfg).expect("kube client")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,65 @@
+//! The crate graph follows the layer order of ARCHITECTURE.md: dependencies only point to
+//! lower layers (core -> pki, store, patch, openapi -> apiserver -> server -> cmd).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Layer of every workspace crate; a crate may depend only on crates of a lower layer.
+fn layers() -> BTreeMap<&'static str, u32> {
+    BTreeMap::from([
+        ("kubox-core", 0),
+        ("kubox-pki", 1),
+        ("kubox-store", 1),
+        ("kubox-patch", 1),
+        ("kubox-openapi", 1),
+        ("kubox-apiserver", 2),
+        ("kubox-server", 4),
+        ("kubox", 5),
+    ])
+}
+
+/// kubox-* crates a manifest depends on in [dependencies] (not dev-dependencies).
+fn kubox_deps(manifest: &Path) -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let mut name = String::new();
+    let mut section = String::new();
+    let mut deps = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        if section == "[package]" && line.starts_with("name") {
+            name = line.split('"').nth(1).unwrap_or_default().to_string();
+        }
+        if section == "[dependencies]" && line.starts_with("kubox-") {
+            deps.push(line.split(['.', ' ', '=']).next().unwrap_or_default().to_string());
+        }
+    }
+    (name, deps)
+}
+
+#[test]
+fn crate_dependencies_point_only_to_lower_layers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let layers = layers();
+    let mut manifests = vec![root.join("Cargo.toml")];
+    for e in std::fs::read_dir(root.join("pkg")).unwrap() {
+        let p = e.unwrap().path().join("Cargo.toml");
+        if p.exists() {
+            manifests.push(p);
+        }
+    }
+    for m in manifests {
+        let (name, deps) = kubox_deps(&m);
+        let Some(&own) = layers.get(name.as_str()) else {
+            panic!("{name} ({}) has no layer: add it to this test and to ARCHITECTURE.md", m.display());
+        };
+        for d in deps {
+            let Some(&theirs) = layers.get(d.as_str()) else { panic!("{name} depends on unknown crate {d}") };
+            assert!(theirs < own, "{name} (layer {own}) must not depend on {d} (layer {theirs})");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole kubox test suite: formatting, lints, unit tests and the black-box tests of
+# the real binary with real clients. Installs what it needs when missing (needs root for apt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v curl >/dev/null || need_apt+=(curl ca-certificates)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v gcc >/dev/null || need_apt+=(build-essential)
+if ((${#need_apt[@]})); then
+  echo "tests/run.sh: installing ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+  echo "tests/run.sh: installing the Python kubernetes client"
+  python3 -m pip install -q kubernetes 2>&1 | grep -v -e "^WARNING: Running pip as" -e "dependency conflicts" -e "requires" || true
+fi
+kubectl_dir="$(dirname "$(readlink -f "$(command -v kubectl)")")" || {
+  echo "tests/run.sh: kubectl is not on PATH; the black-box tests need kubectl 1.27 and 1.33" >&2; exit 1; }
+for v in 1.27 1.33; do
+  [[ -x "$kubectl_dir/kubectl.$v" ]] || { echo "tests/run.sh: $kubectl_dir/kubectl.$v is missing" >&2; exit 1; }
+done
+export KUBOX_TEST_KUBECTL_DIR="$kubectl_dir"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked -- --test-threads="${KUBOX_TEST_THREADS:-4}"
