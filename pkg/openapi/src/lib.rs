@@ -27,6 +27,13 @@
 //!   resolves `$ref` of the form `#/components/schemas/<name>`, prints a field's own
 //!   `description` (hence upstream's `allOf: [{$ref}]` + sibling `description`), `type`,
 //!   `required`, `enum` and `externalDocs`.
+//! * `kubectl apply` (client-side): newer kubectl computes the strategic merge patch from the v3
+//!   document: the kind's PATCH `requestBody.content` must list
+//!   `application/strategic-merge-patch+json` (else JSON merge patch, as for CRDs), and the
+//!   schema with the kind in `x-kubernetes-group-version-kind` supplies
+//!   `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` (following `$ref`/`allOf`).
+//!   Older kubectl uses `/openapi/v2` for this, falling back to compiled-in struct tags when it
+//!   is unavailable.
 #![forbid(unsafe_code)]
 
 mod document;

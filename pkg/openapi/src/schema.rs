@@ -150,9 +150,9 @@ fn prepare_custom(schema: &mut Map<String, Value>) {
 fn add_list(schemas: &mut Map<String, Value>, spec: &KindSpec<'_>, item_name: &str) {
     let list_kind = format!("{}List", spec.kind);
     let name = format!("{item_name}List");
-    let mut items = reference(item_name);
+    let items = reference(item_name);
     let mut meta = reference(types::LIST_META);
-    if let (Value::Object(_), Value::Object(m)) = (&mut items, &mut meta) {
+    if let Value::Object(m) = &mut meta {
         m.insert("description".into(), LIST_META_DESC.into());
         m.insert("default".into(), json!({}));
     }

@@ -469,3 +469,96 @@ fn documents_stay_reasonably_small() {
     assert!(core.len() < 3_000_000, "core/v1 is {} bytes", core.len());
     assert!(apps.len() < 1_500_000, "apps/v1 is {} bytes", apps.len());
 }
+
+/// Follows `fields` from the kind's schema the way kubectl explain's template does
+/// (properties, items, additionalProperties, allOf, `$ref`); returns the last field's schema.
+fn explain<'a>(d: &'a Value, gvk: &Value, fields: &[&str]) -> Option<&'a Value> {
+    let schemas = d["components"]["schemas"].as_object()?;
+    let root = schemas.values().find(|s| {
+        s["x-kubernetes-group-version-kind"]
+            .as_array()
+            .is_some_and(|l| l.contains(gvk))
+    })?;
+    fn find<'a>(d: &'a Value, s: &'a Value, name: &str) -> Option<&'a Value> {
+        let resolved = match s.get("$ref").and_then(Value::as_str) {
+            Some(r) => resolve(d, r),
+            None => s,
+        };
+        if let Some(p) = resolved.get("properties").and_then(|p| p.get(name)) {
+            return Some(p);
+        }
+        if let Some(items) = resolved.get("items") {
+            return find(d, items, name);
+        }
+        if let Some(add) = resolved
+            .get("additionalProperties")
+            .filter(|a| a.is_object())
+        {
+            return find(d, add, name);
+        }
+        resolved
+            .get("allOf")?
+            .as_array()?
+            .iter()
+            .find_map(|s| find(d, s, name))
+    }
+    fields.iter().try_fold(root, |s, f| find(d, s, f))
+}
+
+#[test]
+fn explain_style_walks_reach_nested_fields_with_descriptions() {
+    let api = api();
+    let apps = doc(&api, "apis/apps/v1");
+    let gvk = apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"]["get"]["x-kubernetes-group-version-kind"].clone();
+    let strategy = explain(&apps, &gvk, &["spec", "strategy"]).unwrap();
+    assert!(
+        strategy["description"]
+            .as_str()
+            .unwrap()
+            .contains("strategy")
+    );
+    let surge = explain(
+        &apps,
+        &gvk,
+        &["spec", "strategy", "rollingUpdate", "maxSurge"],
+    )
+    .unwrap();
+    assert!(
+        surge["description"]
+            .as_str()
+            .unwrap()
+            .contains("maximum number of pods")
+    );
+    let image = explain(
+        &apps,
+        &gvk,
+        &["spec", "template", "spec", "containers", "image"],
+    )
+    .unwrap();
+    assert!(
+        image["description"]
+            .as_str()
+            .unwrap()
+            .contains("Container image name")
+    );
+    assert!(explain(&apps, &gvk, &["spec", "nope"]).is_none());
+    let core = doc(&api, "api/v1");
+    let pod_gvk = core["paths"]["/api/v1/pods"]["get"]["x-kubernetes-group-version-kind"].clone();
+    assert!(explain(&core, &pod_gvk, &["metadata", "labels"]).is_some());
+}
+
+#[test]
+fn builtin_patches_accept_strategic_merge_and_custom_ones_do_not() {
+    let api = api();
+    let d = doc(&api, "apis/apps/v1");
+    let content = &d["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]["requestBody"]
+        ["content"];
+    for t in [
+        "application/strategic-merge-patch+json",
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/apply-patch+yaml",
+    ] {
+        assert!(content[t]["schema"]["$ref"].is_string(), "{t}");
+    }
+}

@@ -101,6 +101,7 @@ impl FieldSet {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, path: &[PathElement]) -> bool {
         match path {
             [] => false,

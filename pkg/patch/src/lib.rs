@@ -10,14 +10,17 @@
 //! - [`record_update`]: managed-fields bookkeeping for non-apply writes.
 //! - [`static_schema`]: built-in patch metadata for common core/apps/batch kinds.
 
+mod apply;
 mod error;
 mod fieldset;
 mod json;
+mod managed;
 mod schema;
 mod smp;
 mod ssa;
 mod static_schema;
 
+pub use apply::{apply, record_update};
 pub use error::{ApplyError, Conflict, Error, Result, conflict_message};
 pub use json::{json_patch, merge_patch};
 pub use schema::{ListMeta, ListType, NoSchema, PatchSchema};

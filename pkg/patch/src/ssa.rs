@@ -84,10 +84,8 @@ fn remove_elem(v: &mut Value, pe: &PathElement) {
         (Value::Object(m), PathElement::Field(n)) => {
             m.shift_remove(n);
         }
-        (Value::Array(a), PathElement::Index(i)) => {
-            if *i < a.len() {
-                a.remove(*i);
-            }
+        (Value::Array(a), PathElement::Index(i)) if *i < a.len() => {
+            a.remove(*i);
         }
         (Value::Array(a), pe) => a.retain(|i| !item_matches(pe, i)),
         _ => {}
@@ -95,7 +93,7 @@ fn remove_elem(v: &mut Value, pe: &PathElement) {
 }
 
 impl Walker<'_> {
-    fn sp<'s>(spath: &'s [String]) -> Vec<&'s str> {
+    fn sp(spath: &[String]) -> Vec<&str> {
         spath.iter().map(String::as_str).collect()
     }
 
@@ -453,11 +451,10 @@ pub(crate) fn prune(v: &mut Value, last: &FieldSet, owned: &FieldSet) {
     let mut all: BTreeSet<&PathElement> = last.members.iter().collect();
     all.extend(last.children.keys());
     for pe in all {
-        if owned.members.contains(pe) {
-            continue;
-        }
+        // Owning a node keeps the node, not what an old applier set below it.
+        let owned_here = owned.members.contains(pe);
         let owned_child = owned.children.get(pe).filter(|c| !c.is_empty());
-        if last.members.contains(pe) && owned_child.is_none() {
+        if last.members.contains(pe) && !owned_here && owned_child.is_none() {
             remove_elem(v, pe);
             continue;
         }

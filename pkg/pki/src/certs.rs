@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -35,7 +35,11 @@ impl San {
     /// Parses an IP literal, else treats the string as a DNS name (lower-cased).
     pub(crate) fn parse(s: &str) -> San {
         let t = s.trim();
-        match t.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        match t
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             Ok(ip) => San::Ip(ip),
             Err(_) => San::Dns(t.to_ascii_lowercase()),
         }

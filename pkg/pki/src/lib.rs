@@ -23,3 +23,6 @@ pub use kubeconfig::{render_kubeconfig, write_kubeconfig};
 pub use server::{ServerPki, ServerPkiConfig, ensure_server_pki, files};
 pub use tls::{Identity, identity_from_cert_der, server_tls_config};
 pub use token::{JoinToken, ca_hash, parse_token};
+
+#[cfg(test)]
+mod tests;

@@ -132,7 +132,12 @@ impl ServerPki {
 
     /// Issues a client certificate signed by the client CA; returns (cert PEM, key PEM).
     /// `orgs` become the user's groups (at most two are supported).
-    pub fn issue_client_cert(&self, cn: &str, orgs: &[&str], days: u32) -> Result<(String, String)> {
+    pub fn issue_client_cert(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        days: u32,
+    ) -> Result<(String, String)> {
         let spec = LeafSpec {
             cn: cn.to_string(),
             orgs: orgs.iter().map(|o| o.to_string()).collect(),
@@ -167,7 +172,9 @@ impl ServerPki {
         days: u32,
     ) -> Result<(String, String)> {
         if days == 0 {
-            return Err(Error::InvalidInput("validity must be at least one day".into()));
+            return Err(Error::InvalidInput(
+                "validity must be at least one day".into(),
+            ));
         }
         let ca_key = certs::parse_key(Path::new("<in-memory CA key>"), ca_key_pem)?;
         let key = certs::new_key()?;
@@ -252,7 +259,10 @@ fn ensure_ca(dir: &Path, base: &str) -> Result<Ca> {
     if !info.matches_key(&key) {
         return Err(Error::invalid(
             &crt_path,
-            format!("certificate does not match private key {}", key_path.display()),
+            format!(
+                "certificate does not match private key {}",
+                key_path.display()
+            ),
         ));
     }
     Ok(Ca {
@@ -364,8 +374,12 @@ pub fn ensure_server_pki(cfg: &ServerPkiConfig) -> Result<ServerPki> {
         sans: apiserver_sans(cfg),
         kind: LeafKind::Serving,
     };
-    let (serving_cert_pem, serving_key_pem) =
-        ensure_leaf(&tls_dir, files::SERVING_APISERVER, &server_ca, &serving_spec)?;
+    let (serving_cert_pem, serving_key_pem) = ensure_leaf(
+        &tls_dir,
+        files::SERVING_APISERVER,
+        &server_ca,
+        &serving_spec,
+    )?;
 
     let masters = ["system:masters"];
     let (admin_cert_pem, admin_key_pem) = ensure_leaf(

@@ -105,8 +105,5 @@ pub(crate) fn random_secret() -> String {
 
 /// Builds the server join token for a CA PEM and secret.
 pub(crate) fn server_token(ca_pem: &str, secret: &str) -> String {
-    format!(
-        "{TOKEN_PREFIX}{}::{SERVER_USER}:{secret}",
-        ca_hash(ca_pem)
-    )
+    format!("{TOKEN_PREFIX}{}::{SERVER_USER}:{secret}", ca_hash(ca_pem))
 }

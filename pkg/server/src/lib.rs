@@ -192,7 +192,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     tokio::spawn(kubox_apiserver::crds::run(state.clone()));
 
     let server_url = format!("https://127.0.0.1:{}", cfg.https_listen_port);
-    let (cert, key) = pki.admin_credentials();
+    let (cert, key) = (pki.admin_cert_pem().to_string(), pki.admin_key_pem().to_string());
     kubox_pki::write_kubeconfig(&cfg.write_kubeconfig, cfg.write_kubeconfig_mode, &server_url, &pki.server_ca_pem, &cert, &key, "default")
         .map_err(|e| Error::Kubeconfig { path: cfg.write_kubeconfig.clone(), message: e.to_string() })?;
     tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");

@@ -60,34 +60,72 @@ pub async fn crud(b: Arc<dyn Backend>) {
     let key = "/conformance/crud/a";
     let r1 = ok(b.create(key, v("one")).await, "create");
     assert!(r1 > 0, "create returns a positive revision");
-    assert_eq!(b.current_revision(), r1, "current revision follows the write");
+    assert_eq!(
+        b.current_revision(),
+        r1,
+        "current revision follows the write"
+    );
     let kv = ok(b.get(key).await, "get").unwrap_or_else(|| panic!("created key is readable"));
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"one"[..], r1, r1));
-    assert!(matches!(b.create(key, v("x")).await, Err(Error::AlreadyExists(_))));
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (&b"one"[..], r1, r1)
+    );
+    assert!(matches!(
+        b.create(key, v("x")).await,
+        Err(Error::AlreadyExists(_))
+    ));
 
-    assert!(matches!(b.update(key, v("x"), r1 - 1).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        b.update(key, v("x"), r1 - 1).await,
+        Err(Error::Conflict { .. })
+    ));
     let r2 = ok(b.update(key, v("two"), r1).await, "update");
     assert!(r2 > r1, "update bumps the revision");
     let kv = ok(b.get(key).await, "get").unwrap_or_else(|| panic!("updated key is readable"));
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"two"[..], r1, r2));
-    assert!(matches!(b.update(key, v("x"), r1).await, Err(Error::Conflict { .. })));
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (&b"two"[..], r1, r2)
+    );
+    assert!(matches!(
+        b.update(key, v("x"), r1).await,
+        Err(Error::Conflict { .. })
+    ));
     let missing = "/conformance/crud/missing";
-    assert!(matches!(b.update(missing, v("x"), 1).await, Err(Error::NotFound(_))));
-    assert!(matches!(b.delete(missing, None).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        b.update(missing, v("x"), 1).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        b.delete(missing, None).await,
+        Err(Error::NotFound(_))
+    ));
     assert!(ok(b.get(missing).await, "get missing").is_none());
 
-    assert!(matches!(b.delete(key, Some(r1)).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        b.delete(key, Some(r1)).await,
+        Err(Error::Conflict { .. })
+    ));
     let (r3, deleted) = ok(b.delete(key, Some(r2)).await, "delete");
     assert!(r3 > r2, "delete bumps the revision");
-    assert_eq!((deleted.key.as_str(), deleted.value.as_slice()), (key, &b"two"[..]));
+    assert_eq!(
+        (deleted.key.as_str(), deleted.value.as_slice()),
+        (key, &b"two"[..])
+    );
     assert_eq!(deleted.create_revision, r1);
     assert!(ok(b.get(key).await, "get deleted").is_none());
     assert!(matches!(b.delete(key, None).await, Err(Error::NotFound(_))));
-    assert!(matches!(b.update(key, v("x"), r3).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        b.update(key, v("x"), r3).await,
+        Err(Error::NotFound(_))
+    ));
 
     let r4 = ok(b.create(key, v("again")).await, "re-create");
     let kv = ok(b.get(key).await, "get").unwrap_or_else(|| panic!("re-created key is readable"));
-    assert_eq!((kv.create_revision, kv.mod_revision), (r4, r4), "re-create starts a new life");
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision),
+        (r4, r4),
+        "re-create starts a new life"
+    );
     let (r5, _) = ok(b.delete(key, None).await, "unconditional delete");
     assert!(r5 > r4);
 }
@@ -96,38 +134,74 @@ pub async fn crud(b: Arc<dyn Backend>) {
 pub async fn list(b: Arc<dyn Backend>) {
     let p = "/conformance/list/";
     for i in 0..7 {
-        ok(b.create(&format!("{p}a/{i}"), v(&i.to_string())).await, "create");
+        ok(
+            b.create(&format!("{p}a/{i}"), v(&i.to_string())).await,
+            "create",
+        );
     }
     ok(b.create(&format!("{p}b/0"), v("b")).await, "create");
     ok(b.create(&format!("{p}a0"), v("sibling")).await, "create");
     let (dr, _) = ok(b.delete(&format!("{p}a/6"), None).await, "delete");
 
-    let all = ok(b.list(&format!("{p}a/"), None, None, None).await, "list all");
+    let all = ok(
+        b.list(&format!("{p}a/"), None, None, None).await,
+        "list all",
+    );
     let keys: Vec<_> = all.items.iter().map(|kv| kv.key.clone()).collect();
     let want: Vec<_> = (0..6).map(|i| format!("{p}a/{i}")).collect();
-    assert_eq!(keys, want, "list returns live keys under the prefix in order");
+    assert_eq!(
+        keys, want,
+        "list returns live keys under the prefix in order"
+    );
     assert!(!all.more && all.remaining == 0);
     assert!(all.revision >= dr, "list reports the revision it read at");
     assert_eq!(ok(b.count(&format!("{p}a/")).await, "count"), 6);
     assert_eq!(ok(b.count(p).await, "count"), 8);
     assert_eq!(ok(b.count("/conformance/list-nothing/").await, "count"), 0);
 
-    let page = ok(b.list(&format!("{p}a/"), None, Some(2), None).await, "page 1");
+    let page = ok(
+        b.list(&format!("{p}a/"), None, Some(2), None).await,
+        "page 1",
+    );
     assert_eq!(page.items.len(), 2);
     assert!(page.more, "a cut list says more");
-    assert_eq!(page.remaining, 4, "remaining counts the keys after the page");
+    assert_eq!(
+        page.remaining, 4,
+        "remaining counts the keys after the page"
+    );
     let last = page.items[1].key.clone();
-    let page2 = ok(b.list(&format!("{p}a/"), Some(&last), Some(3), Some(page.revision)).await, "p2");
+    let page2 = ok(
+        b.list(&format!("{p}a/"), Some(&last), Some(3), Some(page.revision))
+            .await,
+        "p2",
+    );
     let keys: Vec<_> = page2.items.iter().map(|kv| kv.key.clone()).collect();
     assert_eq!(keys, want[2..5].to_vec(), "start_after is exclusive");
-    assert_eq!((page2.more, page2.remaining, page2.revision), (true, 1, page.revision));
-    let page3 = ok(b.list(&format!("{p}a/"), Some(&want[4]), Some(3), None).await, "p3");
+    assert_eq!(
+        (page2.more, page2.remaining, page2.revision),
+        (true, 1, page.revision)
+    );
+    let page3 = ok(
+        b.list(&format!("{p}a/"), Some(&want[4]), Some(3), None)
+            .await,
+        "p3",
+    );
     assert_eq!(page3.items.len(), 1);
     assert!(!page3.more && page3.remaining == 0);
-    let exact = ok(b.list(&format!("{p}a/"), None, Some(6), None).await, "exact limit");
+    let exact = ok(
+        b.list(&format!("{p}a/"), None, Some(6), None).await,
+        "exact limit",
+    );
     assert!(!exact.more, "a limit equal to the size is not cut");
-    let unlimited = ok(b.list(&format!("{p}a/"), Some(""), Some(0), None).await, "limit 0");
-    assert_eq!(unlimited.items.len(), 6, "limit 0 means unlimited, start_after \"\" the start");
+    let unlimited = ok(
+        b.list(&format!("{p}a/"), Some(""), Some(0), None).await,
+        "limit 0",
+    );
+    assert_eq!(
+        unlimited.items.len(),
+        6,
+        "limit 0 means unlimited, start_after \"\" the start"
+    );
 
     let future = b.current_revision() + 1000;
     assert!(matches!(
@@ -149,13 +223,31 @@ pub async fn historic_list(b: Arc<dyn Backend>) {
         let b = b.clone();
         async move {
             let res = ok(b.list(p, None, None, Some(rev)).await, "historic list");
-            assert_eq!(res.revision, rev, "historic list reports the requested revision");
-            res.items.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect::<Vec<_>>()
+            assert_eq!(
+                res.revision, rev,
+                "historic list reports the requested revision"
+            );
+            res.items
+                .into_iter()
+                .map(|kv| (kv.key, kv.value, kv.mod_revision))
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(at(r1).await, vec![(format!("{p}x"), v("x1"), r1)]);
-    assert_eq!(at(r2).await, vec![(format!("{p}x"), v("x1"), r1), (format!("{p}y"), v("y1"), r2)]);
-    assert_eq!(at(r3).await, vec![(format!("{p}x"), v("x2"), r3), (format!("{p}y"), v("y1"), r2)]);
+    assert_eq!(
+        at(r2).await,
+        vec![
+            (format!("{p}x"), v("x1"), r1),
+            (format!("{p}y"), v("y1"), r2)
+        ]
+    );
+    assert_eq!(
+        at(r3).await,
+        vec![
+            (format!("{p}x"), v("x2"), r3),
+            (format!("{p}y"), v("y1"), r2)
+        ]
+    );
     let now = at(b.current_revision()).await;
     let keys: Vec<_> = now.iter().map(|(k, _, _)| k.clone()).collect();
     assert_eq!(keys, vec![format!("{p}x"), format!("{p}z")]);
@@ -174,24 +266,40 @@ pub async fn watch_replay_then_live(b: Arc<dyn Backend>) {
     let r4 = ok(b.create(&format!("{p}k"), v("3")).await, "create");
     let evs = next_events(&mut w, 4, "replay then live").await;
     let revs: Vec<_> = evs.iter().map(|e| e.kv.mod_revision).collect();
-    assert_eq!(revs, vec![r1, r2, r3, r4], "every event once, in revision order");
+    assert_eq!(
+        revs,
+        vec![r1, r2, r3, r4],
+        "every event once, in revision order"
+    );
     let kinds: Vec<_> = evs.iter().map(|e| e.kind).collect();
     use EventKind::*;
     assert_eq!(kinds, vec![Create, Update, Delete, Create]);
     assert!(evs[0].prev.is_none(), "a create has no prev");
-    let prev = evs[1].prev.clone().unwrap_or_else(|| panic!("update carries prev"));
+    let prev = evs[1]
+        .prev
+        .clone()
+        .unwrap_or_else(|| panic!("update carries prev"));
     assert_eq!((prev.value, prev.mod_revision), (v("1"), r1));
     let del = &evs[2];
     assert_eq!((del.kv.value.clone(), del.kv.create_revision), (v("2"), r1));
-    let prev = del.prev.clone().unwrap_or_else(|| panic!("delete carries prev"));
-    assert_eq!((prev.value, prev.mod_revision, prev.create_revision), (v("2"), r2, r1));
+    let prev = del
+        .prev
+        .clone()
+        .unwrap_or_else(|| panic!("delete carries prev"));
+    assert_eq!(
+        (prev.value, prev.mod_revision, prev.create_revision),
+        (v("2"), r2, r1)
+    );
     assert_eq!(evs[3].kv.create_revision, r4);
     expect_quiet(&mut w, "no duplicates after live events").await;
 
     // A second watch starting in the middle replays only the later events.
     let mut w2 = ok(b.watch(p, r2).await, "watch from middle");
     let evs = next_events(&mut w2, 2, "partial replay").await;
-    assert_eq!(evs.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(), vec![r3, r4]);
+    assert_eq!(
+        evs.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(),
+        vec![r3, r4]
+    );
     expect_quiet(&mut w2, "partial replay ends").await;
     ok(b.delete(&format!("{p}k"), None).await, "cleanup");
     assert_eq!(next_events(&mut w2, 1, "live delete").await[0].kind, Delete);
@@ -203,11 +311,20 @@ pub async fn watch_prefix_isolation(b: Arc<dyn Backend>) {
     let mut wa = ok(b.watch(&format!("{p}a/"), 0).await, "watch a");
     let mut wb = ok(b.watch(&format!("{p}b/"), 0).await, "watch b");
     ok(b.create(&format!("{p}b/1"), v("b")).await, "create b");
-    ok(b.create(&format!("{p}ab"), v("sibling")).await, "create sibling");
+    ok(
+        b.create(&format!("{p}ab"), v("sibling")).await,
+        "create sibling",
+    );
     let ra = ok(b.create(&format!("{p}a/1"), v("a")).await, "create a");
     let evs = next_events(&mut wa, 1, "prefix a").await;
-    assert_eq!((evs[0].kv.key.as_str(), evs[0].kv.mod_revision), (&*format!("{p}a/1"), ra));
-    assert_eq!(next_events(&mut wb, 1, "prefix b").await[0].kv.key, format!("{p}b/1"));
+    assert_eq!(
+        (evs[0].kv.key.as_str(), evs[0].kv.mod_revision),
+        (&*format!("{p}a/1"), ra)
+    );
+    assert_eq!(
+        next_events(&mut wb, 1, "prefix b").await[0].kv.key,
+        format!("{p}b/1")
+    );
     expect_quiet(&mut wa, "prefix a sees nothing else").await;
     expect_quiet(&mut wb, "prefix b sees nothing else").await;
 }
@@ -279,34 +396,72 @@ pub async fn compaction(b: Arc<dyn Backend>) {
     let r3 = ok(b.update(&format!("{p}keep"), v("3"), r2).await, "update");
     let after = ok(b.create(&format!("{p}later"), v("l")).await, "create");
 
-    assert!(matches!(b.compact(b.current_revision() + 10).await, Err(Error::FutureRevision { .. })));
+    assert!(matches!(
+        b.compact(b.current_revision() + 10).await,
+        Err(Error::FutureRevision { .. })
+    ));
     ok(b.compact(rd).await, "compact");
     assert_eq!(b.compacted_revision(), rd);
-    ok(b.compact(rd - 1).await, "compacting an older revision is a no-op");
+    ok(
+        b.compact(rd - 1).await,
+        "compacting an older revision is a no-op",
+    );
     assert_eq!(b.compacted_revision(), rd);
 
-    assert!(matches!(b.list(p, None, None, Some(rd - 1)).await, Err(Error::Compacted { .. })));
-    assert!(matches!(b.watch(p, rd - 1).await, Err(Error::Compacted { .. })));
-    let at = ok(b.list(p, None, None, Some(rd)).await, "list at the compacted revision");
-    let items: Vec<_> = at.items.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
-    assert_eq!(items, vec![(format!("{p}keep"), v("2"))], "state at the compacted revision");
+    assert!(matches!(
+        b.list(p, None, None, Some(rd - 1)).await,
+        Err(Error::Compacted { .. })
+    ));
+    assert!(matches!(
+        b.watch(p, rd - 1).await,
+        Err(Error::Compacted { .. })
+    ));
+    let at = ok(
+        b.list(p, None, None, Some(rd)).await,
+        "list at the compacted revision",
+    );
+    let items: Vec<_> = at
+        .items
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    assert_eq!(
+        items,
+        vec![(format!("{p}keep"), v("2"))],
+        "state at the compacted revision"
+    );
     let now = ok(b.list(p, None, None, None).await, "list now");
     assert_eq!(now.items.len(), 2);
     let kv = ok(b.get(&format!("{p}keep")).await, "get").unwrap_or_else(|| panic!("kept key"));
-    assert_eq!((kv.value, kv.create_revision, kv.mod_revision), (v("3"), r1, r3));
+    assert_eq!(
+        (kv.value, kv.create_revision, kv.mod_revision),
+        (v("3"), r1, r3)
+    );
 
     let mut w = ok(b.watch(p, rd).await, "watch from the compacted revision");
     let evs = next_events(&mut w, 2, "replay after compaction").await;
-    assert_eq!(evs.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(), vec![r3, after]);
-    let prev = evs[0].prev.clone().unwrap_or_else(|| panic!("update after compaction has prev"));
+    assert_eq!(
+        evs.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(),
+        vec![r3, after]
+    );
+    let prev = evs[0]
+        .prev
+        .clone()
+        .unwrap_or_else(|| panic!("update after compaction has prev"));
     assert_eq!(prev.mod_revision, r2);
 
     // Compacting everything keeps every live key.
     let cur = b.current_revision();
     ok(b.compact(cur).await, "compact all");
     assert_eq!(ok(b.count(p).await, "count"), 2);
-    let r = ok(b.update(&format!("{p}keep"), v("4"), r3).await, "update after compaction");
+    let r = ok(
+        b.update(&format!("{p}keep"), v("4"), r3).await,
+        "update after compaction",
+    );
     assert!(r > cur, "revisions keep growing after compaction");
-    let r = ok(b.create(&format!("{p}gone"), v("again")).await, "re-create compacted key");
+    let r = ok(
+        b.create(&format!("{p}gone"), v("again")).await,
+        "re-create compacted key",
+    );
     assert!(r > cur);
 }

@@ -7,7 +7,11 @@ pub enum Error {
     #[error("key {0} not found")]
     NotFound(String),
     #[error("key {key} was modified (expected revision {expected}, found {actual})")]
-    Conflict { key: String, expected: i64, actual: i64 },
+    Conflict {
+        key: String,
+        expected: i64,
+        actual: i64,
+    },
     #[error("revision {requested} has been compacted (oldest kept: {compacted})")]
     Compacted { requested: i64, compacted: i64 },
     #[error("revision {requested} is newer than the current revision {current}")]
@@ -23,7 +27,10 @@ pub enum Error {
 impl Error {
     /// True when retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::WatcherLagged | Error::Closed | Error::Database(_))
+        matches!(
+            self,
+            Error::WatcherLagged | Error::Closed | Error::Database(_)
+        )
     }
 }
 

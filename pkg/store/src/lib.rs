@@ -5,9 +5,9 @@
 //! Every write bumps one global revision. Values are opaque bytes (the API server stores JSON
 //! without `metadata.resourceVersion`; it sets that from [`KeyValue::mod_revision`] on read).
 
+pub mod conformance;
 pub mod error;
 pub mod sqlite;
-pub mod conformance;
 
 use std::pin::Pin;
 

@@ -129,7 +129,9 @@ impl SqliteBackend {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Database(format!("cannot enable WAL (journal mode {mode})")));
+            return Err(Error::Database(format!(
+                "cannot enable WAL (journal mode {mode})"
+            )));
         }
         conn.execute_batch(
             "PRAGMA synchronous=FULL; PRAGMA journal_size_limit=67108864; PRAGMA foreign_keys=OFF;",
@@ -144,14 +146,22 @@ impl SqliteBackend {
             watchers: Mutex::new(watch::Registry::default()),
         });
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-        let writer = Writer { conn, rx, shared: shared.clone(), rev };
+        let writer = Writer {
+            conn,
+            rx,
+            shared: shared.clone(),
+            rev,
+        };
         std::thread::Builder::new()
             .name("kubox-store-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| db_err("starting writer thread", e))?;
         let backend = Arc::new(SqliteBackend {
             path: path.to_path_buf(),
-            readers: Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) }),
+            readers: Arc::new(ReadPool {
+                path: path.to_path_buf(),
+                idle: Mutex::new(Vec::new()),
+            }),
             opts,
             shared,
             requests: tx,
@@ -175,11 +185,15 @@ impl SqliteBackend {
         handle.spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
-                let Some(backend) = weak.upgrade() else { return };
+                let Some(backend) = weak.upgrade() else {
+                    return;
+                };
                 match backend.compact_history().await {
                     Ok(()) => {}
                     Err(Error::Closed) => return,
-                    Err(e) => tracing::warn!(error = %e, "sqlite store automatic compaction failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sqlite store automatic compaction failed")
+                    }
                 }
             }
         });
@@ -223,12 +237,18 @@ impl SqliteBackend {
         self.shared.registry().len()
     }
 
-    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
+    ) -> Result<T> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
         let (reply, rx) = oneshot::channel();
-        self.requests.send(make(reply)).await.map_err(|_| Error::Closed)?;
+        self.requests
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -266,19 +286,31 @@ impl Backend for SqliteBackend {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64> {
-        let ev = self.write(Op::Create { key: key.to_string(), value }).await?;
+        let ev = self
+            .write(Op::Create {
+                key: key.to_string(),
+                value,
+            })
+            .await?;
         Ok(ev.kv.mod_revision)
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected_revision: i64) -> Result<i64> {
-        let op = Op::Update { key: key.to_string(), value, expected: expected_revision };
+        let op = Op::Update {
+            key: key.to_string(),
+            value,
+            expected: expected_revision,
+        };
         Ok(self.write(op).await?.kv.mod_revision)
     }
 
     /// The returned [`KeyValue`] is the last value with `mod_revision` = the delete revision
     /// (as in the delete [`Event`]).
     async fn delete(&self, key: &str, expected_revision: Option<i64>) -> Result<(i64, KeyValue)> {
-        let op = Op::Delete { key: key.to_string(), expected: expected_revision };
+        let op = Op::Delete {
+            key: key.to_string(),
+            expected: expected_revision,
+        };
         let ev = self.write(op).await?;
         Ok((ev.kv.mod_revision, ev.kv))
     }
@@ -312,7 +344,10 @@ impl Backend for SqliteBackend {
         }
         let compacted = self.compacted_revision();
         if after_revision > 0 && after_revision < compacted {
-            return Err(Error::Compacted { requested: after_revision, compacted });
+            return Err(Error::Compacted {
+                requested: after_revision,
+                compacted,
+            });
         }
         let (tx, rx) = mpsc::channel(self.opts.watch_buffer.max(1));
         let lagged = Arc::new(AtomicBool::new(false));
@@ -325,7 +360,8 @@ impl Backend for SqliteBackend {
         };
         let replay = if after_revision > 0 && after_revision < registered_at {
             let p = prefix.to_string();
-            self.read(move |c| read::history(c, &p, after_revision, registered_at)).await?
+            self.read(move |c| read::history(c, &p, after_revision, registered_at))
+                .await?
         } else {
             Vec::new()
         };
@@ -334,6 +370,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        self.request(|reply| Request::Compact { revision, reply }).await
+        self.request(|reply| Request::Compact { revision, reply })
+            .await
     }
 }

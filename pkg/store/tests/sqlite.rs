@@ -12,12 +12,16 @@ use futures::StreamExt;
 use kubox_store::{Backend, Error, SqliteBackend, SqliteOptions};
 
 fn manual() -> SqliteOptions {
-    SqliteOptions { compact_interval: Duration::ZERO, ..Default::default() }
+    SqliteOptions {
+        compact_interval: Duration::ZERO,
+        ..Default::default()
+    }
 }
 
 fn rows(path: &Path) -> i64 {
     let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0)).unwrap()
+    conn.query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0))
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +40,11 @@ async fn concurrent_writes_share_transactions() {
     let stats = b.stats();
     eprintln!("group commit: {stats:?}");
     assert_eq!(stats.writes, 200);
-    assert!(stats.commits <= 50, "200 concurrent writes took {} transactions", stats.commits);
+    assert!(
+        stats.commits <= 50,
+        "200 concurrent writes took {} transactions",
+        stats.commits
+    );
     assert_eq!(b.current_revision(), 200);
     b.close().await;
 }
@@ -69,12 +77,17 @@ async fn history_and_wal_stay_bounded_under_churn() {
         t.await.unwrap();
     }
     assert_eq!(b.current_revision(), 20_000);
-    assert!(b.compacted_revision() > 0, "the automatic compaction ran during the churn");
+    assert!(
+        b.compacted_revision() > 0,
+        "the automatic compaction ran during the churn"
+    );
     b.compact_history().await.unwrap();
     assert_eq!(b.compacted_revision(), 20_000 - 100);
     let n = rows(&path);
     assert!(n <= 150, "table holds {n} rows after compaction");
-    let wal = std::fs::metadata(dir.path().join("churn.db-wal")).map(|m| m.len()).unwrap_or(0);
+    let wal = std::fs::metadata(dir.path().join("churn.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     assert!(wal < 1 << 20, "WAL is {wal} bytes after the checkpoint");
     assert_eq!(b.count("/churn/").await.unwrap(), 50);
     b.close().await;
@@ -110,14 +123,20 @@ async fn reopening_keeps_data_and_revision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_watcher_is_dropped_without_blocking_writers() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = SqliteOptions { watch_buffer: 4, ..manual() };
+    let opts = SqliteOptions {
+        watch_buffer: 4,
+        ..manual()
+    };
     let b = SqliteBackend::open(&dir.path().join("w.db"), opts).unwrap();
     let mut slow = b.watch("/w/", 0).await.unwrap();
     for i in 0..20 {
-        tokio::time::timeout(Duration::from_secs(10), b.create(&format!("/w/{i}"), vec![]))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            b.create(&format!("/w/{i}"), vec![]),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     }
     let mut got = 0;
     loop {
@@ -151,14 +170,19 @@ const CHILD_ENV: &str = "KUBOX_STORE_KILL_CHILD_DB";
 /// Child half of the kill -9 test: writes keys and prints each acknowledged revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_child_writer() {
-    let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let b = SqliteBackend::open(Path::new(&path), manual()).unwrap();
     let tasks: Vec<_> = (0..4)
         .map(|t| {
             let b: Arc<SqliteBackend> = b.clone();
             tokio::spawn(async move {
                 for i in 0.. {
-                    let rev = b.create(&format!("/dur/{t}/{i}"), vec![t as u8]).await.unwrap();
+                    let rev = b
+                        .create(&format!("/dur/{t}/{i}"), vec![t as u8])
+                        .await
+                        .unwrap();
                     println!("ACK {t} {i} {rev}");
                 }
             })
@@ -174,7 +198,12 @@ async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dur.db");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "kill_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -186,7 +215,11 @@ async fn acknowledged_writes_survive_kill_9() {
         let line = line.unwrap();
         let parts: Vec<&str> = line.split_whitespace().collect();
         if parts.first() == Some(&"ACK") {
-            acked.push((parts[1].to_string(), parts[2].to_string(), parts[3].parse::<i64>().unwrap()));
+            acked.push((
+                parts[1].to_string(),
+                parts[2].to_string(),
+                parts[3].parse::<i64>().unwrap(),
+            ));
             if acked.len() == 300 {
                 child.kill().unwrap(); // SIGKILL
                 break;
@@ -198,7 +231,11 @@ async fn acknowledged_writes_survive_kill_9() {
     let b = SqliteBackend::open(&path, manual()).unwrap();
     for (t, i, rev) in &acked {
         let kv = b.get(&format!("/dur/{t}/{i}")).await.unwrap();
-        assert_eq!(kv.map(|kv| kv.mod_revision), Some(*rev), "acked write /dur/{t}/{i} lost");
+        assert_eq!(
+            kv.map(|kv| kv.mod_revision),
+            Some(*rev),
+            "acked write /dur/{t}/{i} lost"
+        );
     }
     let max = acked.iter().map(|a| a.2).max().unwrap();
     assert!(b.current_revision() >= max);

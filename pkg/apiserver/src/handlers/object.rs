@@ -116,6 +116,12 @@ pub async fn check_namespace_writable(ctx: &Ctx, creating: bool) -> ApiResult<()
 pub fn default_and_validate(def: &ResourceDef, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
     if !def.custom {
         kubox_core::defaults::apply_defaults(&def.group, &def.version, &def.kind, obj);
+        if def.group == "batch" && def.kind == "Job" && old.is_none() {
+            kubox_core::defaults::job_selector_defaults(obj);
+        }
+        if def.group.is_empty() && def.kind == "Secret" {
+            merge_string_data(obj);
+        }
     }
     let mut errors = Vec::new();
     let name = meta::name(obj).unwrap_or_default().to_string();
@@ -138,6 +144,20 @@ pub fn default_and_validate(def: &ResourceDef, obj: &mut Value, old: Option<&Val
         Ok(())
     } else {
         Err(ApiError::invalid(&def.kind, &def.group, &name, errors))
+    }
+}
+
+/// Moves a Secret's `stringData` into `data` (base64), as upstream does on every write.
+fn merge_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
+    let Some(sd) = sd.as_object() else { return };
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    for (k, v) in sd {
+        let text = v.as_str().unwrap_or_default();
+        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 

@@ -60,7 +60,7 @@ fn patch_error(e: kubox_patch::Error) -> ApiError {
                 .collect();
             ApiError::new(409, "Conflict", message).with_details(json!({"causes": causes}))
         }
-        other => ApiError::new(422, "Invalid", other.to_string()),
+        other => ApiError::new(other.status_code(), other.reason(), other.to_string()),
     }
 }
 
@@ -128,12 +128,11 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
                     schema.as_ref(),
                     &meta::now_rfc3339(),
                     &ctx.def.api_version(),
+                    ctx.def.has_status() && ctx.info.subresource.is_none(),
                 )
                 .map_err(patch_error)?
             }
-            Kind::Json => kubox_patch::json_patch(&old, &body).map_err(|e| {
-                ApiError::new(422, "Invalid", e.to_string())
-            })?,
+            Kind::Json => kubox_patch::json_patch(&old, &body).map_err(patch_error)?,
             Kind::Merge => kubox_patch::merge_patch(&old, &patch_doc).map_err(patch_error)?,
             Kind::Strategic => {
                 let schema = crate::managed::schema_for(ctx);
@@ -213,6 +212,7 @@ async fn apply_create(ctx: &Ctx, applied: Value, manager: &str, dry_run: bool) -
         schema.as_ref(),
         &meta::now_rfc3339(),
         &ctx.def.api_version(),
+        ctx.def.has_status(),
     )
     .map_err(patch_error)?;
     let created = create_object(ctx, with_fields, dry_run).await?;
@@ -225,7 +225,7 @@ async fn patch_scale(ctx: &Ctx, kind: Kind, patch_doc: &Value, raw: &[u8], dry_r
         let (old, rev) = super::read_object(ctx).await?;
         let scale = super::get::scale_of(ctx, &old)?;
         let patched = match kind {
-            Kind::Json => kubox_patch::json_patch(&scale, raw).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
+            Kind::Json => kubox_patch::json_patch(&scale, raw).map_err(patch_error)?,
             _ => kubox_patch::merge_patch(&scale, patch_doc).map_err(patch_error)?,
         };
         let replicas = scale_replicas(ctx, &patched)?;

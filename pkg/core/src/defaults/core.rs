@@ -25,10 +25,8 @@ pub(crate) fn service(obj: &mut Value) {
             Some(Value::String(t)) => t.is_empty(),
             Some(_) => false,
         };
-        if unset {
-            if let Some(port) = p.get("port").cloned() {
-                p.insert("targetPort".into(), port);
-            }
+        if unset && let Some(port) = p.get("port").cloned() {
+            p.insert("targetPort".into(), port);
         }
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
@@ -75,10 +73,10 @@ pub(crate) fn namespace(obj: &mut Value) {
 }
 
 pub(crate) fn secret(obj: &mut Value) {
-    if let Some(root) = obj.as_object_mut() {
-        if is_unset(root, "type") {
-            root.insert("type".into(), json!("Opaque"));
-        }
+    if let Some(root) = obj.as_object_mut()
+        && is_unset(root, "type")
+    {
+        root.insert("type".into(), json!("Opaque"));
     }
 }
 
@@ -108,10 +106,10 @@ pub(crate) fn node(obj: &mut Value) {
     let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) else {
         return;
     };
-    if is_unset(status, "allocatable") {
-        if let Some(cap) = status.get("capacity").filter(|c| c.is_object()).cloned() {
-            status.insert("allocatable".into(), cap);
-        }
+    if is_unset(status, "allocatable")
+        && let Some(cap) = status.get("capacity").filter(|c| c.is_object()).cloned()
+    {
+        status.insert("allocatable".into(), cap);
     }
 }
 

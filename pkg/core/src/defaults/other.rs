@@ -105,10 +105,10 @@ pub(crate) fn webhook_configuration(obj: &mut Value, mutating: bool) {
             set_default(w, "reinvocationPolicy", json!("Never"));
         }
         rules_scope(w);
-        if let Some(cc) = obj_at(w, "clientConfig") {
-            if let Some(svc) = obj_at(cc, "service") {
-                set_default(svc, "port", json!(443));
-            }
+        if let Some(cc) = obj_at(w, "clientConfig")
+            && let Some(svc) = obj_at(cc, "service")
+        {
+            set_default(svc, "port", json!(443));
         }
     }
 }

@@ -59,10 +59,8 @@ fn container_defaults(c: &mut Map<String, Value>, host_network: bool) {
     set_default(c, "resources", json!({}));
     for p in each_obj(c, "ports") {
         set_default(p, "protocol", json!("TCP"));
-        if host_network {
-            if let Some(cp) = p.get("containerPort").cloned() {
-                set_default(p, "hostPort", cp);
-            }
+        if host_network && let Some(cp) = p.get("containerPort").cloned() {
+            set_default(p, "hostPort", cp);
         }
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
@@ -78,10 +76,10 @@ fn container_defaults(c: &mut Map<String, Value>, host_network: bool) {
         }
     }
     for e in each_obj(c, "env") {
-        if let Some(vf) = obj_at(e, "valueFrom") {
-            if let Some(fr) = obj_at(vf, "fieldRef") {
-                set_default(fr, "apiVersion", json!("v1"));
-            }
+        if let Some(vf) = obj_at(e, "valueFrom")
+            && let Some(fr) = obj_at(vf, "fieldRef")
+        {
+            set_default(fr, "apiVersion", json!("v1"));
         }
     }
 }
@@ -168,12 +166,11 @@ fn volume_defaults(v: &mut Map<String, Value>) {
             }
         }
     }
-    if let Some(e) = obj_at(v, "ephemeral") {
-        if let Some(t) = obj_at(e, "volumeClaimTemplate") {
-            if let Some(s) = obj_at(t, "spec") {
-                set_default(s, "volumeMode", json!("Filesystem"));
-            }
-        }
+    if let Some(e) = obj_at(v, "ephemeral")
+        && let Some(t) = obj_at(e, "volumeClaimTemplate")
+        && let Some(s) = obj_at(t, "spec")
+    {
+        set_default(s, "volumeMode", json!("Filesystem"));
     }
 }
 

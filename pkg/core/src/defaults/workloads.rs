@@ -38,10 +38,10 @@ pub(crate) fn replication_controller(obj: &mut Value) {
         .cloned();
     let Some(s) = spec(obj) else { return };
     set_default(s, "replicas", json!(1));
-    if let Some(labels) = &template_labels {
-        if is_unset(s, "selector") {
-            s.insert("selector".into(), labels.clone());
-        }
+    if let Some(labels) = &template_labels
+        && is_unset(s, "selector")
+    {
+        s.insert("selector".into(), labels.clone());
     }
     template_defaults(s);
     if let (Some(labels), Some(root)) = (template_labels, obj.as_object_mut()) {
@@ -182,10 +182,10 @@ pub(crate) fn cron_job(obj: &mut Value) {
     set_default(s, "suspend", json!(false));
     set_default(s, "successfulJobsHistoryLimit", json!(3));
     set_default(s, "failedJobsHistoryLimit", json!(1));
-    if let Some(jt) = obj_at(s, "jobTemplate") {
-        if let Some(js) = obj_at(jt, "spec") {
-            template_defaults(js);
-        }
+    if let Some(jt) = obj_at(s, "jobTemplate")
+        && let Some(js) = obj_at(jt, "spec")
+    {
+        template_defaults(js);
     }
 }
 

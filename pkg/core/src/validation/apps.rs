@@ -148,7 +148,7 @@ pub(crate) fn validate_deployment(errs: &mut Vec<FieldError>, obj: &Value, old: 
             .unwrap_or(0);
         if pd >= 0 && pd <= min_ready {
             errs.push(FieldError::invalid(
-                &"spec.progressDeadlineSeconds".to_string(),
+                "spec.progressDeadlineSeconds",
                 &json!(pd),
                 "must be greater than minReadySeconds",
             ));

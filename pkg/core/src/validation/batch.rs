@@ -88,20 +88,20 @@ pub(crate) fn validate_job(errs: &mut Vec<FieldError>, obj: &Value, old: Option<
     validate_job_spec(errs, spec, "spec", true);
     let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
     let uid = crate::meta::meta_str(obj, "uid").unwrap_or("");
-    if old.is_none() && !manual && !uid.is_empty() {
-        if let Some(sel) = spec.get("selector").filter(|v| v.is_object()) {
-            if sel
-                .pointer("/matchLabels/batch.kubernetes.io~1controller-uid")
-                .and_then(Value::as_str)
-                != Some(uid)
-            {
-                errs.push(FieldError::invalid_raw(
-                    "spec.selector",
-                    &go_label_selector(Some(sel)),
-                    "`selector` not auto-generated",
-                ));
-            }
-        }
+    if old.is_none()
+        && !manual
+        && !uid.is_empty()
+        && let Some(sel) = spec.get("selector").filter(|v| v.is_object())
+        && sel
+            .pointer("/matchLabels/batch.kubernetes.io~1controller-uid")
+            .and_then(Value::as_str)
+            != Some(uid)
+    {
+        errs.push(FieldError::invalid_raw(
+            "spec.selector",
+            &go_label_selector(Some(sel)),
+            "`selector` not auto-generated",
+        ));
     }
     let Some(old_spec) = old.and_then(|o| o.get("spec")) else {
         return;

@@ -102,18 +102,19 @@ pub(crate) fn validate_service(errs: &mut Vec<FieldError>, obj: &Value, old: Opt
             }
             let old_ips = old_spec.get("clusterIPs").and_then(Value::as_array);
             let new_ips = spec.get("clusterIPs").and_then(Value::as_array);
-            if let (Some(o), Some(n)) = (old_ips, new_ips) {
-                if !n.is_empty() && o.first() != n.first() {
-                    let list: Vec<String> = n
-                        .iter()
-                        .map(|v| super::quote(v.as_str().unwrap_or("")))
-                        .collect();
-                    errs.push(FieldError::invalid_raw(
-                        "spec.clusterIPs[0]",
-                        &format!("[]string{{{}}}", list.join(", ")),
-                        "may not change once set",
-                    ));
-                }
+            if let (Some(o), Some(n)) = (old_ips, new_ips)
+                && !n.is_empty()
+                && o.first() != n.first()
+            {
+                let list: Vec<String> = n
+                    .iter()
+                    .map(|v| super::quote(v.as_str().unwrap_or("")))
+                    .collect();
+                errs.push(FieldError::invalid_raw(
+                    "spec.clusterIPs[0]",
+                    &format!("[]string{{{}}}", list.join(", ")),
+                    "may not change once set",
+                ));
             }
         }
     }
@@ -272,14 +273,14 @@ pub(crate) fn validate_secret(errs: &mut Vec<FieldError>, obj: &Value, old: Opti
                 .pointer(&format!("/data/{k}"))
                 .and_then(Value::as_str)
                 .and_then(base64_decode);
-            if let Some(bytes) = raw {
-                if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
-                    errs.push(FieldError::invalid_str(
-                        &key("data", k),
-                        "<secret contents redacted>",
-                        &e.to_string(),
-                    ));
-                }
+            if let Some(bytes) = raw
+                && let Err(e) = serde_json::from_slice::<Value>(&bytes)
+            {
+                errs.push(FieldError::invalid_str(
+                    &key("data", k),
+                    "<secret contents redacted>",
+                    &e.to_string(),
+                ));
             }
         }
         "kubernetes.io/service-account-token" => {
@@ -292,11 +293,11 @@ pub(crate) fn validate_secret(errs: &mut Vec<FieldError>, obj: &Value, old: Opti
                 ));
             }
         }
-        "kubernetes.io/basic-auth" => {
-            if !data.contains_key("username") && !data.contains_key("password") {
-                require_key(errs, &data, "username");
-                require_key(errs, &data, "password");
-            }
+        "kubernetes.io/basic-auth"
+            if !data.contains_key("username") && !data.contains_key("password") =>
+        {
+            require_key(errs, &data, "username");
+            require_key(errs, &data, "password");
         }
         "kubernetes.io/ssh-auth" => require_key(errs, &data, "ssh-privatekey"),
         _ => {}
@@ -382,20 +383,20 @@ pub(crate) fn validate_pvc(errs: &mut Vec<FieldError>, obj: &Value, old: Option<
         ));
     }
     let q = |v: Option<&Value>| v.and_then(Value::as_str).and_then(parse_quantity);
-    if let (Some(new_q), Some(old_q)) = (q(storage_request(spec)), q(storage_request(old_spec))) {
-        if new_q < old_q {
-            let floor = old.and_then(|o| q(o.pointer("/status/capacity/storage")));
-            match floor {
-                Some(cap) if new_q > cap => {}
-                Some(_) => errs.push(FieldError::forbidden(
-                    "spec.resources.requests.storage",
-                    "field can not be less than status.capacity",
-                )),
-                None => errs.push(FieldError::forbidden(
-                    "spec.resources.requests.storage",
-                    "field can not be less than previous value",
-                )),
-            }
+    if let (Some(new_q), Some(old_q)) = (q(storage_request(spec)), q(storage_request(old_spec)))
+        && new_q < old_q
+    {
+        let floor = old.and_then(|o| q(o.pointer("/status/capacity/storage")));
+        match floor {
+            Some(cap) if new_q > cap => {}
+            Some(_) => errs.push(FieldError::forbidden(
+                "spec.resources.requests.storage",
+                "field can not be less than status.capacity",
+            )),
+            None => errs.push(FieldError::forbidden(
+                "spec.resources.requests.storage",
+                "field can not be less than previous value",
+            )),
         }
     }
 }

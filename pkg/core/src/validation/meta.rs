@@ -27,15 +27,15 @@ pub fn qualified_name_errors(s: &str) -> Vec<String> {
         [prefix, name] => {
             if prefix.is_empty() {
                 out.push("prefix part must be non-empty".into());
-            } else if !is_dns1123_subdomain(prefix) {
-                if let Some(msg) = name_error(prefix, false) {
-                    out.push(format!("prefix part {msg}"));
-                }
+            } else if !is_dns1123_subdomain(prefix)
+                && let Some(msg) = name_error(prefix, false)
+            {
+                out.push(format!("prefix part {msg}"));
             }
             *name
         }
         _ => {
-            out.push(format!("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"));
+            out.push("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')".into());
             return out;
         }
     };

@@ -176,23 +176,23 @@ pub(crate) fn key(base: &str, k: &str) -> String {
 
 /// Errs if `v` (when present and an integer) is negative.
 pub(crate) fn non_negative(errs: &mut Vec<FieldError>, v: Option<&Value>, field: &str) {
-    if let Some(n) = v.and_then(Value::as_i64) {
-        if n < 0 {
-            errs.push(FieldError::invalid(
-                field,
-                &Value::from(n),
-                "must be greater than or equal to 0",
-            ));
-        }
+    if let Some(n) = v.and_then(Value::as_i64)
+        && n < 0
+    {
+        errs.push(FieldError::invalid(
+            field,
+            &Value::from(n),
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
 /// Errs if `v` (when present) is not one of `allowed`.
 pub(crate) fn one_of(errs: &mut Vec<FieldError>, v: Option<&Value>, field: &str, allowed: &[&str]) {
-    if let Some(val) = v.filter(|v| !v.is_null()) {
-        if !val.as_str().is_some_and(|s| allowed.contains(&s)) {
-            errs.push(FieldError::not_supported(field, val, allowed));
-        }
+    if let Some(val) = v.filter(|v| !v.is_null())
+        && !val.as_str().is_some_and(|s| allowed.contains(&s))
+    {
+        errs.push(FieldError::not_supported(field, val, allowed));
     }
 }
 

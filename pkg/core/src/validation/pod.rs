@@ -35,10 +35,10 @@ pub(crate) fn port_name_errors(name: &str) -> Vec<String> {
 
 /// Validates a port number field (1-65535) when present.
 pub(crate) fn port_number(errs: &mut Vec<FieldError>, v: Option<&Value>, field: &str) {
-    if let Some(n) = v.and_then(Value::as_i64) {
-        if !(1..=65535).contains(&n) {
-            errs.push(FieldError::invalid(field, &json!(n), PORT_RANGE));
-        }
+    if let Some(n) = v.and_then(Value::as_i64)
+        && !(1..=65535).contains(&n)
+    {
+        errs.push(FieldError::invalid(field, &json!(n), PORT_RANGE));
     }
 }
 
@@ -143,25 +143,26 @@ pub(crate) fn validate_pod_spec(errs: &mut Vec<FieldError>, spec: &Value, path: 
         &child(path, "dnsPolicy"),
         &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
     );
-    if let Some(n) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64) {
-        if !(1..=i64::from(i32::MAX)).contains(&n) {
-            errs.push(FieldError::invalid(
-                &child(path, "activeDeadlineSeconds"),
-                &json!(n),
-                "must be between 1 and 2147483647, inclusive",
-            ));
-        }
+    if let Some(n) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64)
+        && !(1..=i64::from(i32::MAX)).contains(&n)
+    {
+        errs.push(FieldError::invalid(
+            &child(path, "activeDeadlineSeconds"),
+            &json!(n),
+            "must be between 1 and 2147483647, inclusive",
+        ));
     }
     validate_labels(errs, spec.get("nodeSelector"), &child(path, "nodeSelector"));
     let sa = s(spec, "serviceAccountName");
-    if !sa.is_empty() && !is_dns1123_subdomain(sa) {
-        if let Some(msg) = name_error(sa, false) {
-            errs.push(FieldError::invalid_str(
-                &child(path, "serviceAccountName"),
-                sa,
-                &msg,
-            ));
-        }
+    if !sa.is_empty()
+        && !is_dns1123_subdomain(sa)
+        && let Some(msg) = name_error(sa, false)
+    {
+        errs.push(FieldError::invalid_str(
+            &child(path, "serviceAccountName"),
+            sa,
+            &msg,
+        ));
     }
     for f in ["hostname", "subdomain"] {
         let v = s(spec, f);
@@ -377,19 +378,19 @@ fn validate_env(errs: &mut Vec<FieldError>, env: Option<&Value>, path: &str) {
                 "may not be specified when `value` is not empty",
             ));
         }
-        if let Some(fr) = vf.get("fieldRef") {
-            if s(fr, "fieldPath").is_empty() {
-                errs.push(FieldError::required(
-                    &child(&child(&vp, "fieldRef"), "fieldPath"),
-                    "",
-                ));
-            }
+        if let Some(fr) = vf.get("fieldRef")
+            && s(fr, "fieldPath").is_empty()
+        {
+            errs.push(FieldError::required(
+                &child(&child(&vp, "fieldRef"), "fieldPath"),
+                "",
+            ));
         }
         for r in ["configMapKeyRef", "secretKeyRef"] {
-            if let Some(kr) = vf.get(r) {
-                if s(kr, "key").is_empty() {
-                    errs.push(FieldError::required(&child(&child(&vp, r), "key"), ""));
-                }
+            if let Some(kr) = vf.get(r)
+                && s(kr, "key").is_empty()
+            {
+                errs.push(FieldError::required(&child(&child(&vp, r), "key"), ""));
             }
         }
     }
@@ -430,17 +431,17 @@ pub(crate) fn validate_resources(errs: &mut Vec<FieldError>, r: Option<&Value>, 
     let limits = quantities(errs, r.get("limits"), &child(path, "limits"));
     let requests = quantities(errs, r.get("requests"), &child(path, "requests"));
     for (name, req) in &requests {
-        if let Some(lim) = limits.get(name) {
-            if req > lim {
-                errs.push(FieldError::invalid_str(
-                    &child(path, "requests"),
-                    &req.canonical(),
-                    &format!(
-                        "must be less than or equal to {name} limit of {}",
-                        lim.canonical()
-                    ),
-                ));
-            }
+        if let Some(lim) = limits.get(name)
+            && req > lim
+        {
+            errs.push(FieldError::invalid_str(
+                &child(path, "requests"),
+                &req.canonical(),
+                &format!(
+                    "must be less than or equal to {name} limit of {}",
+                    lim.canonical()
+                ),
+            ));
         }
     }
 }
@@ -511,16 +512,15 @@ fn validate_handler(errs: &mut Vec<FieldError>, h: &Value, path: &str, kinds: &[
             &child(&child(path, "tcpSocket"), "port"),
         );
     }
-    if let Some(e) = h.get("exec") {
-        if e.get("command")
+    if let Some(e) = h.get("exec")
+        && e.get("command")
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty)
-        {
-            errs.push(FieldError::required(
-                &child(&child(path, "exec"), "command"),
-                "",
-            ));
-        }
+    {
+        errs.push(FieldError::required(
+            &child(&child(path, "exec"), "command"),
+            "",
+        ));
     }
 }
 
@@ -535,16 +535,15 @@ fn validate_probe(errs: &mut Vec<FieldError>, p: &Value, path: &str, success_mus
     ] {
         non_negative(errs, p.get(f), &child(path, f));
     }
-    if success_must_be_one {
-        if let Some(n) = p.get("successThreshold").and_then(Value::as_i64) {
-            if n != 1 {
-                errs.push(FieldError::invalid(
-                    &child(path, "successThreshold"),
-                    &json!(n),
-                    "must be 1",
-                ));
-            }
-        }
+    if success_must_be_one
+        && let Some(n) = p.get("successThreshold").and_then(Value::as_i64)
+        && n != 1
+    {
+        errs.push(FieldError::invalid(
+            &child(path, "successThreshold"),
+            &json!(n),
+            "must be 1",
+        ));
     }
 }
 

@@ -45,11 +45,11 @@ pub fn parse_quantity(s: &str) -> Option<Quantity> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut negative = false;
-    if let Some(&c) = b.first() {
-        if c == b'+' || c == b'-' {
-            negative = c == b'-';
-            i = 1;
-        }
+    if let Some(&c) = b.first()
+        && (c == b'+' || c == b'-')
+    {
+        negative = c == b'-';
+        i = 1;
     }
     let mut int: i128 = 0;
     let mut digits = 0usize;
@@ -126,11 +126,13 @@ impl Quantity {
         }
         let sign = if self.nanos < 0 { "-" } else { "" };
         let abs = self.nanos.unsigned_abs();
-        if self.format == Format::BinarySI && abs >= 1024 * NANO as u128 && abs % NANO as u128 == 0
+        if self.format == Format::BinarySI
+            && abs >= 1024 * NANO as u128
+            && abs.is_multiple_of(NANO as u128)
         {
             let mut n = abs / NANO as u128;
             let mut k = 0;
-            while k < 6 && n % 1024 == 0 {
+            while k < 6 && n.is_multiple_of(1024) {
                 n /= 1024;
                 k += 1;
             }
@@ -140,7 +142,7 @@ impl Quantity {
         // Largest exponent (multiple of 3, -9..=18) that divides the value exactly.
         let mut n = abs;
         let mut e = -9i32;
-        while e < 18 && n % 1000 == 0 {
+        while e < 18 && n.is_multiple_of(1000) {
             n /= 1000;
             e += 3;
         }

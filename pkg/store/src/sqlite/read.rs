@@ -84,9 +84,11 @@ pub(crate) fn latest(conn: &Connection, key: &str) -> Result<Option<Latest>> {
 /// The persisted compacted revision (0 when never compacted).
 pub(crate) fn compacted(conn: &Connection) -> Result<i64> {
     let v = conn
-        .query_row("SELECT v FROM meta WHERE k = ?1", params![META_COMPACT], |r| {
-            r.get::<_, i64>(0)
-        })
+        .query_row(
+            "SELECT v FROM meta WHERE k = ?1",
+            params![META_COMPACT],
+            |r| r.get::<_, i64>(0),
+        )
         .optional()?;
     Ok(v.unwrap_or(0))
 }
@@ -129,10 +131,16 @@ pub(crate) fn list(
     let rev = match revision {
         Some(r) if r > 0 => {
             if r < compacted {
-                return Err(Error::Compacted { requested: r, compacted });
+                return Err(Error::Compacted {
+                    requested: r,
+                    compacted,
+                });
             }
             if r > current {
-                return Err(Error::FutureRevision { requested: r, current });
+                return Err(Error::FutureRevision {
+                    requested: r,
+                    current,
+                });
             }
             r
         }
@@ -142,7 +150,9 @@ pub(crate) fn list(
     let after = start_after.unwrap_or("");
     let limit = limit.filter(|l| *l > 0);
     // Fetch one extra row to learn whether more follow.
-    let sql_limit = limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX - 1) + 1).unwrap_or(-1);
+    let sql_limit = limit
+        .map(|l| i64::try_from(l).unwrap_or(i64::MAX - 1) + 1)
+        .unwrap_or(-1);
     let mut items = {
         let mut stmt = tx.prepare_cached(
             "SELECT k.id, k.name, k.create_revision, k.value FROM kv k JOIN (
@@ -180,7 +190,12 @@ pub(crate) fn list(
             |r| r.get(0),
         )?;
     }
-    Ok(ListResult { items, revision: rev, more, remaining })
+    Ok(ListResult {
+        items,
+        revision: rev,
+        more,
+        remaining,
+    })
 }
 
 /// Every event with `after < revision <= until` for keys under `prefix`, in revision order.
@@ -194,7 +209,10 @@ pub(crate) fn history(
     let tx = conn.transaction()?;
     let compacted = compacted(&tx)?;
     if after < compacted {
-        return Err(Error::Compacted { requested: after, compacted });
+        return Err(Error::Compacted {
+            requested: after,
+            compacted,
+        });
     }
     let upper = prefix_upper(prefix);
     let mut stmt = tx.prepare_cached(
@@ -204,42 +222,59 @@ pub(crate) fn history(
          WHERE r.id > ?1 AND r.id <= ?2 AND r.name >= ?3 AND r.name < ?4
          ORDER BY r.id",
     )?;
-    let rows = stmt.query_map(
-        params![after, until, prefix, TextBytes(&upper)],
-        |r| {
-            let key: String = r.get(1)?;
-            let created = r.get::<_, i64>(2)? != 0;
-            let deleted = r.get::<_, i64>(3)? != 0;
-            let kind = if deleted {
-                EventKind::Delete
-            } else if created {
-                EventKind::Create
-            } else {
-                EventKind::Update
-            };
-            let prev_id: Option<i64> = r.get(6)?;
-            let prev_deleted = r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0;
-            let prev = match prev_id {
-                Some(id) if kind != EventKind::Create && !prev_deleted => Some(KeyValue {
-                    key: key.clone(),
-                    value: r.get(8)?,
-                    create_revision: r.get(7)?,
-                    mod_revision: id,
-                }),
-                _ => None,
-            };
-            Ok(Event {
-                kind,
-                kv: KeyValue {
-                    key,
-                    value: r.get(5)?,
-                    create_revision: r.get(4)?,
-                    mod_revision: r.get(0)?,
-                },
-                prev,
-            })
-        },
-    )?;
+    let rows = stmt.query_map(params![after, until, prefix, TextBytes(&upper)], |r| {
+        let key: String = r.get(1)?;
+        let created = r.get::<_, i64>(2)? != 0;
+        let deleted = r.get::<_, i64>(3)? != 0;
+        let kind = if deleted {
+            EventKind::Delete
+        } else if created {
+            EventKind::Create
+        } else {
+            EventKind::Update
+        };
+        let prev_id: Option<i64> = r.get(6)?;
+        let prev_deleted = r.get::<_, Option<i64>>(9)?.unwrap_or(0) != 0;
+        let prev = match prev_id {
+            Some(id) if kind != EventKind::Create && !prev_deleted => Some(KeyValue {
+                key: key.clone(),
+                value: r.get(8)?,
+                create_revision: r.get(7)?,
+                mod_revision: id,
+            }),
+            _ => None,
+        };
+        Ok(Event {
+            kind,
+            kv: KeyValue {
+                key,
+                value: r.get(5)?,
+                create_revision: r.get(4)?,
+                mod_revision: r.get(0)?,
+            },
+            prev,
+        })
+    })?;
     let events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper;
+
+    #[test]
+    fn prefix_upper_bounds_every_key_with_the_prefix() {
+        let upper = prefix_upper("/a/");
+        for key in ["/a/", "/a/b", "/a/\u{10FFFF}\u{10FFFF}"] {
+            assert!(key.as_bytes() < upper.as_slice(), "{key}");
+        }
+        assert!(b"/a0".as_slice() >= upper.as_slice());
+        assert!(b"/b".as_slice() > upper.as_slice());
+    }
+
+    #[test]
+    fn the_empty_prefix_bounds_all_text() {
+        assert!("\u{10FFFF}".as_bytes() < prefix_upper("").as_slice());
+    }
 }

@@ -22,7 +22,11 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn add(&mut self, prefix: &str, tx: mpsc::Sender<Event>, lagged: Arc<AtomicBool>) {
-        self.watchers.push(Watcher { prefix: prefix.to_string(), tx, lagged });
+        self.watchers.push(Watcher {
+            prefix: prefix.to_string(),
+            tx,
+            lagged,
+        });
     }
 
     /// Hands committed events (in revision order) to every matching watcher without blocking.

@@ -15,16 +15,34 @@ use crate::{Error, Event, EventKind, KeyValue, Result};
 const MAX_BATCH: usize = 1024;
 
 pub(crate) enum Op {
-    Create { key: String, value: Vec<u8> },
-    Update { key: String, value: Vec<u8>, expected: i64 },
-    Delete { key: String, expected: Option<i64> },
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: i64,
+    },
+    Delete {
+        key: String,
+        expected: Option<i64>,
+    },
 }
 
 pub(crate) enum Request {
     /// A write; the reply carries the resulting event.
-    Write { op: Op, reply: oneshot::Sender<Result<Event>> },
-    Compact { revision: i64, reply: oneshot::Sender<Result<()>> },
-    Close { reply: oneshot::Sender<()> },
+    Write {
+        op: Op,
+        reply: oneshot::Sender<Result<Event>>,
+    },
+    Compact {
+        revision: i64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 pub(crate) struct Writer {
@@ -84,12 +102,16 @@ impl Writer {
         let (ops, replies): (Vec<Op>, Vec<_>) = writes.into_iter().unzip();
         match self.apply_batch(&ops) {
             Ok((results, next)) => {
-                let events: Vec<Event> =
-                    results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+                let events: Vec<Event> = results
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok().cloned())
+                    .collect();
                 if !events.is_empty() {
                     self.rev = next;
                     self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                    self.shared.writes.fetch_add(events.len() as u64, Ordering::Relaxed);
+                    self.shared
+                        .writes
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
                 }
                 {
                     let mut reg = self.shared.registry();
@@ -112,7 +134,9 @@ impl Writer {
     /// Applies all ops in one transaction. The outer error aborts the whole batch; inner
     /// errors are per-op outcomes (conflicts etc.) that write nothing.
     fn apply_batch(&mut self, ops: &[Op]) -> Result<(Vec<Result<Event>>, i64)> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut next = self.rev;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
@@ -127,13 +151,18 @@ impl Writer {
 
     fn compact(&mut self, revision: i64) -> Result<()> {
         if revision > self.rev {
-            return Err(Error::FutureRevision { requested: revision, current: self.rev });
+            return Err(Error::FutureRevision {
+                requested: revision,
+                current: self.rev,
+            });
         }
         let old = self.shared.compacted.load(Ordering::SeqCst);
         if revision <= old {
             return Ok(());
         }
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Rows superseded by a newer row written in (old, revision]; rows superseded at or
         // before `old` were removed by earlier compactions.
         let superseded = tx.execute(
@@ -142,8 +171,10 @@ impl Writer {
              )",
             params![old, revision],
         )?;
-        let tombstones =
-            tx.execute("DELETE FROM kv WHERE deleted = 1 AND id <= ?1", params![revision])?;
+        let tombstones = tx.execute(
+            "DELETE FROM kv WHERE deleted = 1 AND id <= ?1",
+            params![revision],
+        )?;
         tx.execute(
             "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
             params![META_COMPACT, revision],
@@ -158,9 +189,15 @@ impl Writer {
     /// Truncates the WAL; skipped (not waited for) while readers hold old snapshots.
     fn checkpoint(&mut self) {
         let _ = self.conn.busy_timeout(Duration::from_millis(100));
-        let res = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        });
+        let res = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
         match res {
             Ok((busy, log, done)) => {
                 tracing::debug!(busy, log, done, "sqlite store wal checkpoint")
@@ -186,14 +223,21 @@ fn apply(conn: &Connection, rev: i64, op: &Op) -> Result<Result<Event>> {
             }
             (EventKind::Create, value.clone(), rev, None)
         }
-        Op::Update { value, expected, .. } => {
+        Op::Update {
+            value, expected, ..
+        } => {
             let Some(cur) = live else {
                 return Ok(Err(Error::NotFound(key.to_string())));
             };
             if cur.id != *expected {
                 return Ok(Err(conflict(key, *expected, cur.id)));
             }
-            (EventKind::Update, value.clone(), cur.create_revision, Some(cur.to_kv(key)))
+            (
+                EventKind::Update,
+                value.clone(),
+                cur.create_revision,
+                Some(cur.to_kv(key)),
+            )
         }
         Op::Delete { expected, .. } => {
             let Some(cur) = live else {
@@ -204,7 +248,12 @@ fn apply(conn: &Connection, rev: i64, op: &Op) -> Result<Result<Event>> {
             {
                 return Ok(Err(conflict(key, *expected, cur.id)));
             }
-            (EventKind::Delete, cur.value.clone(), cur.create_revision, Some(cur.to_kv(key)))
+            (
+                EventKind::Delete,
+                cur.value.clone(),
+                cur.create_revision,
+                Some(cur.to_kv(key)),
+            )
         }
     };
     let mut stmt = conn.prepare_cached(
@@ -222,11 +271,20 @@ fn apply(conn: &Connection, rev: i64, op: &Op) -> Result<Result<Event>> {
     ])?;
     Ok(Ok(Event {
         kind,
-        kv: KeyValue { key: key.to_string(), value, create_revision, mod_revision: rev },
+        kv: KeyValue {
+            key: key.to_string(),
+            value,
+            create_revision,
+            mod_revision: rev,
+        },
         prev,
     }))
 }
 
 fn conflict(key: &str, expected: i64, actual: i64) -> Error {
-    Error::Conflict { key: key.to_string(), expected, actual }
+    Error::Conflict {
+        key: key.to_string(),
+        expected,
+        actual,
+    }
 }
