@@ -35,7 +35,12 @@ fn kubox_deps(manifest: &Path) -> (String, Vec<String>) {
             name = line.split('"').nth(1).unwrap_or_default().to_string();
         }
         if section == "[dependencies]" && line.starts_with("kubox-") {
-            deps.push(line.split(['.', ' ', '=']).next().unwrap_or_default().to_string());
+            deps.push(
+                line.split(['.', ' ', '='])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
     }
     (name, deps)
@@ -55,11 +60,19 @@ fn crate_dependencies_point_only_to_lower_layers() {
     for m in manifests {
         let (name, deps) = kubox_deps(&m);
         let Some(&own) = layers.get(name.as_str()) else {
-            panic!("{name} ({}) has no layer: add it to this test and to ARCHITECTURE.md", m.display());
+            panic!(
+                "{name} ({}) has no layer: add it to this test and to ARCHITECTURE.md",
+                m.display()
+            );
         };
         for d in deps {
-            let Some(&theirs) = layers.get(d.as_str()) else { panic!("{name} depends on unknown crate {d}") };
-            assert!(theirs < own, "{name} (layer {own}) must not depend on {d} (layer {theirs})");
+            let Some(&theirs) = layers.get(d.as_str()) else {
+                panic!("{name} depends on unknown crate {d}")
+            };
+            assert!(
+                theirs < own,
+                "{name} (layer {own}) must not depend on {d} (layer {theirs})"
+            );
         }
     }
 }

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 fn cm(name: &str, value: &str) -> ConfigMap {
     ConfigMap {
-        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
         data: Some(BTreeMap::from([("v".to_string(), value.to_string())])),
         ..Default::default()
     }
@@ -47,13 +50,27 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
         let _ = t.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 20, "the burst should have written something ({} writes)", acked.len());
+    assert!(
+        acked.len() > 20,
+        "the burst should have written something ({} writes)",
+        acked.len()
+    );
     s.spawn();
     let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
-    let names: std::collections::HashSet<String> =
-        api.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|c| c.metadata.name).collect();
+    let names: std::collections::HashSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
     let lost: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost after kill -9: {lost:?}", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost after kill -9: {lost:?}",
+        lost.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,8 +79,14 @@ async fn watch_sees_added_modified_deleted_and_resumes_from_a_resource_version()
     let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     let list = api.list(&ListParams::default()).await.unwrap();
     let rv = list.metadata.resource_version.unwrap();
-    let mut stream = api.watch(&WatchParams::default().timeout(30), &rv).await.unwrap().boxed();
-    api.create(&PostParams::default(), &cm("w1", "a")).await.unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(30), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm("w1", "a"))
+        .await
+        .unwrap();
     api.replace("w1", &PostParams::default(), &{
         let mut c = api.get("w1").await.unwrap();
         c.data = Some(BTreeMap::from([("v".to_string(), "b".to_string())]));
@@ -84,22 +107,48 @@ async fn watch_sees_added_modified_deleted_and_resumes_from_a_resource_version()
     }
     assert_eq!(seen, vec!["ADDED", "MODIFIED", "DELETED"]);
     // Resuming from the list's revision replays the same history.
-    let mut again = api.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
-    let first = tokio::time::timeout(Duration::from_secs(10), again.try_next()).await.unwrap().unwrap();
+    let mut again = api
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), again.try_next())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(first, Some(WatchEvent::Added(_))), "{first:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_a_compacted_revision_gets_an_in_stream_410_and_list_gets_a_plain_410() {
-    let s = Server::start_with(&["--datastore-history", "5", "--datastore-compact-interval", "1"]);
+    let s = Server::start_with(&[
+        "--datastore-history",
+        "5",
+        "--datastore-compact-interval",
+        "1",
+    ]);
     let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
-    let old_rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let old_rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     for i in 0..30 {
-        api.create(&PostParams::default(), &cm(&format!("c{i}"), "x")).await.unwrap();
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), "x"))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let mut stream = api.watch(&WatchParams::default().timeout(5), &old_rv).await.unwrap().boxed();
-    let ev = tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), &old_rv)
+        .await
+        .unwrap()
+        .boxed();
+    let ev = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap();
     match ev {
         Ok(Some(WatchEvent::Error(e))) => {
             assert_eq!(e.code, 410);
@@ -108,7 +157,11 @@ async fn watch_from_a_compacted_revision_gets_an_in_stream_410_and_list_gets_a_p
         other => panic!("expected an in-stream 410 ERROR event, got {other:?}"),
     }
     let err = api
-        .list(&ListParams::default().at(&old_rv).matching(kube::api::VersionMatch::Exact))
+        .list(
+            &ListParams::default()
+                .at(&old_rv)
+                .matching(kube::api::VersionMatch::Exact),
+        )
         .await
         .unwrap_err();
     match err {
@@ -119,27 +172,40 @@ async fn watch_from_a_compacted_revision_gets_an_in_stream_410_and_list_gets_a_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kube_runtime_watcher_relists_after_compaction_and_keeps_going() {
-    let mut s = Server::start_with(&["--datastore-history", "5", "--datastore-compact-interval", "1"]);
+    let mut s = Server::start_with(&[
+        "--datastore-history",
+        "5",
+        "--datastore-compact-interval",
+        "1",
+    ]);
     let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
-    api.create(&PostParams::default(), &cm("before", "x")).await.unwrap();
+    api.create(&PostParams::default(), &cm("before", "x"))
+        .await
+        .unwrap();
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let inits = Arc::new(Mutex::new(0usize));
     let (seen2, inits2) = (seen.clone(), inits.clone());
     let watcher = tokio::spawn(async move {
         use kube::runtime::WatchStreamExt;
         use kube::runtime::watcher::{self, Event};
-        let mut w = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut w = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(ev) = w.next().await {
             match ev {
                 Ok(Event::InitDone) => *inits2.lock().unwrap() += 1,
-                Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
-                    seen2.lock().unwrap().push(o.metadata.name.unwrap_or_default())
-                }
+                Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => seen2
+                    .lock()
+                    .unwrap()
+                    .push(o.metadata.name.unwrap_or_default()),
                 _ => {}
             }
         }
     });
-    common::eventually(Duration::from_secs(20), || (*inits.lock().unwrap() >= 1).then_some(())).expect("initial list");
+    common::eventually(Duration::from_secs(20), || {
+        (*inits.lock().unwrap() >= 1).then_some(())
+    })
+    .expect("initial list");
     // Stop the server long enough for the watcher's back-off to grow, then write enough
     // that its revision is compacted away before it reconnects.
     s.stop();
@@ -147,15 +213,24 @@ async fn kube_runtime_watcher_relists_after_compaction_and_keeps_going() {
     s.spawn();
     let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
     for i in 0..40 {
-        api.create(&PostParams::default(), &cm(&format!("after-{i}"), "x")).await.unwrap();
+        api.create(&PostParams::default(), &cm(&format!("after-{i}"), "x"))
+            .await
+            .unwrap();
     }
     let got = common::eventually(Duration::from_secs(60), || {
         let names = seen.lock().unwrap().clone();
         (names.iter().any(|n| n == "after-39")).then_some(())
     });
     watcher.abort();
-    assert!(got.is_some(), "the watcher never saw objects written after compaction: {:?}", seen.lock().unwrap());
-    assert!(*inits.lock().unwrap() >= 2, "the watcher must have relisted");
+    assert!(
+        got.is_some(),
+        "the watcher never saw objects written after compaction: {:?}",
+        seen.lock().unwrap()
+    );
+    assert!(
+        *inits.lock().unwrap() >= 2,
+        "the watcher must have relisted"
+    );
     let out = s.k(KUBECTL_NEW, &["get", "configmap", "before", "-o", "name"]);
     assert!(out.contains("before"), "data kept across restart");
 }

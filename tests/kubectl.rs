@@ -23,10 +23,22 @@ fn bootstrap_namespaces_and_kubernetes_service_exist() {
     let svc = json(&s.k(KUBECTL_NEW, &["get", "service", "kubernetes", "-o", "json"]));
     assert_eq!(svc["spec"]["clusterIP"], "10.43.0.1");
     assert_eq!(svc["spec"]["ports"][0]["port"], 443);
-    let ep = json(&s.k(KUBECTL_NEW, &["get", "endpoints", "kubernetes", "-o", "json"]));
+    let ep = json(&s.k(
+        KUBECTL_NEW,
+        &["get", "endpoints", "kubernetes", "-o", "json"],
+    ));
     assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "127.0.0.1");
     assert_eq!(ep["subsets"][0]["ports"][0]["port"], s.port);
-    let slice = json(&s.k(KUBECTL_NEW, &["get", "endpointslices.discovery.k8s.io", "kubernetes", "-o", "json"]));
+    let slice = json(&s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "endpointslices.discovery.k8s.io",
+            "kubernetes",
+            "-o",
+            "json",
+        ],
+    ));
     assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.1");
 }
 
@@ -35,11 +47,26 @@ fn api_resources_lists_builtin_kinds_on_both_kubectl_versions() {
     let s = Server::start();
     for v in VERSIONS {
         let out = s.k(v, &["api-resources"]);
-        for want in ["deployments", "pods", "customresourcedefinitions", "leases", "endpointslices", "cronjobs"] {
-            assert!(out.contains(want), "kubectl {v} api-resources lacks {want}:\n{out}");
+        for want in [
+            "deployments",
+            "pods",
+            "customresourcedefinitions",
+            "leases",
+            "endpointslices",
+            "cronjobs",
+        ] {
+            assert!(
+                out.contains(want),
+                "kubectl {v} api-resources lacks {want}:\n{out}"
+            );
         }
         let out = s.k(v, &["api-versions"]);
-        assert!(out.contains("apps/v1") && out.contains("autoscaling/v2") && out.contains("events.k8s.io/v1"), "{out}");
+        assert!(
+            out.contains("apps/v1")
+                && out.contains("autoscaling/v2")
+                && out.contains("events.k8s.io/v1"),
+            "{out}"
+        );
     }
 }
 
@@ -51,19 +78,32 @@ fn configmap_crud_with_kubectl() {
         s.k(v, &["create", "configmap", &name, "--from-literal=a=1"]);
         let cm = json(&s.k(v, &["get", "configmap", &name, "-o", "json"]));
         assert_eq!(cm["data"]["a"], "1");
-        assert!(cm["metadata"]["uid"].as_str().is_some_and(|u| !u.is_empty()));
+        assert!(
+            cm["metadata"]["uid"]
+                .as_str()
+                .is_some_and(|u| !u.is_empty())
+        );
         assert!(cm["metadata"]["creationTimestamp"].is_string());
         assert!(cm["metadata"]["managedFields"].is_array(), "{cm}");
         let err = s.k_err(v, &["create", "configmap", &name, "--from-literal=a=1"]);
-        assert!(err.contains("AlreadyExists") || err.contains("already exists"), "{err}");
+        assert!(
+            err.contains("AlreadyExists") || err.contains("already exists"),
+            "{err}"
+        );
         s.k(v, &["label", "configmap", &name, "tier=web"]);
         let out = s.k(v, &["get", "configmaps", "-l", "tier=web", "-o", "name"]);
         assert!(out.contains(&format!("configmap/{name}")), "{out}");
-        let out = s.k(v, &["get", "configmaps", "-l", "tier notin (web)", "-o", "name"]);
+        let out = s.k(
+            v,
+            &["get", "configmaps", "-l", "tier notin (web)", "-o", "name"],
+        );
         assert!(!out.contains(&name), "{out}");
         s.k(v, &["delete", "configmap", &name]);
         let err = s.k_err(v, &["get", "configmap", &name]);
-        assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+        assert!(
+            err.contains("NotFound") || err.contains("not found"),
+            "{err}"
+        );
     }
 }
 
@@ -107,7 +147,10 @@ fn apply_twice_reports_created_unchanged_configured() {
         // Server-side defaults, as upstream sets them.
         assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
-        assert!(d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
+        assert!(
+            d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+                .is_string()
+        );
     }
 }
 
@@ -117,7 +160,10 @@ fn explain_deployment_strategy_works_on_both_versions() {
     for v in VERSIONS {
         let out = s.k(v, &["explain", "deployment.spec.strategy"]);
         assert!(out.contains("rollingUpdate"), "kubectl {v} explain:\n{out}");
-        assert!(out.contains("DeploymentStrategy") || out.contains("strategy"), "{out}");
+        assert!(
+            out.contains("DeploymentStrategy") || out.contains("strategy"),
+            "{out}"
+        );
     }
 }
 
@@ -129,7 +175,10 @@ fn strict_field_validation_reports_unknown_fields() {
         let out = s.kubectl_stdin(v, &["create", "-f", "-"], &bad);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("unknown field") && err.contains("replicass"), "kubectl {v}: {err}");
+        assert!(
+            err.contains("unknown field") && err.contains("replicass"),
+            "kubectl {v}: {err}"
+        );
     }
 }
 
@@ -140,9 +189,15 @@ fn invalid_objects_get_422_with_field_causes() {
     let out = s.kubectl_stdin(KUBECTL_NEW, &["create", "-f", "-"], &bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("is invalid") && err.contains("selector"), "{err}");
+    assert!(
+        err.contains("is invalid") && err.contains("selector"),
+        "{err}"
+    );
     let err = s.k_err(KUBECTL_NEW, &["create", "configmap", "Bad_Name"]);
-    assert!(err.contains("Invalid value") && err.contains("metadata.name"), "{err}");
+    assert!(
+        err.contains("Invalid value") && err.contains("metadata.name"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,18 +207,49 @@ fn patches_of_every_kind() {
     // Strategic merge: containers merge by name.
     s.k(KUBECTL_NEW, &["patch", "deployment", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"side","image":"busybox:2"}]}}}}"#]);
     let d = json(&s.k(KUBECTL_NEW, &["get", "deployment", "web", "-o", "json"]));
-    let names: Vec<&str> = d["spec"]["template"]["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["web", "side"]);
     // JSON merge patch replaces the list.
     s.k(KUBECTL_NEW, &["patch", "deployment", "web", "--type=merge", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"only","image":"busybox:3"}]}}}}"#]);
     let d = json(&s.k(KUBECTL_NEW, &["get", "deployment", "web", "-o", "json"]));
-    assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // JSON patch.
-    s.k(KUBECTL_NEW, &["patch", "deployment", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":5}]"#]);
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/replicas","value":5}]"#,
+        ],
+    );
     let d = json(&s.k(KUBECTL_NEW, &["get", "deployment", "web", "-o", "json"]));
     assert_eq!(d["spec"]["replicas"], 5);
     // A failing JSON patch test op is refused and changes nothing.
-    let err = s.k_err(KUBECTL_NEW, &["patch", "deployment", "web", "--type=json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":9}]"#]);
+    let err = s.k_err(
+        KUBECTL_NEW,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/spec/replicas","value":9}]"#,
+        ],
+    );
     assert!(!err.is_empty());
     // Scale subresource.
     s.k(KUBECTL_OLD, &["scale", "deployment", "web", "--replicas=7"]);
@@ -174,17 +260,54 @@ fn patches_of_every_kind() {
 #[test]
 fn server_side_apply_conflicts_unless_forced() {
     let s = Server::start();
-    let out = s.k_in(KUBECTL_NEW, &["apply", "--server-side", "--field-manager=alice", "-f", "-"], DEPLOYMENT);
+    let out = s.k_in(
+        KUBECTL_NEW,
+        &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
+        DEPLOYMENT,
+    );
     assert!(out.contains("serverside-applied"), "{out}");
     let changed = DEPLOYMENT.replace("replicas: 2", "replicas: 4");
-    let out = s.kubectl_stdin(KUBECTL_NEW, &["apply", "--server-side", "--field-manager=bob", "-f", "-"], &changed);
+    let out = s.kubectl_stdin(
+        KUBECTL_NEW,
+        &["apply", "--server-side", "--field-manager=bob", "-f", "-"],
+        &changed,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("conflict") && err.contains("alice") && err.contains(".spec.replicas"), "{err}");
-    s.k_in(KUBECTL_NEW, &["apply", "--server-side", "--field-manager=bob", "--force-conflicts", "-f", "-"], &changed);
-    let d = json(&s.k(KUBECTL_NEW, &["get", "deployment", "web", "-o", "json", "--show-managed-fields"]));
+    assert!(
+        err.contains("conflict") && err.contains("alice") && err.contains(".spec.replicas"),
+        "{err}"
+    );
+    s.k_in(
+        KUBECTL_NEW,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=bob",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &changed,
+    );
+    let d = json(&s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    ));
     assert_eq!(d["spec"]["replicas"], 4);
-    let managers: Vec<&str> = d["metadata"]["managedFields"].as_array().unwrap().iter().map(|m| m["manager"].as_str().unwrap()).collect();
+    let managers: Vec<&str> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["manager"].as_str().unwrap())
+        .collect();
     assert!(managers.contains(&"bob"), "{managers:?}");
 }
 
@@ -211,23 +334,43 @@ fn tables_have_upstream_columns() {
 fn paging_with_chunk_size_returns_everything() {
     let s = Server::start();
     for i in 0..25 {
-        s.k(KUBECTL_NEW, &["create", "configmap", &format!("page-{i:02}")]);
+        s.k(
+            KUBECTL_NEW,
+            &["create", "configmap", &format!("page-{i:02}")],
+        );
     }
     for v in VERSIONS {
         let out = s.k(v, &["get", "configmaps", "--chunk-size=7", "-o", "name"]);
-        let n = out.lines().filter(|l| l.starts_with("configmap/page-")).count();
+        let n = out
+            .lines()
+            .filter(|l| l.starts_with("configmap/page-"))
+            .count();
         assert_eq!(n, 25, "kubectl {v}: {out}");
     }
-    let raw = json(&s.k(KUBECTL_NEW, &["get", "--raw", "/api/v1/namespaces/default/configmaps?limit=10"]));
+    let raw = json(&s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?limit=10",
+        ],
+    ));
     assert_eq!(raw["items"].as_array().unwrap().len(), 10);
-    assert!(raw["metadata"]["continue"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(
+        raw["metadata"]["continue"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
     assert_eq!(raw["metadata"]["remainingItemCount"], 16);
 }
 
 #[test]
 fn services_get_cluster_ips_and_conflicts_are_refused() {
     let s = Server::start();
-    s.k(KUBECTL_NEW, &["create", "service", "clusterip", "a", "--tcp=80:8080"]);
+    s.k(
+        KUBECTL_NEW,
+        &["create", "service", "clusterip", "a", "--tcp=80:8080"],
+    );
     let a = json(&s.k(KUBECTL_NEW, &["get", "svc", "a", "-o", "json"]));
     let ip = a["spec"]["clusterIP"].as_str().unwrap().to_string();
     assert!(ip.starts_with("10.43."), "{ip}");
@@ -238,11 +381,20 @@ fn services_get_cluster_ips_and_conflicts_are_refused() {
     );
     let out = s.kubectl_stdin(KUBECTL_NEW, &["create", "-f", "-"], &svc);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("already allocated"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("already allocated"),
+        "{err}"
+    );
     let dns = "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec:\n  clusterIP: 10.43.0.10\n  ports: [{port: 53}]\n";
     let out = s.kubectl_stdin(KUBECTL_NEW, &["create", "-f", "-"], dns);
-    assert!(!out.status.success(), "the cluster DNS IP must be reserved for kube-system/kube-dns");
-    s.k(KUBECTL_NEW, &["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+    assert!(
+        !out.status.success(),
+        "the cluster DNS IP must be reserved for kube-system/kube-dns"
+    );
+    s.k(
+        KUBECTL_NEW,
+        &["create", "service", "nodeport", "np", "--tcp=80:8080"],
+    );
     let np = json(&s.k(KUBECTL_NEW, &["get", "svc", "np", "-o", "json"]));
     let port = np["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
     assert!((30000..=32767).contains(&port), "{port}");
@@ -251,13 +403,19 @@ fn services_get_cluster_ips_and_conflicts_are_refused() {
 #[test]
 fn stale_resource_version_update_is_rejected_with_409() {
     let s = Server::start();
-    s.k(KUBECTL_NEW, &["create", "configmap", "cc", "--from-literal=a=1"]);
+    s.k(
+        KUBECTL_NEW,
+        &["create", "configmap", "cc", "--from-literal=a=1"],
+    );
     let mut cm = json(&s.k(KUBECTL_NEW, &["get", "configmap", "cc", "-o", "json"]));
     s.k(KUBECTL_NEW, &["label", "configmap", "cc", "x=y"]);
     cm["data"]["a"] = "2".into();
     let out = s.kubectl_stdin(KUBECTL_NEW, &["replace", "-f", "-"], &cm.to_string());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("the object has been modified"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("the object has been modified"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -267,7 +425,16 @@ fn namespaces_missing_or_terminating_refuse_creates() {
     assert!(err.contains("not found"), "{err}");
     s.k(KUBECTL_NEW, &["create", "namespace", "gone"]);
     s.k(KUBECTL_NEW, &["create", "configmap", "x", "-n", "gone"]);
-    s.k(KUBECTL_NEW, &["delete", "namespace", "gone", "--wait=true", "--timeout=30s"]);
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "delete",
+            "namespace",
+            "gone",
+            "--wait=true",
+            "--timeout=30s",
+        ],
+    );
     let err = s.k_err(KUBECTL_NEW, &["get", "namespace", "gone"]);
     assert!(err.contains("not found"), "{err}");
 }
@@ -308,17 +475,30 @@ spec:
 fn crds_are_served_validated_pruned_and_printed() {
     let s = Server::start();
     s.k_in(KUBECTL_NEW, &["apply", "-f", "-"], CRD);
-    s.k(KUBECTL_NEW, &["wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=30s"]);
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/widgets.example.com",
+            "--timeout=30s",
+        ],
+    );
     for v in VERSIONS {
         let name = format!("w-{}", v.replace('.', "-"));
-        let w = format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {{size: 3, junk: 1}}\n");
+        let w = format!(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {{size: 3, junk: 1}}\n"
+        );
         s.k_in(v, &["apply", "--validate=false", "-f", "-"], &w);
         let obj = json(&s.k(v, &["get", "wd", &name, "-o", "json"]));
         assert_eq!(obj["spec"]["size"], 3);
         assert_eq!(obj["spec"]["color"], "blue", "defaulted");
         assert!(obj["spec"].get("junk").is_none(), "pruned: {obj}");
         let out = s.k(v, &["get", "widgets"]);
-        assert!(out.lines().next().unwrap_or_default().contains("SIZE"), "{out}");
+        assert!(
+            out.lines().next().unwrap_or_default().contains("SIZE"),
+            "{out}"
+        );
     }
     let bad = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: bad}\nspec: {size: 0}\n";
     let out = s.kubectl_stdin(KUBECTL_NEW, &["create", "-f", "-"], bad);
@@ -326,8 +506,18 @@ fn crds_are_served_validated_pruned_and_printed() {
     assert!(!out.status.success() && err.contains("spec.size"), "{err}");
     s.k(KUBECTL_NEW, &["delete", "crd", "widgets.example.com"]);
     let gone = common::eventually(std::time::Duration::from_secs(20), || {
-        let out = s.kubectl(KUBECTL_NEW, &["get", "--raw", "/apis/example.com/v1/namespaces/default/widgets"]);
+        let out = s.kubectl(
+            KUBECTL_NEW,
+            &[
+                "get",
+                "--raw",
+                "/apis/example.com/v1/namespaces/default/widgets",
+            ],
+        );
         (!out.status.success()).then_some(())
     });
-    assert!(gone.is_some(), "CRD resources must disappear after the CRD is deleted");
+    assert!(
+        gone.is_some(),
+        "CRD resources must disappear after the CRD is deleted"
+    );
 }

@@ -12,7 +12,14 @@ use std::process::Command;
 fn anonymous(s: &Server, path: &str) -> (u16, String) {
     let ca = s.data_dir().join("server/tls/server-ca.crt");
     let out = Command::new("curl")
-        .args(["-s", "--cacert", ca.to_str().unwrap(), "-w", "\n%{http_code}", &format!("{}{path}", s.url())])
+        .args([
+            "-s",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+            &format!("{}{path}", s.url()),
+        ])
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -28,20 +35,30 @@ fn admin(s: &Server, method: &str, path: &str, content_type: &str, body: &[u8]) 
     let out = Command::new("curl")
         .args([
             "-s",
-            "--cacert", tls.join("server-ca.crt").to_str().unwrap(),
-            "--cert", tls.join("client-admin.crt").to_str().unwrap(),
-            "--key", tls.join("client-admin.key").to_str().unwrap(),
-            "-X", method,
-            "-H", &format!("Content-Type: {content_type}"),
-            "--data-binary", &format!("@{}", body_file.display()),
-            "-w", "\n%{http_code}",
+            "--cacert",
+            tls.join("server-ca.crt").to_str().unwrap(),
+            "--cert",
+            tls.join("client-admin.crt").to_str().unwrap(),
+            "--key",
+            tls.join("client-admin.key").to_str().unwrap(),
+            "-X",
+            method,
+            "-H",
+            &format!("Content-Type: {content_type}"),
+            "--data-binary",
+            &format!("@{}", body_file.display()),
+            "-w",
+            "\n%{http_code}",
             &format!("{}{path}", s.url()),
         ])
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
 }
 
 #[test]
@@ -54,7 +71,13 @@ fn only_health_version_and_cacerts_are_anonymous() {
     assert_eq!(code, 200);
     let ca = std::fs::read_to_string(s.data_dir().join("server/tls/server-ca.crt")).unwrap();
     assert_eq!(body.trim(), ca.trim());
-    for p in ["/api", "/apis", "/api/v1/namespaces", "/openapi/v3", "/api/v1/namespaces/default/secrets"] {
+    for p in [
+        "/api",
+        "/apis",
+        "/api/v1/namespaces",
+        "/openapi/v3",
+        "/api/v1/namespaces/default/secrets",
+    ] {
         let (code, body) = anonymous(&s, p);
         assert_eq!(code, 401, "{p}: {body}");
         let status: Value = serde_json::from_str(&body).unwrap();
@@ -76,13 +99,30 @@ fn keys_and_kubeconfig_are_private_and_second_boot_reuses_them() {
             keys.push((p.clone(), std::fs::read(&p).unwrap()));
         }
     }
-    for want in ["server-ca.key", "client-ca.key", "request-header-ca.key", "service.key", "serving-kube-apiserver.key", "client-admin.key"] {
-        assert!(keys.iter().any(|(p, _)| p.ends_with(want)), "{want} missing");
+    for want in [
+        "server-ca.key",
+        "client-ca.key",
+        "request-header-ca.key",
+        "service.key",
+        "serving-kube-apiserver.key",
+        "client-admin.key",
+    ] {
+        assert!(
+            keys.iter().any(|(p, _)| p.ends_with(want)),
+            "{want} missing"
+        );
     }
-    let mode = std::fs::metadata(s.kubeconfig()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(s.kubeconfig())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let token = std::fs::read_to_string(s.data_dir().join("server/token")).unwrap();
-    assert!(token.starts_with("K10") && token.contains("::server:"), "{token}");
+    assert!(
+        token.starts_with("K10") && token.contains("::server:"),
+        "{token}"
+    );
     let ca = std::fs::read(tls.join("server-ca.crt")).unwrap();
     let hash = {
         use sha2::Digest;
@@ -91,9 +131,17 @@ fn keys_and_kubeconfig_are_private_and_second_boot_reuses_them() {
     assert!(token.starts_with(&format!("K10{hash}::server:")), "{token}");
     s.restart();
     for (p, bytes) in keys {
-        assert_eq!(std::fs::read(&p).unwrap(), bytes, "{} was regenerated", p.display());
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            bytes,
+            "{} was regenerated",
+            p.display()
+        );
     }
-    assert_eq!(std::fs::read_to_string(s.data_dir().join("server/token")).unwrap(), token);
+    assert_eq!(
+        std::fs::read_to_string(s.data_dir().join("server/token")).unwrap(),
+        token
+    );
     s.k(KUBECTL_NEW, &["get", "ns"]);
 }
 
@@ -106,15 +154,36 @@ fn malformed_oversized_and_protobuf_bodies_get_4xx_statuses() {
     assert_eq!(st["kind"], "Status");
     let (code, st) = admin(&s, "POST", path, "application/yaml", b"a: [unclosed");
     assert_eq!(code, 400, "{st}");
-    let big = format!("{{\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"a\":\"{}\"}}}}", "x".repeat(3 * 1024 * 1024 + 10));
+    let big = format!(
+        "{{\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"a\":\"{}\"}}}}",
+        "x".repeat(3 * 1024 * 1024 + 10)
+    );
     let (code, st) = admin(&s, "POST", path, "application/json", big.as_bytes());
     assert_eq!(code, 413, "{st}");
     assert_eq!(st["reason"], "RequestEntityTooLarge");
-    let (code, st) = admin(&s, "POST", path, "application/vnd.kubernetes.protobuf", b"k8s\x00\x0a");
+    let (code, st) = admin(
+        &s,
+        "POST",
+        path,
+        "application/vnd.kubernetes.protobuf",
+        b"k8s\x00\x0a",
+    );
     assert_eq!(code, 415, "{st}");
-    let (code, _) = admin(&s, "PUT", "/api/v1/namespaces/default/configmaps", "application/json", b"{}");
+    let (code, _) = admin(
+        &s,
+        "PUT",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        b"{}",
+    );
     assert_eq!(code, 405);
-    let (code, st) = admin(&s, "GET", "/api/v1/namespaces/default/nothings", "application/json", b"");
+    let (code, st) = admin(
+        &s,
+        "GET",
+        "/api/v1/namespaces/default/nothings",
+        "application/json",
+        b"",
+    );
     assert_eq!(code, 404, "{st}");
     // Nothing partial was written.
     let out = s.k(KUBECTL_NEW, &["get", "configmaps", "-o", "name"]);

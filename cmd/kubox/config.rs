@@ -27,7 +27,10 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
-    s.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("{s:?} is not a port number between 1 and 65535"))
+    s.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{s:?} is not a port number between 1 and 65535"))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -36,7 +39,12 @@ pub struct ServerArgs {
     #[arg(long, short = 'c', env = "KUBOX_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// Folder to hold state.
-    #[arg(long, short = 'd', env = "KUBOX_DATA_DIR", default_value = "/var/lib/kubox")]
+    #[arg(
+        long,
+        short = 'd',
+        env = "KUBOX_DATA_DIR",
+        default_value = "/var/lib/kubox"
+    )]
     pub data_dir: PathBuf,
     /// Write the admin kubeconfig to this file.
     #[arg(long, short = 'o', env = "KUBOX_KUBECONFIG_OUTPUT", default_value = DEFAULT_KUBECONFIG)]
@@ -60,7 +68,12 @@ pub struct ServerArgs {
     #[arg(long, env = "KUBOX_NODE_NAME")]
     pub node_name: Option<String>,
     /// IP address of this node (repeatable).
-    #[arg(long = "node-ip", short = 'i', env = "KUBOX_NODE_IP", value_delimiter = ',')]
+    #[arg(
+        long = "node-ip",
+        short = 'i',
+        env = "KUBOX_NODE_IP",
+        value_delimiter = ','
+    )]
     pub node_ip: Vec<IpAddr>,
     /// Shared secret nodes join with.
     #[arg(long, short = 't', env = "KUBOX_TOKEN", hide_env_values = true)]
@@ -118,11 +131,16 @@ impl ServerArgs {
             disable_agent: self.disable_agent,
             disable: self.disable.clone(),
             datastore_history: self.datastore_history.max(1),
-            datastore_compact_interval: std::time::Duration::from_secs(self.datastore_compact_interval.max(1)),
+            datastore_compact_interval: std::time::Duration::from_secs(
+                self.datastore_compact_interval.max(1),
+            ),
         };
         cfg.check().map_err(|e| e.to_string())?;
         if !cfg.data_dir.is_absolute() {
-            return Err(format!("--data-dir {} must be an absolute path", cfg.data_dir.display()));
+            return Err(format!(
+                "--data-dir {} must be an absolute path",
+                cfg.data_dir.display()
+            ));
         }
         Ok(cfg)
     }
@@ -149,7 +167,9 @@ fn config_path(args: &[OsString]) -> (PathBuf, bool) {
 /// Long flag names of `kubox server` with their env vars and whether they take values.
 fn server_flags() -> Vec<(String, Option<String>, bool)> {
     let cmd = crate::Cli::command();
-    let Some(server) = cmd.find_subcommand("server") else { return Vec::new() };
+    let Some(server) = cmd.find_subcommand("server") else {
+        return Vec::new();
+    };
     server
         .get_arguments()
         .filter_map(|a| {
@@ -172,29 +192,46 @@ fn scalar(v: &Value) -> Option<String> {
 /// Inserts the config file's settings as flags right after `server`, so that command-line
 /// flags (which come later) win. Keys whose env var is set are skipped (env beats file).
 pub fn args_with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let Some(pos) = args.iter().position(|a| a == "server") else { return Ok(args) };
-    if args[1..pos].iter().any(|a| !a.to_string_lossy().starts_with('-')) {
+    let Some(pos) = args.iter().position(|a| a == "server") else {
+        return Ok(args);
+    };
+    if args[1..pos]
+        .iter()
+        .any(|a| !a.to_string_lossy().starts_with('-'))
+    {
         return Ok(args);
     }
     let (path, explicit) = config_path(&args[pos + 1..]);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(args),
-        Err(e) => return Err(format!("cannot read the config file {}: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "cannot read the config file {}: {e}",
+                path.display()
+            ));
+        }
     };
     let doc: Value = if text.trim().is_empty() {
         Value::Object(Default::default())
     } else {
-        serde_saphyr::from_str(&text).map_err(|e| format!("the config file {} is not valid YAML: {e}", path.display()))?
+        serde_saphyr::from_str(&text)
+            .map_err(|e| format!("the config file {} is not valid YAML: {e}", path.display()))?
     };
     let Value::Object(map) = doc else {
-        return Err(format!("the config file {} must be a YAML mapping of flag names to values", path.display()));
+        return Err(format!(
+            "the config file {} must be a YAML mapping of flag names to values",
+            path.display()
+        ));
     };
     let flags = server_flags();
     let mut injected: Vec<OsString> = Vec::new();
     for (key, value) in map {
         let Some((long, env, takes_value)) = flags.iter().find(|(l, _, _)| *l == key) else {
-            return Err(format!("unknown key {key:?} in the config file {}: keys are `kubox server` flag names without dashes", path.display()));
+            return Err(format!(
+                "unknown key {key:?} in the config file {}: keys are `kubox server` flag names without dashes",
+                path.display()
+            ));
         };
         if long == "config" {
             continue;
@@ -207,7 +244,10 @@ pub fn args_with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, Strin
                 Value::Bool(true) => injected.push(format!("--{long}").into()),
                 Value::Bool(false) | Value::Null => {}
                 other => {
-                    return Err(format!("{key:?} in the config file {} must be true or false, not {other}", path.display()));
+                    return Err(format!(
+                        "{key:?} in the config file {} must be true or false, not {other}",
+                        path.display()
+                    ));
                 }
             }
             continue;
@@ -217,7 +257,12 @@ pub fn args_with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, Strin
             Value::Null => Vec::new(),
             other => match scalar(other) {
                 Some(s) => vec![s],
-                None => return Err(format!("{key:?} in the config file {} must be a string, number or list", path.display())),
+                None => {
+                    return Err(format!(
+                        "{key:?} in the config file {} must be a string, number or list",
+                        path.display()
+                    ));
+                }
             },
         };
         for v in values {

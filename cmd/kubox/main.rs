@@ -70,9 +70,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,rustls=warn,h2=warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,rustls=warn,h2=warn"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn run_server(args: config::ServerArgs) -> ExitCode {
@@ -87,7 +91,10 @@ fn run_server(args: config::ServerArgs) -> ExitCode {
     if let Err(e) = rustls::crypto::ring::default_provider().install_default() {
         tracing::debug!(?e, "a rustls crypto provider was already installed");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kubox: cannot start the async runtime: {e}");
@@ -107,7 +114,10 @@ fn run_server(args: config::ServerArgs) -> ExitCode {
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };
@@ -123,15 +133,22 @@ fn run_kubectl(args: Vec<std::ffi::OsString>) -> ExitCode {
         .or_else(|| std::env::var_os("KUBOX_WRITE_KUBECONFIG"))
         .unwrap_or_else(|| config::DEFAULT_KUBECONFIG.into());
     let Some(kubectl) = find_in_path("kubectl") else {
-        eprintln!("kubox: kubectl was not found on PATH; install kubectl (https://kubernetes.io/docs/tasks/tools/) and try again");
+        eprintln!(
+            "kubox: kubectl was not found on PATH; install kubectl (https://kubernetes.io/docs/tasks/tools/) and try again"
+        );
         return ExitCode::FAILURE;
     };
-    let err = std::process::Command::new(kubectl).args(args).env("KUBECONFIG", kubeconfig).exec();
+    let err = std::process::Command::new(kubectl)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .exec();
     eprintln!("kubox: running kubectl failed: {err}");
     ExitCode::FAILURE
 }
 
 fn find_in_path(prog: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
 }

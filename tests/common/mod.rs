@@ -33,8 +33,15 @@ pub fn kubectl_path(version: &str) -> PathBuf {
         .find(|p| p.is_file())
         .expect("kubectl must be on PATH (tests/run.sh installs it)");
     let real = std::fs::canonicalize(&on_path).expect("resolve kubectl");
-    let p = real.parent().expect("kubectl dir").join(format!("kubectl.{version}"));
-    assert!(p.is_file(), "{} is missing: the tests need kubectl {version}", p.display());
+    let p = real
+        .parent()
+        .expect("kubectl dir")
+        .join(format!("kubectl.{version}"));
+    assert!(
+        p.is_file(),
+        "{} is missing: the tests need kubectl {version}",
+        p.display()
+    );
     p
 }
 
@@ -54,7 +61,12 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("config.yaml"), "").expect("empty config");
-        let mut s = Server { dir, port: free_port(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = Server {
+            dir,
+            port: free_port(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn();
         s
     }
@@ -107,7 +119,10 @@ impl Server {
             .spawn()
             .expect("spawn kubox server");
         let _ = std::fs::create_dir_all(PID_DIR);
-        let _ = std::fs::write(Path::new(PID_DIR).join(child.id().to_string()), self.dir.path().display().to_string());
+        let _ = std::fs::write(
+            Path::new(PID_DIR).join(child.id().to_string()),
+            self.dir.path().display().to_string(),
+        );
         self.child = Some(child);
         self.wait_ready();
     }
@@ -130,7 +145,11 @@ impl Server {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "kubox server did not become ready:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "kubox server did not become ready:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -147,7 +166,10 @@ impl Server {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let _ = std::fs::remove_file(Path::new(PID_DIR).join(c.id().to_string()));
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
@@ -188,7 +210,12 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run kubectl");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
         child.wait_with_output().expect("kubectl output")
     }
 
@@ -231,9 +258,10 @@ impl Server {
     pub async fn client(&self) -> kube::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("kube config");
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("kube config");
         kube::Client::try_from(cfg).expect("kube client")
     }
 }

@@ -28,21 +28,40 @@ struct InUse {
 async fn in_use(ctx: &Ctx, except: Option<&str>) -> ApiResult<InUse> {
     let prefix = format!("{}core/services/", storage::PREFIX);
     let res = ctx.state.store.list(&prefix, None, None, None).await?;
-    let mut u = InUse { ips: HashSet::new(), ports: HashSet::new() };
+    let mut u = InUse {
+        ips: HashSet::new(),
+        ports: HashSet::new(),
+    };
     for kv in res.items {
-        let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else { continue };
+        let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
         if except.is_some_and(|uid| meta::meta_str(&svc, "uid") == Some(uid)) {
             continue;
         }
-        for ip in svc.pointer("/spec/clusterIPs").and_then(Value::as_array).into_iter().flatten() {
+        for ip in svc
+            .pointer("/spec/clusterIPs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(Ok(a)) = ip.as_str().map(str::parse::<Ipv4Addr>) {
                 u.ips.insert(a);
             }
         }
-        if let Some(Ok(a)) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::parse::<Ipv4Addr>) {
+        if let Some(Ok(a)) = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .map(str::parse::<Ipv4Addr>)
+        {
             u.ips.insert(a);
         }
-        for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+        for p in svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
                 u.ports.insert(n);
             }
@@ -65,7 +84,10 @@ fn needs_cluster_ip(obj: &Value) -> bool {
 }
 
 fn needs_node_ports(obj: &Value) -> bool {
-    matches!(obj.pointer("/spec/type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer"))
+    matches!(
+        obj.pointer("/spec/type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    )
 }
 
 /// The Service that may hold a reserved address: (namespace, name).
@@ -81,7 +103,11 @@ fn reserved_for(ctx: &Ctx, ip: Ipv4Addr) -> Option<(&'static str, &'static str)>
 
 fn in_range(ctx: &Ctx, ip: Ipv4Addr) -> bool {
     let (net, bits) = ctx.state.config.service_cidr;
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(bits))
+    };
     let (n, a) = (u32::from(net) & mask, u32::from(ip));
     a & mask == n && a != n && a != n | !mask
 }
@@ -99,10 +125,12 @@ fn pick_ip(ctx: &Ctx, used: &InUse) -> Option<Ipv4Addr> {
     }
     let base = u64::from(u32::from(net));
     let start = uuid::Uuid::new_v4().as_u128() as u64 % (size - 2);
-    (0..size - 2).map(|i| (start + i) % (size - 2) + 1).find_map(|off| {
-        let ip = Ipv4Addr::from((base + off) as u32);
-        (!used.ips.contains(&ip) && reserved_for(ctx, ip).is_none()).then_some(ip)
-    })
+    (0..size - 2)
+        .map(|i| (start + i) % (size - 2) + 1)
+        .find_map(|off| {
+            let ip = Ipv4Addr::from((base + off) as u32);
+            (!used.ips.contains(&ip) && reserved_for(ctx, ip).is_none()).then_some(ip)
+        })
 }
 
 fn pick_port(ctx: &Ctx, used: &HashSet<i64>) -> Option<i64> {
@@ -112,7 +140,9 @@ fn pick_port(ctx: &Ctx, used: &HashSet<i64>) -> Option<i64> {
         return None;
     }
     let start = (uuid::Uuid::new_v4().as_u128() % span as u128) as i64;
-    (0..span).map(|i| i64::from(lo) + (start + i) % span).find(|p| !used.contains(p))
+    (0..span)
+        .map(|i| i64::from(lo) + (start + i) % span)
+        .find(|p| !used.contains(p))
 }
 
 /// Assigns the ClusterIP and NodePorts of a new Service; refuses taken or out-of-range ones.
@@ -127,7 +157,11 @@ pub async fn on_create<'a>(ctx: &'a Ctx, obj: &mut Value) -> ApiResult<AllocGuar
 }
 
 /// Keeps or assigns a Service's ClusterIP and NodePorts across an update (type changes).
-pub async fn on_update<'a>(ctx: &'a Ctx, old: &Value, new: &mut Value) -> ApiResult<AllocGuard<'a>> {
+pub async fn on_update<'a>(
+    ctx: &'a Ctx,
+    old: &Value,
+    new: &mut Value,
+) -> ApiResult<AllocGuard<'a>> {
     if !is_service(ctx) || ctx.info.subresource.is_some() {
         return Ok(None);
     }
@@ -145,7 +179,11 @@ fn assign(ctx: &Ctx, old: Option<&Value>, obj: &mut Value, used: &InUse) -> ApiR
         obj["spec"] = json!({});
     }
     if needs_cluster_ip(obj) {
-        let requested = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+        let requested = obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let old_ip = old
             .and_then(|o| o.pointer("/spec/clusterIP"))
             .and_then(Value::as_str)
@@ -156,7 +194,11 @@ fn assign(ctx: &Ctx, old: Option<&Value>, obj: &mut Value, used: &InUse) -> ApiR
                 Some(ip) => ip,
                 None => pick_ip(ctx, used)
                     .ok_or_else(|| {
-                        ApiError::new(500, "InternalError", "failed to allocate a serviceIP: range is full")
+                        ApiError::new(
+                            500,
+                            "InternalError",
+                            "failed to allocate a serviceIP: range is full",
+                        )
                     })?
                     .to_string(),
             }
@@ -168,16 +210,27 @@ fn assign(ctx: &Ctx, old: Option<&Value>, obj: &mut Value, used: &InUse) -> ApiR
             })?;
             if old_ip.as_deref() != Some(requested.as_str()) {
                 if !in_range(ctx, ip) {
-                    return Err(invalid(ctx, obj, "spec.clusterIPs", format!(
-                        "Invalid value: []string{{{requested:?}}}: failed to allocate IP {requested}: provided IP is not in the valid range. The range of valid IPs is {}",
-                        range_text(ctx)
-                    )));
+                    return Err(invalid(
+                        ctx,
+                        obj,
+                        "spec.clusterIPs",
+                        format!(
+                            "Invalid value: []string{{{requested:?}}}: failed to allocate IP {requested}: provided IP is not in the valid range. The range of valid IPs is {}",
+                            range_text(ctx)
+                        ),
+                    ));
                 }
-                let reserved_ok = reserved_for(ctx, ip).is_none_or(|(rns, rname)| rns == ns && rname == name);
+                let reserved_ok =
+                    reserved_for(ctx, ip).is_none_or(|(rns, rname)| rns == ns && rname == name);
                 if used.ips.contains(&ip) || !reserved_ok {
-                    return Err(invalid(ctx, obj, "spec.clusterIPs", format!(
-                        "Invalid value: []string{{{requested:?}}}: failed to allocate IP {requested}: provided IP is already allocated"
-                    )));
+                    return Err(invalid(
+                        ctx,
+                        obj,
+                        "spec.clusterIPs",
+                        format!(
+                            "Invalid value: []string{{{requested:?}}}: failed to allocate IP {requested}: provided IP is already allocated"
+                        ),
+                    ));
                 }
             }
             requested
@@ -204,29 +257,50 @@ fn assign(ctx: &Ctx, old: Option<&Value>, obj: &mut Value, used: &InUse) -> ApiR
                 }
                 continue;
             }
-            let requested = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0);
+            let requested = p
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .filter(|n| *n != 0);
             let previous = old_ports
                 .iter()
-                .find(|op| op.get("port") == p.get("port") && op.get("protocol") == p.get("protocol"))
+                .find(|op| {
+                    op.get("port") == p.get("port") && op.get("protocol") == p.get("protocol")
+                })
                 .and_then(|op| op.get("nodePort"))
                 .and_then(Value::as_i64);
             let port = match requested {
                 Some(n) if Some(n) == previous => n,
                 Some(n) => {
                     if n < i64::from(lo) || n > i64::from(hi) {
-                        return Err(port_error(ctx, &name, i, n, format!(
-                            "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
-                        )));
+                        return Err(port_error(
+                            ctx,
+                            &name,
+                            i,
+                            n,
+                            format!(
+                                "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                            ),
+                        ));
                     }
                     if taken.contains(&n) {
-                        return Err(port_error(ctx, &name, i, n, "provided port is already allocated".into()));
+                        return Err(port_error(
+                            ctx,
+                            &name,
+                            i,
+                            n,
+                            "provided port is already allocated".into(),
+                        ));
                     }
                     n
                 }
                 None => match previous {
                     Some(n) => n,
                     None => pick_port(ctx, &taken).ok_or_else(|| {
-                        ApiError::new(500, "InternalError", "failed to allocate a nodePort: range is full")
+                        ApiError::new(
+                            500,
+                            "InternalError",
+                            "failed to allocate a nodePort: range is full",
+                        )
                     })?,
                 },
             };
@@ -242,6 +316,10 @@ fn port_error(ctx: &Ctx, name: &str, i: usize, n: i64, why: String) -> ApiError 
         &ctx.def.kind,
         &ctx.def.group,
         name,
-        vec![("FieldValueInvalid".into(), format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}: {why}"))],
+        vec![(
+            "FieldValueInvalid".into(),
+            format!("spec.ports[{i}].nodePort"),
+            format!("Invalid value: {n}: {why}"),
+        )],
     )
 }

@@ -18,7 +18,10 @@ impl User {
 
     /// The caller without credentials.
     pub fn anonymous() -> User {
-        User { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+        User {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
     }
 
     pub fn is_anonymous(&self) -> bool {
@@ -29,8 +32,10 @@ impl User {
 /// Paths anonymous callers may reach.
 pub fn anonymous_allowed(path: &str) -> bool {
     let p = path.trim_end_matches('/');
-    matches!(p, "/healthz" | "/livez" | "/readyz" | "/version" | "/cacerts")
-        || p.starts_with("/healthz/")
+    matches!(
+        p,
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/cacerts"
+    ) || p.starts_with("/healthz/")
         || p.starts_with("/livez/")
         || p.starts_with("/readyz/")
 }
@@ -41,10 +46,24 @@ mod tests {
 
     #[test]
     fn only_health_version_and_cacerts_are_anonymous() {
-        for p in ["/healthz", "/livez", "/readyz", "/version", "/cacerts", "/readyz/ping"] {
+        for p in [
+            "/healthz",
+            "/livez",
+            "/readyz",
+            "/version",
+            "/cacerts",
+            "/readyz/ping",
+        ] {
             assert!(anonymous_allowed(p), "{p}");
         }
-        for p in ["/api", "/apis", "/api/v1/pods", "/openapi/v3", "/metrics", "/"] {
+        for p in [
+            "/api",
+            "/apis",
+            "/api/v1/pods",
+            "/openapi/v3",
+            "/metrics",
+            "/",
+        ] {
             assert!(!anonymous_allowed(p), "{p}");
         }
     }

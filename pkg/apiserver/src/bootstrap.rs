@@ -84,7 +84,11 @@ fn endpoint_slice(state: &ApiState) -> Value {
 }
 
 /// Creates `obj` at `key` if missing.
-async fn ensure_exists(state: &ApiState, key: &str, obj: &Value) -> Result<bool, kubox_store::Error> {
+async fn ensure_exists(
+    state: &ApiState,
+    key: &str,
+    obj: &Value,
+) -> Result<bool, kubox_store::Error> {
     if state.store.get(key).await?.is_some() {
         return Ok(false);
     }
@@ -97,13 +101,20 @@ async fn ensure_exists(state: &ApiState, key: &str, obj: &Value) -> Result<bool,
 }
 
 /// Keeps `key`'s `field` equal to `want`'s, creating the object if missing.
-async fn ensure_field(state: &ApiState, key: &str, want: &Value, fields: &[&str]) -> Result<(), kubox_store::Error> {
+async fn ensure_field(
+    state: &ApiState,
+    key: &str,
+    want: &Value,
+    fields: &[&str],
+) -> Result<(), kubox_store::Error> {
     match state.store.get(key).await? {
         None => {
             ensure_exists(state, key, want).await?;
         }
         Some(kv) => {
-            let Ok(mut cur) = serde_json::from_slice::<Value>(&kv.value) else { return Ok(()) };
+            let Ok(mut cur) = serde_json::from_slice::<Value>(&kv.value) else {
+                return Ok(());
+            };
             let mut changed = false;
             for f in fields {
                 if cur.get(*f) != want.get(*f) {
@@ -112,7 +123,8 @@ async fn ensure_field(state: &ApiState, key: &str, want: &Value, fields: &[&str]
                 }
             }
             if changed {
-                let bytes = serde_json::to_vec(&cur).map_err(|e| kubox_store::Error::Database(e.to_string()))?;
+                let bytes = serde_json::to_vec(&cur)
+                    .map_err(|e| kubox_store::Error::Database(e.to_string()))?;
                 state.store.update(key, bytes, kv.mod_revision).await?;
             }
         }
@@ -132,7 +144,16 @@ pub async fn ensure(state: &ApiState) -> Result<(), kubox_store::Error> {
     ensure_exists(state, &key, &kubernetes_service(state)).await?;
     let key = format!("{}core/endpoints/default/kubernetes", storage::PREFIX);
     ensure_field(state, &key, &endpoints(state), &["subsets"]).await?;
-    let key = format!("{}discovery.k8s.io/endpointslices/default/kubernetes", storage::PREFIX);
-    ensure_field(state, &key, &endpoint_slice(state), &["endpoints", "ports", "addressType"]).await?;
+    let key = format!(
+        "{}discovery.k8s.io/endpointslices/default/kubernetes",
+        storage::PREFIX
+    );
+    ensure_field(
+        state,
+        &key,
+        &endpoint_slice(state),
+        &["endpoints", "ports", "addressType"],
+    )
+    .await?;
     Ok(())
 }

@@ -35,7 +35,9 @@ pub fn version() -> Value {
 
 /// Which aggregated discovery version the Accept header asks for, if any.
 fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
-    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok())?;
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())?;
     for range in accept.split(',') {
         let params: Vec<(&str, &str)> = range
             .split(';')
@@ -68,7 +70,8 @@ fn respond(body: &Value, content_type: &str) -> Response {
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
-    r.headers_mut().insert(http::header::VARY, http::HeaderValue::from_static("Accept"));
+    r.headers_mut()
+        .insert(http::header::VARY, http::HeaderValue::from_static("Accept"));
     r
 }
 
@@ -81,7 +84,11 @@ fn verbs(def: &ResourceDef) -> Vec<String> {
 }
 
 fn scope(def: &ResourceDef) -> &'static str {
-    if def.namespaced { "Namespaced" } else { "Cluster" }
+    if def.namespaced {
+        "Namespaced"
+    } else {
+        "Cluster"
+    }
 }
 
 /// The aggregated (v2) description of one resource with its subresources.
@@ -120,7 +127,11 @@ fn aggregated_group(reg: &Registry, group: &str, versions: &[String]) -> Value {
     let vs: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = reg.group_version(group, v).into_iter().map(aggregated_resource).collect();
+            let resources: Vec<Value> = reg
+                .group_version(group, v)
+                .into_iter()
+                .map(aggregated_resource)
+                .collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -135,7 +146,10 @@ fn aggregated_group(reg: &Registry, group: &str, versions: &[String]) -> Value {
 pub fn api(state: &ApiState, headers: &HeaderMap) -> Response {
     let reg = state.registry();
     if let Some(v) = aggregated_version(headers) {
-        let versions = reg.group("").map(|g| g.versions.clone()).unwrap_or_default();
+        let versions = reg
+            .group("")
+            .map(|g| g.versions.clone())
+            .unwrap_or_default();
         let body = json!({
             "kind": "APIGroupDiscoveryList",
             "apiVersion": format!("apidiscovery.k8s.io/{v}"),
@@ -167,9 +181,17 @@ fn group_doc(g: &kubox_core::resources::GroupDef) -> Value {
 /// GET /apis
 pub fn apis(state: &ApiState, headers: &HeaderMap) -> Response {
     let reg = state.registry();
-    let groups: Vec<_> = reg.groups().iter().filter(|g| !g.name.is_empty()).cloned().collect();
+    let groups: Vec<_> = reg
+        .groups()
+        .iter()
+        .filter(|g| !g.name.is_empty())
+        .cloned()
+        .collect();
     if let Some(v) = aggregated_version(headers) {
-        let items: Vec<Value> = groups.iter().map(|g| aggregated_group(&reg, &g.name, &g.versions)).collect();
+        let items: Vec<Value> = groups
+            .iter()
+            .map(|g| aggregated_group(&reg, &g.name, &g.versions))
+            .collect();
         let body = json!({
             "kind": "APIGroupDiscoveryList",
             "apiVersion": format!("apidiscovery.k8s.io/{v}"),
@@ -189,7 +211,10 @@ pub fn apis(state: &ApiState, headers: &HeaderMap) -> Response {
 /// GET /apis/<group>
 pub fn group(state: &ApiState, group: &str) -> ApiResult<Response> {
     let reg = state.registry();
-    let g = reg.group(group).filter(|g| !g.name.is_empty()).ok_or_else(ApiError::not_found_path)?;
+    let g = reg
+        .group(group)
+        .filter(|g| !g.name.is_empty())
+        .ok_or_else(ApiError::not_found_path)?;
     let mut body = group_doc(g);
     body["kind"] = json!("APIGroup");
     body["apiVersion"] = json!("v1");
@@ -234,7 +259,11 @@ pub fn resource_list(state: &ApiState, group: &str, version: &str) -> ApiResult<
             resources.push(sr);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let body = json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -258,13 +287,17 @@ mod tests {
 
     #[test]
     fn kubectl_accept_header_selects_aggregated_v2() {
-        let h = accept("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json");
+        let h = accept(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
+        );
         assert_eq!(aggregated_version(&h), Some("v2"));
     }
 
     #[test]
     fn v2beta1_only_clients_get_v2beta1() {
-        let h = accept("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json");
+        let h = accept(
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
+        );
         assert_eq!(aggregated_version(&h), Some("v2beta1"));
     }
 
@@ -285,6 +318,10 @@ mod tests {
             .unwrap_or(Value::Null);
         assert_eq!(pods["scope"], "Namespaced");
         assert_eq!(pods["shortNames"], json!(["po"]));
-        assert!(pods["subresources"].as_array().is_some_and(|s| s.iter().any(|s| s["subresource"] == "status")));
+        assert!(
+            pods["subresources"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["subresource"] == "status"))
+        );
     }
 }

@@ -18,7 +18,12 @@ pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
     pub fn with_details(mut self, details: Value) -> ApiError {
         self.details = Some(details);
@@ -39,21 +44,33 @@ impl ApiError {
             .with_details(json!({"name": name, "group": group, "kind": resource}))
     }
     pub fn not_found_path() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
     pub fn method_not_allowed(msg: impl Into<String>) -> ApiError {
         ApiError::new(405, "MethodNotAllowed", msg)
     }
     pub fn already_exists(resource: &str, group: &str, name: &str) -> ApiError {
         let qualified = qualified(resource, group);
-        ApiError::new(409, "AlreadyExists", format!("{qualified} \"{name}\" already exists"))
-            .with_details(json!({"name": name, "group": group, "kind": resource}))
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{qualified} \"{name}\" already exists"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": resource}))
     }
     pub fn conflict(resource: &str, group: &str, name: &str, why: &str) -> ApiError {
         let qualified = qualified(resource, group);
-        ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {qualified} \"{name}\": {why}"))
-            .with_details(json!({"name": name, "group": group, "kind": resource}))
+        ApiError::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {qualified} \"{name}\": {why}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": resource}))
     }
     pub fn stale(resource: &str, group: &str, name: &str) -> ApiError {
         ApiError::conflict(
@@ -67,25 +84,52 @@ impl ApiError {
         ApiError::new(410, "Expired", msg)
     }
     pub fn too_large() -> ApiError {
-        ApiError::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            "Request entity too large: limit is 3145728",
+        )
     }
     pub fn unsupported_media(ct: &str) -> ApiError {
-        ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (not yet supported by kubox); got {ct:?}"))
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (not yet supported by kubox); got {ct:?}"
+            ),
+        )
     }
     pub fn not_acceptable(msg: impl Into<String>) -> ApiError {
         ApiError::new(406, "NotAcceptable", msg)
     }
     /// 422 Invalid with field causes `(type, field, message)`.
-    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<(String, String, String)>) -> ApiError {
+    pub fn invalid(
+        kind: &str,
+        group: &str,
+        name: &str,
+        causes: Vec<(String, String, String)>,
+    ) -> ApiError {
         let parts: Vec<String> = causes.iter().map(|(_, f, m)| format!("{f}: {m}")).collect();
-        let gk = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
-        let summary = if parts.len() == 1 { parts[0].clone() } else { format!("[{}]", parts.join(", ")) };
+        let gk = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let summary = if parts.len() == 1 {
+            parts[0].clone()
+        } else {
+            format!("[{}]", parts.join(", "))
+        };
         let causes: Vec<Value> = causes
             .into_iter()
             .map(|(t, f, m)| json!({"reason": t, "message": m, "field": f}))
             .collect();
-        ApiError::new(422, "Invalid", format!("{gk} \"{name}\" is invalid: {summary}"))
-            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{gk} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
     pub fn internal(msg: impl Into<String>) -> ApiError {
         ApiError::new(500, "InternalError", msg)
@@ -116,7 +160,11 @@ impl ApiError {
 }
 
 fn qualified(resource: &str, group: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 impl From<kubox_store::Error> for ApiError {

@@ -57,8 +57,15 @@ pub fn supported(def: &ResourceDef) -> &'static [&'static str] {
             &["metadata.name", "metadata.namespace", "status.replicas"]
         }
         ("batch", "Job") => &["metadata.name", "metadata.namespace", "status.successful"],
-        ("certificates.k8s.io", "CertificateSigningRequest") => &["metadata.name", "spec.signerName"],
-        ("", "Service") => &["metadata.name", "metadata.namespace", "spec.clusterIP", "spec.type"],
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            &["metadata.name", "spec.signerName"]
+        }
+        ("", "Service") => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.clusterIP",
+            "spec.type",
+        ],
         _ => &["metadata.name", "metadata.namespace"],
     }
 }

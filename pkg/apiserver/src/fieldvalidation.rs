@@ -21,14 +21,23 @@ pub fn check(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
     if unknown.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {:?}", f.trim_start_matches('.'))).collect();
-    Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))))
+    let list: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {:?}", f.trim_start_matches('.')))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "strict decoding error: {}",
+        list.join(", ")
+    )))
 }
 
 /// Dotted paths of the fields of `obj` that its kind's schema does not define.
 pub fn unknown_fields(ctx: &Ctx, obj: &Value) -> Vec<String> {
     if ctx.def.custom {
-        return match ctx.state.custom_version(&ctx.def.group, &ctx.def.version, &ctx.def.plural) {
+        return match ctx
+            .state
+            .custom_version(&ctx.def.group, &ctx.def.version, &ctx.def.plural)
+        {
             Some(cv) => match &cv.schema {
                 Some(schema) => crate::crds::schema::unknown_fields(schema, obj),
                 None => Vec::new(),
@@ -37,8 +46,16 @@ pub fn unknown_fields(ctx: &Ctx, obj: &Value) -> Vec<String> {
         };
     }
     let (g, v, k) = match ctx.info.subresource.as_deref() {
-        Some("scale") => ("autoscaling".to_string(), "v1".to_string(), "Scale".to_string()),
-        _ => (ctx.def.group.clone(), ctx.def.version.clone(), ctx.def.kind.clone()),
+        Some("scale") => (
+            "autoscaling".to_string(),
+            "v1".to_string(),
+            "Scale".to_string(),
+        ),
+        _ => (
+            ctx.def.group.clone(),
+            ctx.def.version.clone(),
+            ctx.def.kind.clone(),
+        ),
     };
     ctx.state.openapi.unknown_fields(&g, &v, &k, obj)
 }

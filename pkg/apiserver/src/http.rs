@@ -63,7 +63,10 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handle(state, user, req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -73,13 +76,19 @@ pub async fn serve(
 fn text(code: StatusCode, body: &'static str) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = code;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn json_bytes(bytes: Vec<u8>) -> Response {
     let mut r = Response::new(Body::from(bytes));
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -88,17 +97,25 @@ async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(ApiError::too_large())
             } else {
-                Err(ApiError::bad_request(format!("reading the request body failed: {e}")))
+                Err(ApiError::bad_request(format!(
+                    "reading the request body failed: {e}"
+                )))
             }
         }
     }
 }
 
 /// Routes one request.
-pub async fn handle(state: Arc<ApiState>, user: User, req: Request<hyper::body::Incoming>) -> Response {
+pub async fn handle(
+    state: Arc<ApiState>,
+    user: User,
+    req: Request<hyper::body::Incoming>,
+) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
@@ -127,7 +144,9 @@ async fn route(
         if method == Method::GET || method == Method::HEAD {
             Ok(())
         } else {
-            Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method} {path})")))
+            Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} {path})"
+            )))
         }
     };
     match segs.as_slice() {
@@ -137,12 +156,18 @@ async fn route(
         }
         ["version"] => {
             get_only()?;
-            return Ok(crate::handlers::json_response(StatusCode::OK, &crate::discovery::version()));
+            return Ok(crate::handlers::json_response(
+                StatusCode::OK,
+                &crate::discovery::version(),
+            ));
         }
         ["cacerts"] => {
             get_only()?;
             let mut r = Response::new(Body::from(state.config.server_ca_pem.clone()));
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
             return Ok(r);
         }
         ["api"] => {
@@ -173,9 +198,15 @@ async fn route(
         ["openapi", "v3", rest @ ..] => {
             get_only()?;
             let gv = rest.join("/");
-            let doc = state.openapi.document(&gv).ok_or_else(ApiError::not_found_path)?;
+            let doc = state
+                .openapi
+                .document(&gv)
+                .ok_or_else(ApiError::not_found_path)?;
             let mut r = json_bytes(doc.as_ref().clone());
-            r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, immutable"));
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("public, immutable"),
+            );
             return Ok(r);
         }
         _ => {}
@@ -183,5 +214,8 @@ async fn route(
     let query = Query::parse(parts.uri.query());
     let info = parse_resource_path(method, path, &query).ok_or_else(ApiError::not_found_path)?;
     let body = read_body(body).await?;
-    Ok(crate::handlers::serve_resource(state.clone(), info, query, parts.headers, body, user).await)
+    Ok(
+        crate::handlers::serve_resource(state.clone(), info, query, parts.headers, body, user)
+            .await,
+    )
 }

@@ -15,7 +15,9 @@ struct OpenApiSchema {
 
 impl PatchSchema for OpenApiSchema {
     fn field_meta(&self, path: &[&str]) -> Option<ListMeta> {
-        let m = self.openapi.field_meta(&self.group, &self.version, &self.kind, path)?;
+        let m = self
+            .openapi
+            .field_meta(&self.group, &self.version, &self.kind, path)?;
         let strategy = m.patch_strategy.unwrap_or_default();
         Some(ListMeta {
             strategy_merge: strategy.split(',').any(|s| s == "merge"),

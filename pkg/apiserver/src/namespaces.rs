@@ -18,7 +18,9 @@ pub fn start_termination(state: Arc<ApiState>, name: String) {
             match terminate_round(&state, &name).await {
                 Ok(true) => return,
                 Ok(false) => {}
-                Err(e) => tracing::warn!(namespace = %name, error = %e, "namespace termination round failed"),
+                Err(e) => {
+                    tracing::warn!(namespace = %name, error = %e, "namespace termination round failed")
+                }
             }
             let wait = Duration::from_millis(200 * u64::from(round.min(25) + 1));
             tokio::time::sleep(wait).await;
@@ -29,10 +31,16 @@ pub fn start_termination(state: Arc<ApiState>, name: String) {
 /// Resumes termination of every namespace that was terminating when the server stopped.
 pub async fn resume_all(state: Arc<ApiState>) {
     let prefix = format!("{}core/namespaces/", storage::PREFIX);
-    let Ok(res) = state.store.list(&prefix, None, None, None).await else { return };
+    let Ok(res) = state.store.list(&prefix, None, None, None).await else {
+        return;
+    };
     for kv in res.items {
-        let Ok(ns) = serde_json::from_slice::<Value>(&kv.value) else { continue };
-        if ns.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+        let Ok(ns) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        if ns
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
             && let Some(name) = meta::name(&ns)
         {
             start_termination(state.clone(), name.to_string());
@@ -61,7 +69,10 @@ async fn terminate_round(state: &ApiState, name: &str) -> Result<bool, kubox_sto
             };
             if meta::finalizers(&obj).is_empty() {
                 let _ = state.store.delete(&kv.key, Some(kv.mod_revision)).await;
-            } else if obj.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null) {
+            } else if obj
+                .pointer("/metadata/deletionTimestamp")
+                .is_none_or(Value::is_null)
+            {
                 meta::set_meta(&mut obj, "deletionTimestamp", json!(meta::now_rfc3339()));
                 meta::set_meta(&mut obj, "deletionGracePeriodSeconds", json!(0));
                 if let Ok(bytes) = serde_json::to_vec(&obj) {
@@ -71,15 +82,25 @@ async fn terminate_round(state: &ApiState, name: &str) -> Result<bool, kubox_sto
         }
     }
     let key = format!("{}core/namespaces/{name}", storage::PREFIX);
-    let Some(kv) = state.store.get(&key).await? else { return Ok(true) };
+    let Some(kv) = state.store.get(&key).await? else {
+        return Ok(true);
+    };
     if remaining > 0 {
         return Ok(false);
     }
-    let Ok(mut ns) = serde_json::from_slice::<Value>(&kv.value) else { return Ok(false) };
-    if let Some(f) = ns.pointer_mut("/spec/finalizers").and_then(Value::as_array_mut) {
+    let Ok(mut ns) = serde_json::from_slice::<Value>(&kv.value) else {
+        return Ok(false);
+    };
+    if let Some(f) = ns
+        .pointer_mut("/spec/finalizers")
+        .and_then(Value::as_array_mut)
+    {
         f.retain(|v| v != "kubernetes");
     }
-    let spec_done = ns.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+    let spec_done = ns
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
     if spec_done && meta::finalizers(&ns).is_empty() {
         state.store.delete(&key, Some(kv.mod_revision)).await?;
         tracing::info!(namespace = %name, "namespace deleted");

@@ -23,7 +23,10 @@ struct MediaRange {
 
 impl MediaRange {
     fn param(&self, k: &str) -> Option<&str> {
-        self.params.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(pk, _)| pk == k)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -58,13 +61,18 @@ pub fn negotiate(headers: &HeaderMap) -> ApiResult<Negotiated> {
     }
     let ranges = parse_accept(&accept);
     for r in &ranges {
-        let json_like = matches!(r.mime.as_str(), "application/json" | "application/*" | "*/*" | "application/yaml");
+        let json_like = matches!(
+            r.mime.as_str(),
+            "application/json" | "application/*" | "*/*" | "application/yaml"
+        );
         if !json_like {
             continue;
         }
         match (r.param("as"), r.param("g"), r.param("v")) {
             (None, _, _) => return Ok(Negotiated::Json),
-            (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) => return Ok(Negotiated::Table),
+            (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) => {
+                return Ok(Negotiated::Table);
+            }
             (Some("PartialObjectMetadata"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) => {
                 return Ok(Negotiated::Metadata);
             }
@@ -86,7 +94,10 @@ pub fn render_object(ctx: &Ctx, obj: Value) -> ApiResult<Value> {
         Negotiated::Json => Ok(obj),
         Negotiated::Metadata | Negotiated::MetadataList => Ok(partial_metadata(&obj)),
         Negotiated::Table => {
-            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
             Ok(table(ctx, vec![obj], json!({"resourceVersion": rv}), true))
         }
     }
@@ -115,7 +126,10 @@ pub fn render_list(ctx: &Ctx, items: Vec<Value>, metadata: Value) -> ApiResult<V
 pub fn render_watch_object(ctx: &Ctx, obj: Value, first: bool) -> ApiResult<Value> {
     match ctx.accept {
         Negotiated::Table => {
-            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
             Ok(table(ctx, vec![obj], json!({"resourceVersion": rv}), first))
         }
         _ => render_object(ctx, obj),
@@ -147,7 +161,11 @@ fn columns(ctx: &Ctx) -> (Vec<Column>, Option<Value>) {
 
 fn table(ctx: &Ctx, items: Vec<Value>, metadata: Value, with_columns: bool) -> Value {
     let (cols, custom) = columns(ctx);
-    let include = ctx.query.get("includeObject").unwrap_or("Metadata").to_string();
+    let include = ctx
+        .query
+        .get("includeObject")
+        .unwrap_or("Metadata")
+        .to_string();
     let rows: Vec<Value> = items
         .into_iter()
         .map(|obj| {
@@ -200,19 +218,27 @@ mod tests {
 
     fn headers(accept: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(http::header::ACCEPT, http::HeaderValue::from_str(accept).unwrap_or(http::HeaderValue::from_static("")));
+        h.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_str(accept).unwrap_or(http::HeaderValue::from_static("")),
+        );
         h
     }
 
     #[test]
     fn kubectl_get_accept_header_negotiates_a_table() {
-        let h = headers("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json");
+        let h = headers(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+        );
         assert_eq!(negotiate(&h).ok(), Some(Negotiated::Table));
     }
 
     #[test]
     fn plain_and_missing_accept_negotiate_json() {
-        assert_eq!(negotiate(&headers("application/json")).ok(), Some(Negotiated::Json));
+        assert_eq!(
+            negotiate(&headers("application/json")).ok(),
+            Some(Negotiated::Json)
+        );
         assert_eq!(negotiate(&HeaderMap::new()).ok(), Some(Negotiated::Json));
         assert_eq!(negotiate(&headers("*/*")).ok(), Some(Negotiated::Json));
     }

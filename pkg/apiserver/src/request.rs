@@ -23,8 +23,16 @@ pub struct RequestInfo {
 
 /// Parses `/api/v1/...` and `/apis/<group>/<version>/...` resource paths.
 /// Returns None for paths that do not name a resource (discovery documents, for example).
-pub fn parse_resource_path(method: &http::Method, path: &str, query: &Query) -> Option<RequestInfo> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+pub fn parse_resource_path(
+    method: &http::Method,
+    path: &str,
+    query: &Query,
+) -> Option<RequestInfo> {
+    let parts: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
     let (group, version, rest) = match parts.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
@@ -74,7 +82,11 @@ pub fn parse_resource_path(method: &http::Method, path: &str, query: &Query) -> 
             if is_watch_path || (info.name.is_none() && query.bool("watch")) {
                 "watch".into()
             } else if info.name.is_some() {
-                if query.bool("watch") { "watch".into() } else { "get".into() }
+                if query.bool("watch") {
+                    "watch".into()
+                } else {
+                    "get".into()
+                }
             } else {
                 "list".into()
             }
@@ -83,7 +95,11 @@ pub fn parse_resource_path(method: &http::Method, path: &str, query: &Query) -> 
         http::Method::PUT => "update".into(),
         http::Method::PATCH => "patch".into(),
         http::Method::DELETE => {
-            if info.name.is_some() { "delete".into() } else { "deletecollection".into() }
+            if info.name.is_some() {
+                "delete".into()
+            } else {
+                "deletecollection".into()
+            }
         }
         _ => String::new(),
     };
@@ -107,18 +123,23 @@ impl Query {
         Query { map }
     }
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.map.get(key).map(String::as_str).filter(|s| !s.is_empty())
+        self.map
+            .get(key)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
     pub fn bool(&self, key: &str) -> bool {
-        matches!(self.map.get(key).map(String::as_str), Some("true" | "1" | "True"))
+        matches!(
+            self.map.get(key).map(String::as_str),
+            Some("true" | "1" | "True")
+        )
     }
     pub fn i64(&self, key: &str) -> ApiResult<Option<i64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v:?} is not an integer"))),
+            Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("invalid value for {key}: {v:?} is not an integer"))
+            }),
         }
     }
     /// `dryRun=All` (the only value upstream accepts).
@@ -126,7 +147,9 @@ impl Query {
         match self.get("dryRun") {
             None => Ok(false),
             Some("All") => Ok(true),
-            Some(v) => Err(ApiError::bad_request(format!("Invalid dry run value: {v:?}; supported values: \"All\""))),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "Invalid dry run value: {v:?}; supported values: \"All\""
+            ))),
         }
     }
 }
@@ -149,7 +172,9 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -183,9 +208,16 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> ApiResult<Value> 
     }
     let mt = media_type(content_type);
     match mt.as_str() {
-        "application/json" | "" | "*/*" | "application/merge-patch+json" | "application/json-patch+json"
+        "application/json"
+        | ""
+        | "*/*"
+        | "application/merge-patch+json"
+        | "application/json-patch+json"
         | "application/strategic-merge-patch+json" => decode_json(body),
-        "application/yaml" | "application/x-yaml" | "text/yaml" | "application/apply-patch+yaml" => decode_yaml(body),
+        "application/yaml"
+        | "application/x-yaml"
+        | "text/yaml"
+        | "application/apply-patch+yaml" => decode_yaml(body),
         other => Err(ApiError::unsupported_media(other)),
     }
 }
@@ -195,7 +227,9 @@ pub fn decode_json(body: &[u8]) -> ApiResult<Value> {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("the object provided is unrecognized (couldn't decode JSON: {e})"))
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (couldn't decode JSON: {e})"
+        ))
     })
 }
 
@@ -225,26 +259,71 @@ mod tests {
     #[test]
     fn namespaced_paths_give_namespace_resource_and_name() {
         let i = p(Method::GET, "/api/v1/namespaces/default/pods/web", "").expect("info");
-        assert_eq!((i.verb.as_str(), i.namespace.as_deref(), i.resource.as_str(), i.name.as_deref()), ("get", Some("default"), "pods", Some("web")));
-        let i = p(Method::PUT, "/apis/apps/v1/namespaces/ns/deployments/d/scale", "").expect("info");
-        assert_eq!((i.verb.as_str(), i.group.as_str(), i.subresource.as_deref()), ("update", "apps", Some("scale")));
+        assert_eq!(
+            (
+                i.verb.as_str(),
+                i.namespace.as_deref(),
+                i.resource.as_str(),
+                i.name.as_deref()
+            ),
+            ("get", Some("default"), "pods", Some("web"))
+        );
+        let i = p(
+            Method::PUT,
+            "/apis/apps/v1/namespaces/ns/deployments/d/scale",
+            "",
+        )
+        .expect("info");
+        assert_eq!(
+            (i.verb.as_str(), i.group.as_str(), i.subresource.as_deref()),
+            ("update", "apps", Some("scale"))
+        );
     }
 
     #[test]
     fn namespace_objects_and_their_subresources_are_cluster_scoped() {
         let i = p(Method::GET, "/api/v1/namespaces/kube-system", "").expect("info");
-        assert_eq!((i.resource.as_str(), i.name.as_deref(), i.namespace.as_deref()), ("namespaces", Some("kube-system"), None));
+        assert_eq!(
+            (
+                i.resource.as_str(),
+                i.name.as_deref(),
+                i.namespace.as_deref()
+            ),
+            ("namespaces", Some("kube-system"), None)
+        );
         let i = p(Method::PUT, "/api/v1/namespaces/x/finalize", "").expect("info");
-        assert_eq!((i.resource.as_str(), i.name.as_deref(), i.subresource.as_deref()), ("namespaces", Some("x"), Some("finalize")));
+        assert_eq!(
+            (
+                i.resource.as_str(),
+                i.name.as_deref(),
+                i.subresource.as_deref()
+            ),
+            ("namespaces", Some("x"), Some("finalize"))
+        );
         let i = p(Method::GET, "/api/v1/namespaces", "").expect("info");
         assert_eq!(i.verb, "list");
     }
 
     #[test]
     fn watch_is_a_query_flag_or_a_legacy_path_prefix() {
-        assert_eq!(p(Method::GET, "/api/v1/pods", "watch=true").expect("info").verb, "watch");
-        assert_eq!(p(Method::GET, "/api/v1/watch/namespaces/a/pods", "").expect("info").verb, "watch");
-        assert_eq!(p(Method::DELETE, "/api/v1/namespaces/a/pods", "").expect("info").verb, "deletecollection");
+        assert_eq!(
+            p(Method::GET, "/api/v1/pods", "watch=true")
+                .expect("info")
+                .verb,
+            "watch"
+        );
+        assert_eq!(
+            p(Method::GET, "/api/v1/watch/namespaces/a/pods", "")
+                .expect("info")
+                .verb,
+            "watch"
+        );
+        assert_eq!(
+            p(Method::DELETE, "/api/v1/namespaces/a/pods", "")
+                .expect("info")
+                .verb,
+            "deletecollection"
+        );
     }
 
     #[test]
@@ -258,9 +337,25 @@ mod tests {
     #[test]
     fn bodies_decode_from_json_and_yaml_and_refuse_protobuf() {
         assert!(decode_body(Some("application/json"), b"{\"a\":1}").is_ok());
-        assert_eq!(decode_body(Some("application/yaml"), b"a: 1\n").expect("yaml")["a"], 1);
-        assert_eq!(decode_body(Some("application/vnd.kubernetes.protobuf"), b"x").map_err(|e| e.code).err(), Some(415));
-        assert_eq!(decode_body(None, b"{bad").map_err(|e| e.code).err(), Some(400));
-        assert_eq!(decode_body(None, &vec![b' '; MAX_BODY_BYTES + 1]).map_err(|e| e.code).err(), Some(413));
+        assert_eq!(
+            decode_body(Some("application/yaml"), b"a: 1\n").expect("yaml")["a"],
+            1
+        );
+        assert_eq!(
+            decode_body(Some("application/vnd.kubernetes.protobuf"), b"x")
+                .map_err(|e| e.code)
+                .err(),
+            Some(415)
+        );
+        assert_eq!(
+            decode_body(None, b"{bad").map_err(|e| e.code).err(),
+            Some(400)
+        );
+        assert_eq!(
+            decode_body(None, &vec![b' '; MAX_BODY_BYTES + 1])
+                .map_err(|e| e.code)
+                .err(),
+            Some(413)
+        );
     }
 }

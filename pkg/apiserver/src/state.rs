@@ -82,14 +82,22 @@ impl ApiState {
 
     /// A snapshot of the registry (never holds the lock across awaits).
     pub fn registry(&self) -> Registry {
-        self.registry.read().map(|r| r.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.registry
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The CRD serving details for a custom resource version.
-    pub fn custom_version(&self, group: &str, version: &str, plural: &str) -> Option<CustomVersion> {
-        self.custom
-            .read()
-            .ok()
-            .and_then(|m| m.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned())
+    pub fn custom_version(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<CustomVersion> {
+        self.custom.read().ok().and_then(|m| {
+            m.get(&(group.to_string(), version.to_string(), plural.to_string()))
+                .cloned()
+        })
     }
 }

@@ -132,8 +132,15 @@ pub fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
         .decode(token.trim_end_matches('='))
         .map_err(|_| bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad("not a continue token"))?;
-    let rv = v.get("rv").and_then(Value::as_i64).filter(|rv| *rv > 0).ok_or_else(|| bad("missing revision"))?;
-    let start = v.get("start").and_then(Value::as_str).ok_or_else(|| bad("missing start key"))?;
+    let rv = v
+        .get("rv")
+        .and_then(Value::as_i64)
+        .filter(|rv| *rv > 0)
+        .ok_or_else(|| bad("missing revision"))?;
+    let start = v
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("missing start key"))?;
     if !start.starts_with(prefix) {
         return Err(bad("the continue token belongs to another list"));
     }
@@ -149,10 +156,16 @@ mod tests {
     fn keys_separate_namespaces_and_cluster_scope() {
         let reg = Registry::builtin();
         let pods = reg.lookup("", "v1", "pods").expect("pods");
-        assert_eq!(key(pods, Some("default"), "web"), "/registry/core/pods/default/web");
+        assert_eq!(
+            key(pods, Some("default"), "web"),
+            "/registry/core/pods/default/web"
+        );
         assert_eq!(prefix(pods, None), "/registry/core/pods/");
         let ns = reg.lookup("", "v1", "namespaces").expect("ns");
-        assert_eq!(key(ns, None, "default"), "/registry/core/namespaces/default");
+        assert_eq!(
+            key(ns, None, "default"),
+            "/registry/core/namespaces/default"
+        );
     }
 
     #[test]
@@ -175,7 +188,10 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {
         let t = encode_continue(42, "/registry/core/pods/a/b");
-        assert_eq!(decode_continue(&t, "/registry/core/pods/").expect("ok"), (42, "/registry/core/pods/a/b".to_string()));
+        assert_eq!(
+            decode_continue(&t, "/registry/core/pods/").expect("ok"),
+            (42, "/registry/core/pods/a/b".to_string())
+        );
         assert!(decode_continue("!!!", "/registry/core/pods/").is_err());
         assert!(decode_continue(&t, "/registry/core/secrets/").is_err());
     }

@@ -54,7 +54,11 @@ pub fn map_entry<'a>(obj: &'a Value, map: &str, key: &str) -> Option<&'a str> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -69,7 +73,9 @@ pub fn format_time(ts: jiff::Timestamp) -> String {
 
 /// Current time with microseconds, as metav1.MicroTime.
 pub fn now_micro_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 /// Parses an RFC 3339 timestamp.
@@ -86,7 +92,11 @@ pub fn human_duration(secs: i64) -> String {
     let mins = secs / 60;
     if mins < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{mins}m") } else { format!("{mins}m{s}s") };
+        return if s == 0 {
+            format!("{mins}m")
+        } else {
+            format!("{mins}m{s}s")
+        };
     }
     if mins < 180 {
         return format!("{mins}m");
@@ -94,7 +104,11 @@ pub fn human_duration(secs: i64) -> String {
     let hours = secs / 3600;
     if hours < 8 {
         let m = mins % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
@@ -102,7 +116,11 @@ pub fn human_duration(secs: i64) -> String {
     let days = hours / 24;
     if days < 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{days}d") } else { format!("{days}d{h}h") };
+        return if h == 0 {
+            format!("{days}d")
+        } else {
+            format!("{days}d{h}h")
+        };
     }
     if days < 365 * 2 {
         return format!("{days}d");

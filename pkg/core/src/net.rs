@@ -12,14 +12,30 @@ pub struct Ipv4Cidr {
 impl Ipv4Cidr {
     /// Parses `a.b.c.d/n`; the address is normalised to the network address.
     pub fn parse(s: &str) -> Result<Ipv4Cidr, String> {
-        let (a, p) = s.trim().split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR (expected e.g. 10.43.0.0/16)"))?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} in {s:?} is not an IPv4 address"))?;
-        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("{p:?} in {s:?} is not a prefix length between 0 and 32"))?;
-        Ok(Ipv4Cidr { addr: Ipv4Addr::from(u32::from(addr) & Self::mask_of(prefix)), prefix })
+        let (a, p) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR (expected e.g. 10.43.0.0/16)"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} in {s:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{p:?} in {s:?} is not a prefix length between 0 and 32"))?;
+        Ok(Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::from(addr) & Self::mask_of(prefix)),
+            prefix,
+        })
     }
 
     fn mask_of(prefix: u8) -> u32 {
-        if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) }
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        }
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -41,11 +57,22 @@ impl std::fmt::Display for Ipv4Cidr {
 
 /// Parses a port range `30000-32767` (inclusive, low <= high).
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.trim().split_once('-').ok_or_else(|| format!("{s:?} is not a port range (expected e.g. 30000-32767)"))?;
-    let lo: u16 = a.trim().parse().map_err(|_| format!("{a:?} in {s:?} is not a port number"))?;
-    let hi: u16 = b.trim().parse().map_err(|_| format!("{b:?} in {s:?} is not a port number"))?;
+    let (a, b) = s
+        .trim()
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not a port range (expected e.g. 30000-32767)"))?;
+    let lo: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} in {s:?} is not a port number"))?;
+    let hi: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} in {s:?} is not a port number"))?;
     if lo == 0 || lo > hi {
-        return Err(format!("{s:?} is not a valid port range (low must be between 1 and high)"));
+        return Err(format!(
+            "{s:?} is not a valid port range (low must be between 1 and high)"
+        ));
     }
     Ok((lo, hi))
 }
@@ -56,7 +83,10 @@ mod tests {
 
     #[test]
     fn cidrs_parse_normalise_and_contain() {
-        let c = Ipv4Cidr::parse("10.43.7.9/16").unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 });
+        let c = Ipv4Cidr::parse("10.43.7.9/16").unwrap_or(Ipv4Cidr {
+            addr: Ipv4Addr::UNSPECIFIED,
+            prefix: 0,
+        });
         assert_eq!(c.to_string(), "10.43.0.0/16");
         assert!(c.contains(Ipv4Addr::new(10, 43, 255, 1)));
         assert!(!c.contains(Ipv4Addr::new(10, 44, 0, 1)));

@@ -112,8 +112,9 @@ impl Registry {
     /// Adds (or replaces) a resource. Versions are kept in the order they were first added,
     /// so add the preferred version first.
     pub fn add(&mut self, def: ResourceDef) {
-        self.resources
-            .retain(|r| !(r.group == def.group && r.version == def.version && r.plural == def.plural));
+        self.resources.retain(|r| {
+            !(r.group == def.group && r.version == def.version && r.plural == def.plural)
+        });
         match self.groups.iter_mut().find(|g| g.name == def.group) {
             Some(g) => {
                 if !g.versions.contains(&def.version) {
@@ -138,15 +139,19 @@ impl Registry {
     /// Sets the version order (preferred first) of a group, e.g. from a CRD's served versions.
     pub fn set_version_order(&mut self, group: &str, order: &[String]) {
         if let Some(g) = self.groups.iter_mut().find(|g| g.name == group) {
-            g.versions.sort_by_key(|v| order.iter().position(|o| o == v).unwrap_or(usize::MAX));
+            g.versions
+                .sort_by_key(|v| order.iter().position(|o| o == v).unwrap_or(usize::MAX));
         }
     }
 
     fn prune_groups(&mut self) {
         let resources = &self.resources;
         for g in &mut self.groups {
-            g.versions
-                .retain(|v| resources.iter().any(|r| r.group == g.name && &r.version == v));
+            g.versions.retain(|v| {
+                resources
+                    .iter()
+                    .any(|r| r.group == g.name && &r.version == v)
+            });
         }
         self.groups.retain(|g| !g.versions.is_empty());
     }
@@ -185,13 +190,18 @@ impl Registry {
 
     /// Every served version of the objects stored at `storage`.
     pub fn by_storage(&self, storage: &str) -> Vec<&ResourceDef> {
-        self.resources.iter().filter(|r| r.storage == storage).collect()
+        self.resources
+            .iter()
+            .filter(|r| r.storage == storage)
+            .collect()
     }
 
     /// The preferred version's definition for a group + plural.
     pub fn preferred(&self, group: &str, plural: &str) -> Option<&ResourceDef> {
         let g = self.group(group)?;
-        g.versions.iter().find_map(|v| self.lookup(group, v, plural))
+        g.versions
+            .iter()
+            .find_map(|v| self.lookup(group, v, plural))
     }
 
     /// Map from group to preferred version, for discovery.
@@ -268,11 +278,19 @@ impl B {
         self
     }
     fn status(self) -> B {
-        let (g, v, k) = (self.def.group.clone(), self.def.version.clone(), self.def.kind.clone());
+        let (g, v, k) = (
+            self.def.group.clone(),
+            self.def.version.clone(),
+            self.def.kind.clone(),
+        );
         self.sub("status", (&g, &v, &k), &["get", "patch", "update"])
     }
     fn scale(self) -> B {
-        self.sub("scale", ("autoscaling", "v1", "Scale"), &["get", "patch", "update"])
+        self.sub(
+            "scale",
+            ("autoscaling", "v1", "Scale"),
+            &["get", "patch", "update"],
+        )
     }
 }
 
@@ -290,16 +308,28 @@ fn builtin_resources() -> Vec<ResourceDef> {
         b(core, "v1", "LimitRange", "limitranges", true).short(&["limits"]),
         b(core, "v1", "Namespace", "namespaces", false)
             .short(&["ns"])
-            .verbs(&["create", "delete", "get", "list", "patch", "update", "watch"])
+            .verbs(&[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ])
             .sub("finalize", ("", "v1", "Namespace"), &["update"])
             .status(),
         b(core, "v1", "Node", "nodes", false)
             .short(&["no"])
-            .sub("proxy", ("", "v1", "NodeProxyOptions"), &["create", "delete", "get", "patch", "update"])
+            .sub(
+                "proxy",
+                ("", "v1", "NodeProxyOptions"),
+                &["create", "delete", "get", "patch", "update"],
+            )
             .status(),
-        b(core, "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true)
-            .short(&["pvc"])
-            .status(),
+        b(
+            core,
+            "v1",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            true,
+        )
+        .short(&["pvc"])
+        .status(),
         b(core, "v1", "PersistentVolume", "persistentvolumes", false)
             .short(&["pv"])
             .status(),
@@ -312,31 +342,62 @@ fn builtin_resources() -> Vec<ResourceDef> {
             .sub("eviction", ("policy", "v1", "Eviction"), &["create"])
             .sub("exec", ("", "v1", "PodExecOptions"), &["create", "get"])
             .sub("log", ("", "v1", "Pod"), &["get"])
-            .sub("portforward", ("", "v1", "PodPortForwardOptions"), &["create", "get"])
-            .sub("proxy", ("", "v1", "PodProxyOptions"), &["create", "delete", "get", "patch", "update"])
+            .sub(
+                "portforward",
+                ("", "v1", "PodPortForwardOptions"),
+                &["create", "get"],
+            )
+            .sub(
+                "proxy",
+                ("", "v1", "PodProxyOptions"),
+                &["create", "delete", "get", "patch", "update"],
+            )
             .sub("resize", ("", "v1", "Pod"), GPU)
             .status(),
         b(core, "v1", "PodTemplate", "podtemplates", true),
-        b(core, "v1", "ReplicationController", "replicationcontrollers", true)
-            .short(&["rc"])
-            .all()
-            .scale()
-            .status(),
+        b(
+            core,
+            "v1",
+            "ReplicationController",
+            "replicationcontrollers",
+            true,
+        )
+        .short(&["rc"])
+        .all()
+        .scale()
+        .status(),
         b(core, "v1", "ResourceQuota", "resourcequotas", true)
             .short(&["quota"])
             .status(),
         b(core, "v1", "Secret", "secrets", true),
         b(core, "v1", "ServiceAccount", "serviceaccounts", true)
             .short(&["sa"])
-            .sub("token", ("authentication.k8s.io", "v1", "TokenRequest"), &["create"]),
+            .sub(
+                "token",
+                ("authentication.k8s.io", "v1", "TokenRequest"),
+                &["create"],
+            ),
         b(core, "v1", "Service", "services", true)
             .short(&["svc"])
             .all()
-            .sub("proxy", ("", "v1", "ServiceProxyOptions"), &["create", "delete", "get", "patch", "update"])
+            .sub(
+                "proxy",
+                ("", "v1", "ServiceProxyOptions"),
+                &["create", "delete", "get", "patch", "update"],
+            )
             .status(),
         // apps/v1
-        b("apps", "v1", "ControllerRevision", "controllerrevisions", true),
-        b("apps", "v1", "DaemonSet", "daemonsets", true).short(&["ds"]).all().status(),
+        b(
+            "apps",
+            "v1",
+            "ControllerRevision",
+            "controllerrevisions",
+            true,
+        ),
+        b("apps", "v1", "DaemonSet", "daemonsets", true)
+            .short(&["ds"])
+            .all()
+            .status(),
         b("apps", "v1", "Deployment", "deployments", true)
             .short(&["deploy"])
             .all()
@@ -358,50 +419,163 @@ fn builtin_resources() -> Vec<ResourceDef> {
             .storage("core/events"),
         // authentication / authorization review types are served by the access-control layer.
         // autoscaling: v2 preferred, v1 shares storage.
-        b("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true)
-            .short(&["hpa"])
-            .all()
-            .status(),
-        b("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true)
-            .short(&["hpa"])
-            .all()
-            .status(),
+        b(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            true,
+        )
+        .short(&["hpa"])
+        .all()
+        .status(),
+        b(
+            "autoscaling",
+            "v1",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            true,
+        )
+        .short(&["hpa"])
+        .all()
+        .status(),
         // batch/v1
-        b("batch", "v1", "CronJob", "cronjobs", true).short(&["cj"]).all().status(),
-        b("batch", "v1", "Job", "jobs", true).all().status(),
-        b("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", false)
-            .short(&["csr"])
-            .sub("approval", ("certificates.k8s.io", "v1", "CertificateSigningRequest"), GPU)
+        b("batch", "v1", "CronJob", "cronjobs", true)
+            .short(&["cj"])
+            .all()
             .status(),
-        b("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false),
+        b("batch", "v1", "Job", "jobs", true).all().status(),
+        b(
+            "certificates.k8s.io",
+            "v1",
+            "CertificateSigningRequest",
+            "certificatesigningrequests",
+            false,
+        )
+        .short(&["csr"])
+        .sub(
+            "approval",
+            ("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+            GPU,
+        )
+        .status(),
+        b(
+            "networking.k8s.io",
+            "v1",
+            "IngressClass",
+            "ingressclasses",
+            false,
+        ),
         b("networking.k8s.io", "v1", "Ingress", "ingresses", true)
             .short(&["ing"])
             .status(),
-        b("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true).short(&["netpol"]),
-        b("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true)
-            .short(&["pdb"])
-            .status(),
-        b("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false),
-        b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
-        b("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true),
+        b(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+        )
+        .short(&["netpol"]),
+        b(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .short(&["pdb"])
+        .status(),
+        b(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        b(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        b(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
         b("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
         b("storage.k8s.io", "v1", "CSIDriver", "csidrivers", false),
         b("storage.k8s.io", "v1", "CSINode", "csinodes", false),
-        b("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", true),
-        b("storage.k8s.io", "v1", "StorageClass", "storageclasses", false).short(&["sc"]),
-        b("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", false).status(),
-        b("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false)
-            .category("api-extensions"),
-        b("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", false)
-            .category("api-extensions"),
-        b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false)
-            .short(&["crd", "crds"])
-            .category("api-extensions")
-            .status(),
-        b("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false).short(&["pc"]),
+        b(
+            "storage.k8s.io",
+            "v1",
+            "CSIStorageCapacity",
+            "csistoragecapacities",
+            true,
+        ),
+        b(
+            "storage.k8s.io",
+            "v1",
+            "StorageClass",
+            "storageclasses",
+            false,
+        )
+        .short(&["sc"]),
+        b(
+            "storage.k8s.io",
+            "v1",
+            "VolumeAttachment",
+            "volumeattachments",
+            false,
+        )
+        .status(),
+        b(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+        )
+        .category("api-extensions"),
+        b(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+            false,
+        )
+        .category("api-extensions"),
+        b(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+        )
+        .short(&["crd", "crds"])
+        .category("api-extensions")
+        .status(),
+        b(
+            "scheduling.k8s.io",
+            "v1",
+            "PriorityClass",
+            "priorityclasses",
+            false,
+        )
+        .short(&["pc"]),
         b("coordination.k8s.io", "v1", "Lease", "leases", true),
         b("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", false),
-        b("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true),
+        b(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+        ),
     ];
     list.into_iter().map(|b| b.def).collect()
 }
@@ -436,7 +610,11 @@ mod tests {
     fn autoscaling_prefers_v2() {
         let reg = Registry::builtin();
         assert_eq!(reg.preferred_versions()["autoscaling"], "v2");
-        assert_eq!(reg.preferred("autoscaling", "horizontalpodautoscalers").map(|r| r.version.as_str()), Some("v2"));
+        assert_eq!(
+            reg.preferred("autoscaling", "horizontalpodautoscalers")
+                .map(|r| r.version.as_str()),
+            Some("v2")
+        );
     }
 
     #[test]

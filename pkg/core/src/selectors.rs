@@ -32,7 +32,10 @@ pub struct LabelSelector {
 impl LabelSelector {
     /// Parses the `labelSelector` query parameter syntax.
     pub fn parse(s: &str) -> Result<LabelSelector> {
-        let mut p = Parser { s: s.as_bytes(), i: 0 };
+        let mut p = Parser {
+            s: s.as_bytes(),
+            i: 0,
+        };
         let mut requirements = Vec::new();
         p.skip_ws();
         if p.eof() {
@@ -68,19 +71,33 @@ impl LabelSelector {
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let op = match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+                let op = match e
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                {
                     "In" => Op::In,
                     "NotIn" => Op::NotIn,
                     "Exists" => Op::Exists,
                     "DoesNotExist" => Op::DoesNotExist,
                     other => {
-                        return Err(Error::InvalidSelector(format!("{other:?} is not a valid label selector operator")));
+                        return Err(Error::InvalidSelector(format!(
+                            "{other:?} is not a valid label selector operator"
+                        )));
                     }
                 };
                 requirements.push(Requirement { key, op, values });
@@ -94,7 +111,9 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
+        self.requirements
+            .iter()
+            .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
     }
 
     /// Matches against `metadata.labels` of a raw object.
@@ -149,7 +168,11 @@ impl Requirement {
                 ) else {
                     return false;
                 };
-                if self.op == Op::Gt { v > bound } else { v < bound }
+                if self.op == Op::Gt {
+                    v > bound
+                } else {
+                    v < bound
+                }
             }
         }
     }
@@ -194,7 +217,9 @@ impl Parser<'_> {
     fn word_is(&self, w: &str) -> bool {
         let rest = &self.s[self.i.min(self.s.len())..];
         rest.starts_with(w.as_bytes())
-            && rest.get(w.len()).is_none_or(|c| c.is_ascii_whitespace() || *c == b'(')
+            && rest
+                .get(w.len())
+                .is_none_or(|c| c.is_ascii_whitespace() || *c == b'(')
     }
     fn requirement(&mut self) -> Result<Requirement> {
         self.skip_ws();
@@ -202,13 +227,21 @@ impl Parser<'_> {
             self.skip_ws();
             let key = self.ident();
             validate_key(&key)?;
-            return Ok(Requirement { key, op: Op::DoesNotExist, values: vec![] });
+            return Ok(Requirement {
+                key,
+                op: Op::DoesNotExist,
+                values: vec![],
+            });
         }
         let key = self.ident();
         validate_key(&key)?;
         self.skip_ws();
         if self.eof() || self.s[self.i] == b',' {
-            return Ok(Requirement { key, op: Op::Exists, values: vec![] });
+            return Ok(Requirement {
+                key,
+                op: Op::Exists,
+                values: vec![],
+            });
         }
         let op = if self.eat("==") || self.eat("=") {
             Op::Equals
@@ -233,7 +266,10 @@ impl Parser<'_> {
         self.skip_ws();
         let values = if matches!(op, Op::In | Op::NotIn) {
             if !self.eat("(") {
-                return Err(Error::InvalidSelector(format!("found '{}', expected: '('", self.rest())));
+                return Err(Error::InvalidSelector(format!(
+                    "found '{}', expected: '('",
+                    self.rest()
+                )));
             }
             let mut vals = Vec::new();
             loop {
@@ -251,14 +287,19 @@ impl Parser<'_> {
                 if self.eat(")") {
                     break;
                 }
-                return Err(Error::InvalidSelector(format!("found '{}', expected: ',' or ')'", self.rest())));
+                return Err(Error::InvalidSelector(format!(
+                    "found '{}', expected: ',' or ')'",
+                    self.rest()
+                )));
             }
             vals
         } else {
             let v = self.ident();
             validate_value(&v)?;
             if matches!(op, Op::Gt | Op::Lt) && v.parse::<i64>().is_err() {
-                return Err(Error::InvalidSelector(format!("for 'Gt', 'Lt' operators, the value must be an integer: {v}")));
+                return Err(Error::InvalidSelector(format!(
+                    "for 'Gt', 'Lt' operators, the value must be an integer: {v}"
+                )));
             }
             vec![v]
         };
@@ -277,7 +318,9 @@ fn validate_key(key: &str) -> Result<()> {
     if let Some(p) = prefix
         && (p.is_empty() || p.len() > 253 || !crate::names::is_dns1123_subdomain(p))
     {
-        return Err(Error::InvalidSelector(format!("invalid label key {key:?}: prefix part must be a DNS-1123 subdomain")));
+        return Err(Error::InvalidSelector(format!(
+            "invalid label key {key:?}: prefix part must be a DNS-1123 subdomain"
+        )));
     }
     if !crate::names::is_qualified_name_part(name) {
         return Err(Error::InvalidSelector(format!(
@@ -318,7 +361,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(Error::InvalidSelector(format!("invalid selector: '{s}'; can't understand '{part}'")));
+                return Err(Error::InvalidSelector(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                )));
             };
             terms.push((field.trim().to_string(), eq, unescape(value.trim())));
         }
@@ -332,7 +377,8 @@ impl FieldSelector {
     /// Checks every field against the resource's supported field labels.
     pub fn check_supported(&self, supported: &[&str]) -> Result<()> {
         for (f, _, _) in &self.terms {
-            if f != "metadata.name" && f != "metadata.namespace" && !supported.contains(&f.as_str()) {
+            if f != "metadata.name" && f != "metadata.namespace" && !supported.contains(&f.as_str())
+            {
                 return Err(Error::UnsupportedField(f.clone()));
             }
         }
@@ -410,17 +456,29 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn equality_and_set_based_requirements_combine() {
-        let s = LabelSelector::parse("app=web, tier in (front,back),!legacy,env!=prod").expect("parse");
+        let s =
+            LabelSelector::parse("app=web, tier in (front,back),!legacy,env!=prod").expect("parse");
         assert_eq!(s.requirements.len(), 4);
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "front")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "db")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "front"), ("legacy", "")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "front"), ("env", "prod")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "front"),
+            ("legacy", "")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "front"),
+            ("env", "prod")
+        ])));
     }
 
     #[test]
@@ -441,7 +499,11 @@ mod tests {
 
     #[test]
     fn empty_selector_matches_everything() {
-        assert!(LabelSelector::parse("").expect("parse").matches(&BTreeMap::new()));
+        assert!(
+            LabelSelector::parse("")
+                .expect("parse")
+                .matches(&BTreeMap::new())
+        );
     }
 
     #[test]
@@ -459,6 +521,11 @@ mod tests {
         let f = FieldSelector::parse("spec.nodeName=").expect("parse");
         assert!(f.matches_object(&json!({"spec":{}})));
         assert!(f.check_supported(&["spec.nodeName"]).is_ok());
-        assert!(FieldSelector::parse("foo=bar").expect("parse").check_supported(&[]).is_err());
+        assert!(
+            FieldSelector::parse("foo=bar")
+                .expect("parse")
+                .check_supported(&[])
+                .is_err()
+        );
     }
 }

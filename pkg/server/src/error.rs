@@ -4,12 +4,21 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("port {port} on {addr} is already in use: stop the other process or pass --https-listen-port")]
+    #[error(
+        "port {port} on {addr} is already in use: stop the other process or pass --https-listen-port"
+    )]
     PortInUse { addr: String, port: u16 },
     #[error("cannot listen on {addr}:{port}: {source}")]
-    Listen { addr: String, port: u16, source: std::io::Error },
+    Listen {
+        addr: String,
+        port: u16,
+        source: std::io::Error,
+    },
     #[error("the data directory {} is not writable ({source}): run as root or pass --data-dir with a writable directory", path.display())]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("certificates under {}: {message}", path.display())]
     Pki { path: PathBuf, message: String },
     #[error("the datastore {} could not be opened: {message}", path.display())]

@@ -55,8 +55,14 @@ impl ServerConfig {
             node_name: None,
             node_ips: Vec::new(),
             token: None,
-            cluster_cidr: Ipv4Cidr { addr: Ipv4Addr::new(10, 42, 0, 0), prefix: 16 },
-            service_cidr: Ipv4Cidr { addr: Ipv4Addr::new(10, 43, 0, 0), prefix: 16 },
+            cluster_cidr: Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 42, 0, 0),
+                prefix: 16,
+            },
+            service_cidr: Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 43, 0, 0),
+                prefix: 16,
+            },
             cluster_dns: Ipv4Addr::new(10, 43, 0, 10),
             cluster_domain: "cluster.local".into(),
             service_node_port_range: (30000, 32767),
@@ -70,7 +76,10 @@ impl ServerConfig {
     /// Checks values that are individually valid but unusable together.
     pub fn check(&self) -> Result<(), Error> {
         if self.service_cidr.prefix > 28 {
-            return Err(Error::Config(format!("--service-cidr {} is too small: use a /28 or larger", self.service_cidr)));
+            return Err(Error::Config(format!(
+                "--service-cidr {} is too small: use a /28 or larger",
+                self.service_cidr
+            )));
         }
         if !self.service_cidr.contains(self.cluster_dns) {
             return Err(Error::Config(format!(
@@ -84,21 +93,30 @@ impl ServerConfig {
                 self.cluster_cidr
             )));
         }
-        if self.cluster_cidr.contains(self.service_cidr.addr) || self.service_cidr.contains(self.cluster_cidr.addr) {
+        if self.cluster_cidr.contains(self.service_cidr.addr)
+            || self.service_cidr.contains(self.cluster_cidr.addr)
+        {
             return Err(Error::Config(format!(
                 "--cluster-cidr {} and --service-cidr {} overlap",
                 self.cluster_cidr, self.service_cidr
             )));
         }
-        if self.cluster_domain.is_empty() || kubox_core::names::name_error(&self.cluster_domain, false).is_some() {
-            return Err(Error::Config(format!("--cluster-domain {:?} is not a valid DNS domain", self.cluster_domain)));
+        if self.cluster_domain.is_empty()
+            || kubox_core::names::name_error(&self.cluster_domain, false).is_some()
+        {
+            return Err(Error::Config(format!(
+                "--cluster-domain {:?} is not a valid DNS domain",
+                self.cluster_domain
+            )));
         }
         Ok(())
     }
 
     /// The first service IP, used by the `kubernetes` Service.
     pub fn kubernetes_service_ip(&self) -> Ipv4Addr {
-        self.service_cidr.nth(1).unwrap_or(Ipv4Addr::new(10, 43, 0, 1))
+        self.service_cidr
+            .nth(1)
+            .unwrap_or(Ipv4Addr::new(10, 43, 0, 1))
     }
 }
 
@@ -122,7 +140,10 @@ fn primary_ip() -> IpAddr {
 }
 
 fn check_writable(dir: &Path) -> Result<(), Error> {
-    let err = |source| Error::DataDir { path: dir.to_path_buf(), source };
+    let err = |source| Error::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(err)?;
     let probe = dir.join(".kubox-write-test");
     std::fs::write(&probe, b"ok").map_err(err)?;
@@ -131,22 +152,41 @@ fn check_writable(dir: &Path) -> Result<(), Error> {
 }
 
 /// Runs the server until `shutdown` resolves.
-pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     cfg.check()?;
     let server_dir = cfg.data_dir.join("server");
     check_writable(&server_dir)?;
 
     let addr = SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AddrInUse {
-            Error::PortInUse { addr: cfg.bind_address.to_string(), port: cfg.https_listen_port }
-        } else {
-            Error::Listen { addr: cfg.bind_address.to_string(), port: cfg.https_listen_port, source }
-        }
-    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                Error::PortInUse {
+                    addr: cfg.bind_address.to_string(),
+                    port: cfg.https_listen_port,
+                }
+            } else {
+                Error::Listen {
+                    addr: cfg.bind_address.to_string(),
+                    port: cfg.https_listen_port,
+                    source,
+                }
+            }
+        })?;
 
-    let node_ips = if cfg.node_ips.is_empty() { vec![primary_ip()] } else { cfg.node_ips.clone() };
-    let advertise = cfg.advertise_address.or_else(|| node_ips.first().copied()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let node_ips = if cfg.node_ips.is_empty() {
+        vec![primary_ip()]
+    } else {
+        cfg.node_ips.clone()
+    };
+    let advertise = cfg
+        .advertise_address
+        .or_else(|| node_ips.first().copied())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut all_ips = node_ips.clone();
     if !all_ips.contains(&advertise) {
         all_ips.push(advertise);
@@ -161,16 +201,28 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         tls_sans: cfg.tls_sans.clone(),
         token: cfg.token.clone(),
     })
-    .map_err(|e| Error::Pki { path: tls_dir.clone(), message: e.to_string() })?;
-    let tls = kubox_pki::server_tls_config(&pki).map_err(|e| Error::Pki { path: tls_dir.clone(), message: e.to_string() })?;
+    .map_err(|e| Error::Pki {
+        path: tls_dir.clone(),
+        message: e.to_string(),
+    })?;
+    let tls = kubox_pki::server_tls_config(&pki).map_err(|e| Error::Pki {
+        path: tls_dir.clone(),
+        message: e.to_string(),
+    })?;
 
     let db_path = server_dir.join("db").join("state.db");
-    let store = kubox_store::sqlite::SqliteBackend::open(&db_path, kubox_store::sqlite::SqliteOptions {
-        history_window: cfg.datastore_history,
-        compact_interval: cfg.datastore_compact_interval,
-        ..Default::default()
-    })
-        .map_err(|e| Error::Store { path: db_path.clone(), message: e.to_string() })?;
+    let store = kubox_store::sqlite::SqliteBackend::open(
+        &db_path,
+        kubox_store::sqlite::SqliteOptions {
+            history_window: cfg.datastore_history,
+            compact_interval: cfg.datastore_compact_interval,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Error::Store {
+        path: db_path.clone(),
+        message: e.to_string(),
+    })?;
 
     let state = ApiState::new(
         store.clone(),
@@ -187,17 +239,36 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     );
     kubox_apiserver::bootstrap::ensure(&state)
         .await
-        .map_err(|e| Error::Store { path: db_path.clone(), message: e.to_string() })?;
+        .map_err(|e| Error::Store {
+            path: db_path.clone(),
+            message: e.to_string(),
+        })?;
     kubox_apiserver::namespaces::resume_all(state.clone()).await;
     tokio::spawn(kubox_apiserver::crds::run(state.clone()));
 
     let server_url = format!("https://127.0.0.1:{}", cfg.https_listen_port);
-    let (cert, key) = (pki.admin_cert_pem().to_string(), pki.admin_key_pem().to_string());
-    kubox_pki::write_kubeconfig(&cfg.write_kubeconfig, cfg.write_kubeconfig_mode, &server_url, &pki.server_ca_pem, &cert, &key, "default")
-        .map_err(|e| Error::Kubeconfig { path: cfg.write_kubeconfig.clone(), message: e.to_string() })?;
+    let (cert, key) = (
+        pki.admin_cert_pem().to_string(),
+        pki.admin_key_pem().to_string(),
+    );
+    kubox_pki::write_kubeconfig(
+        &cfg.write_kubeconfig,
+        cfg.write_kubeconfig_mode,
+        &server_url,
+        &pki.server_ca_pem,
+        &cert,
+        &key,
+        "default",
+    )
+    .map_err(|e| Error::Kubeconfig {
+        path: cfg.write_kubeconfig.clone(),
+        message: e.to_string(),
+    })?;
     tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");
     if !cfg.disable_agent {
-        tracing::warn!("the node agent is not part of this build yet; running the control plane only (as with --disable-agent)");
+        tracing::warn!(
+            "the node agent is not part of this build yet; running the control plane only (as with --disable-agent)"
+        );
     }
     tracing::info!(address = %addr, advertise = %advertise, "kubox server is listening");
     kubox_apiserver::http::serve(state, listener, Arc::new(tls), shutdown).await;

@@ -22,7 +22,10 @@ pub fn admit(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     if !ctx.def.custom {
         return Ok(());
     }
-    let Some(cv) = ctx.state.custom_version(&ctx.def.group, &ctx.def.version, &ctx.def.plural) else {
+    let Some(cv) = ctx
+        .state
+        .custom_version(&ctx.def.group, &ctx.def.version, &ctx.def.plural)
+    else {
         return Ok(());
     };
     let Some(s) = &cv.schema else { return Ok(()) };
@@ -47,7 +50,9 @@ pub fn admit(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
 fn version_rank(v: &str) -> (u8, u64, u64, String) {
     let rest = v.strip_prefix('v').unwrap_or("");
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let Ok(major) = digits.parse::<u64>() else { return (0, 0, 0, v.to_string()) };
+    let Ok(major) = digits.parse::<u64>() else {
+        return (0, 0, 0, v.to_string());
+    };
     let tail = &rest[digits.len()..];
     if tail.is_empty() {
         return (3, major, 0, String::new());
@@ -75,31 +80,49 @@ fn sorted_versions(crd: &Value) -> Vec<Value> {
     vs.sort_by(|a, b| {
         let ra = version_rank(a["name"].as_str().unwrap_or(""));
         let rb = version_rank(b["name"].as_str().unwrap_or(""));
-        rb.0.cmp(&ra.0).then(rb.1.cmp(&ra.1)).then(rb.2.cmp(&ra.2)).then(ra.3.cmp(&rb.3))
+        rb.0.cmp(&ra.0)
+            .then(rb.1.cmp(&ra.1))
+            .then(rb.2.cmp(&ra.2))
+            .then(ra.3.cmp(&rb.3))
     });
     vs
 }
 
 fn str_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Serves every version of `crd`.
 fn install(state: &ApiState, crd: &Value) {
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("").to_string();
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let names = crd.pointer("/spec/names").cloned().unwrap_or(Value::Null);
     let kind = names["kind"].as_str().unwrap_or("").to_string();
     let plural = names["plural"].as_str().unwrap_or("").to_string();
     if group.is_empty() || kind.is_empty() || plural.is_empty() {
         return;
     }
-    let singular = names["singular"].as_str().map(String::from).unwrap_or_else(|| kind.to_lowercase());
+    let singular = names["singular"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| kind.to_lowercase());
     let namespaced = crd.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
     let versions = sorted_versions(crd);
-    let Ok(mut reg) = state.registry.write() else { return };
-    let Ok(mut custom) = state.custom.write() else { return };
+    let Ok(mut reg) = state.registry.write() else {
+        return;
+    };
+    let Ok(mut custom) = state.custom.write() else {
+        return;
+    };
     reg.remove_custom(&group, &plural);
     custom.retain(|(g, _, p), _| !(g == &group && p == &plural));
     for v in &versions {
@@ -128,10 +151,19 @@ fn install(state: &ApiState, crd: &Value) {
             namespaced,
             short_names: str_list(names.get("shortNames")),
             categories: str_list(names.get("categories")),
-            verbs: ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            verbs: [
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "create",
+                "update",
+                "watch",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             subresources,
             storage: format!("{group}/{plural}"),
             custom: true,
@@ -143,29 +175,55 @@ fn install(state: &ApiState, crd: &Value) {
             .and_then(Value::as_bool)
             == Some(true);
         if let Some(s) = &schema {
-            state.openapi.set_custom(&group, &version, &kind, &plural, namespaced, s.clone());
+            state
+                .openapi
+                .set_custom(&group, &version, &kind, &plural, namespaced, s.clone());
         }
         custom.insert(
             (group.clone(), version.clone(), plural.clone()),
-            CustomVersion { schema, printer_columns: v.get("additionalPrinterColumns").cloned(), preserve_unknown },
+            CustomVersion {
+                schema,
+                printer_columns: v.get("additionalPrinterColumns").cloned(),
+                preserve_unknown,
+            },
         );
     }
-    let order: Vec<String> = versions.iter().filter_map(|v| v["name"].as_str().map(String::from)).collect();
+    let order: Vec<String> = versions
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(String::from))
+        .collect();
     reg.set_version_order(&group, &order);
     state.discovery_generation.fetch_add(1, Ordering::Relaxed);
 }
 
 fn uninstall(state: &ApiState, crd: &Value) {
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("").to_string();
-    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("").to_string();
-    let kind = crd.pointer("/spec/names/kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let kind = crd
+        .pointer("/spec/names/kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if let Ok(mut reg) = state.registry.write() {
         reg.remove_custom(&group, &plural);
     }
     if let Ok(mut custom) = state.custom.write() {
         custom.retain(|(g, _, p), _| !(g == &group && p == &plural));
     }
-    for v in crd.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten() {
+    for v in crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(name) = v["name"].as_str() {
             state.openapi.remove_custom(&group, name, &kind);
         }
@@ -178,7 +236,10 @@ async fn establish(state: &ApiState, key: &str, crd: &Value, rev: i64) -> bool {
     let established = crd
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+        });
     let names_same = crd.pointer("/status/acceptedNames") == crd.pointer("/spec/names");
     if established && names_same {
         return false;
@@ -202,8 +263,14 @@ async fn establish(state: &ApiState, key: &str, crd: &Value, rev: i64) -> bool {
 }
 
 async fn delete_objects(state: &ApiState, crd: &Value) {
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if group.is_empty() || plural.is_empty() {
         return;
     }
@@ -239,22 +306,37 @@ async fn follow(state: &Arc<ApiState>) -> Result<(), kubox_store::Error> {
     let mut events = state.store.watch(CRD_PREFIX, res.revision).await?;
     while let Some(ev) = events.next().await {
         let ev = ev?;
-        let Ok(crd) = serde_json::from_slice::<Value>(&ev.kv.value) else { continue };
+        let Ok(crd) = serde_json::from_slice::<Value>(&ev.kv.value) else {
+            continue;
+        };
         match ev.kind {
             EventKind::Create | EventKind::Update => {
-                if crd.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                if crd
+                    .pointer("/metadata/deletionTimestamp")
+                    .is_some_and(|v| !v.is_null())
+                {
                     continue;
                 }
                 install(state, &crd);
                 if establish(state, &ev.kv.key, &crd, ev.kv.mod_revision).await {
-                    tracing::info!(crd = meta::name(&crd).unwrap_or_default(), "custom resource definition established");
+                    tracing::info!(
+                        crd = meta::name(&crd).unwrap_or_default(),
+                        "custom resource definition established"
+                    );
                 }
             }
             EventKind::Delete => {
-                let old = ev.prev.as_ref().and_then(|p| serde_json::from_slice::<Value>(&p.value).ok()).unwrap_or(crd);
+                let old = ev
+                    .prev
+                    .as_ref()
+                    .and_then(|p| serde_json::from_slice::<Value>(&p.value).ok())
+                    .unwrap_or(crd);
                 uninstall(state, &old);
                 delete_objects(state, &old).await;
-                tracing::info!(crd = meta::name(&old).unwrap_or_default(), "custom resource definition removed");
+                tracing::info!(
+                    crd = meta::name(&old).unwrap_or_default(),
+                    "custom resource definition removed"
+                );
             }
         }
     }
@@ -271,7 +353,10 @@ mod tests {
             {"name": "v1alpha1", "served": true}, {"name": "v1", "served": true},
             {"name": "v2beta1", "served": true}, {"name": "v1beta2", "served": true},
             {"name": "v3", "served": false}]}});
-        let names: Vec<String> = sorted_versions(&crd).iter().map(|v| v["name"].as_str().unwrap_or("").to_string()).collect();
+        let names: Vec<String> = sorted_versions(&crd)
+            .iter()
+            .map(|v| v["name"].as_str().unwrap_or("").to_string())
+            .collect();
         assert_eq!(names, vec!["v1", "v2beta1", "v1beta2", "v1alpha1"]);
     }
 }

@@ -4,8 +4,14 @@
 use serde_json::{Map, Value};
 
 fn preserves_unknown(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
-        || schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
+        || schema
+            .get("x-kubernetes-embedded-resource")
+            .and_then(Value::as_bool)
+            == Some(true)
             && schema.get("properties").is_none()
 }
 
@@ -31,10 +37,13 @@ fn walk_unknown(schema: &Value, obj: &Value, path: &str, out: &mut Vec<String>) 
                 match props.and_then(|p| p.get(k)) {
                     Some(s) => walk_unknown(s, v, &child, out),
                     None => match additional {
-                        Some(Value::Object(a)) => walk_unknown(&Value::Object(a.clone()), v, &child, out),
+                        Some(Value::Object(a)) => {
+                            walk_unknown(&Value::Object(a.clone()), v, &child, out)
+                        }
                         Some(Value::Bool(true)) => {}
                         _ if preserves_unknown(schema) => {}
-                        _ if props.is_none() && schema.get("type").and_then(Value::as_str) != Some("object") => {}
+                        _ if props.is_none()
+                            && schema.get("type").and_then(Value::as_str) != Some("object") => {}
                         _ => out.push(child),
                     },
                 }
@@ -67,7 +76,8 @@ pub fn prune(schema: &Value, obj: &mut Value, root: bool) {
         Value::Object(m) => {
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").cloned();
-            let keep_unknown = preserves_unknown(schema) || matches!(additional, Some(Value::Bool(true)));
+            let keep_unknown =
+                preserves_unknown(schema) || matches!(additional, Some(Value::Bool(true)));
             let keys: Vec<String> = m.keys().cloned().collect();
             for k in keys {
                 if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
@@ -155,7 +165,14 @@ fn type_name(v: &Value) -> &'static str {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 64 { format!("{}...", &s[..s.char_indices().take(61).last().map_or(0, |(i, _)| i)]) } else { s }
+    if s.len() > 64 {
+        format!(
+            "{}...",
+            &s[..s.char_indices().take(61).last().map_or(0, |(i, _)| i)]
+        )
+    } else {
+        s
+    }
 }
 
 /// Validates `obj` against `schema`; field paths are upstream's ("spec.replicas").
@@ -166,18 +183,29 @@ pub fn validate(schema: &Value, obj: &Value) -> Vec<Failure> {
 }
 
 fn join(path: &str, k: &str) -> String {
-    if path.is_empty() { k.to_string() } else { format!("{path}.{k}") }
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
+    }
 }
 
 fn check(schema: &Value, v: &Value, path: &str, root: bool, out: &mut Vec<Failure>) {
-    let field = if path.is_empty() { "<root>".to_string() } else { path.to_string() };
+    let field = if path.is_empty() {
+        "<root>".to_string()
+    } else {
+        path.to_string()
+    };
     if v.is_null() {
         if schema.get("nullable").and_then(Value::as_bool) != Some(true) && !root {
             // Upstream prunes nulls of non-nullable fields rather than failing.
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     if let Some(t) = schema.get("type").and_then(Value::as_str) {
         let actual = type_name(v);
         let ok = t == actual
@@ -187,7 +215,11 @@ fn check(schema: &Value, v: &Value, path: &str, root: bool, out: &mut Vec<Failur
             out.push((
                 "FieldValueTypeInvalid".into(),
                 field.clone(),
-                format!("Invalid value: {:?}: {field} in body must be of type {t}: {:?}", short(v), actual),
+                format!(
+                    "Invalid value: {:?}: {field} in body must be of type {t}: {:?}",
+                    short(v),
+                    actual
+                ),
             ));
             return;
         }
@@ -199,19 +231,35 @@ fn check(schema: &Value, v: &Value, path: &str, root: bool, out: &mut Vec<Failur
         out.push((
             "FieldValueNotSupported".into(),
             field.clone(),
-            format!("Unsupported value: {}: supported values: {}", v, supported.join(", ")),
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                v,
+                supported.join(", ")
+            ),
         ));
     }
     if let Some(n) = v.as_f64() {
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
             && n < min
         {
-            out.push(("FieldValueInvalid".into(), field.clone(), format!("Invalid value: {v}: {field} in body should be greater than or equal to {min}")));
+            out.push((
+                "FieldValueInvalid".into(),
+                field.clone(),
+                format!(
+                    "Invalid value: {v}: {field} in body should be greater than or equal to {min}"
+                ),
+            ));
         }
         if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
             && n > max
         {
-            out.push(("FieldValueInvalid".into(), field.clone(), format!("Invalid value: {v}: {field} in body should be less than or equal to {max}")));
+            out.push((
+                "FieldValueInvalid".into(),
+                field.clone(),
+                format!(
+                    "Invalid value: {v}: {field} in body should be less than or equal to {max}"
+                ),
+            ));
         }
     }
     if let Some(s) = v.as_str() {
@@ -219,12 +267,20 @@ fn check(schema: &Value, v: &Value, path: &str, root: bool, out: &mut Vec<Failur
         if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
             && len < min
         {
-            out.push(("FieldValueInvalid".into(), field.clone(), format!("Invalid value: {v}: {field} in body should be at least {min} chars long")));
+            out.push((
+                "FieldValueInvalid".into(),
+                field.clone(),
+                format!("Invalid value: {v}: {field} in body should be at least {min} chars long"),
+            ));
         }
         if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
             && len > max
         {
-            out.push(("FieldValueTooLong".into(), field.clone(), format!("Too long: may not be more than {max} bytes")));
+            out.push((
+                "FieldValueTooLong".into(),
+                field.clone(),
+                format!("Too long: may not be more than {max} bytes"),
+            ));
         }
     }
     match v {
@@ -233,12 +289,23 @@ fn check(schema: &Value, v: &Value, path: &str, root: bool, out: &mut Vec<Failur
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && (items.len() as u64) < min
             {
-                out.push(("FieldValueInvalid".into(), field.clone(), format!("Invalid value: {}: {field} in body should have at least {min} items", items.len())));
+                out.push((
+                    "FieldValueInvalid".into(),
+                    field.clone(),
+                    format!(
+                        "Invalid value: {}: {field} in body should have at least {min} items",
+                        items.len()
+                    ),
+                ));
             }
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                 && items.len() as u64 > max
             {
-                out.push(("FieldValueTooMany".into(), field.clone(), format!("Too many: {}: must have at most {max} items", items.len())));
+                out.push((
+                    "FieldValueTooMany".into(),
+                    field.clone(),
+                    format!("Too many: {}: must have at most {max} items", items.len()),
+                ));
             }
             if let Some(s) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -250,12 +317,27 @@ fn check(schema: &Value, v: &Value, path: &str, root: bool, out: &mut Vec<Failur
     }
 }
 
-fn check_object(schema: &Value, m: &Map<String, Value>, path: &str, root: bool, out: &mut Vec<Failure>) {
-    for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+fn check_object(
+    schema: &Value,
+    m: &Map<String, Value>,
+    path: &str,
+    root: bool,
+    out: &mut Vec<Failure>,
+) {
+    for r in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(k) = r.as_str()
             && m.get(k).is_none_or(Value::is_null)
         {
-            out.push(("FieldValueRequired".into(), join(path, k), "Required value".into()));
+            out.push((
+                "FieldValueRequired".into(),
+                join(path, k),
+                "Required value".into(),
+            ));
         }
     }
     let props = schema.get("properties").and_then(Value::as_object);
@@ -298,7 +380,10 @@ mod tests {
     fn unknown_fields_are_reported_with_their_paths() {
         let obj = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
             "spec": {"size": 1, "bogus": 1, "labels": {"a": "b"}, "free": {"any": 1}}, "extra": 2});
-        assert_eq!(unknown_fields(&schema(), &obj), vec![".spec.bogus".to_string(), ".extra".to_string()]);
+        assert_eq!(
+            unknown_fields(&schema(), &obj),
+            vec![".spec.bogus".to_string(), ".extra".to_string()]
+        );
     }
 
     #[test]
@@ -306,8 +391,11 @@ mod tests {
         let mut obj = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
             "spec": {"size": 1, "bogus": 1, "free": {"any": 1}}, "extra": 2});
         prune(&schema(), &mut obj, true);
-        assert_eq!(obj, json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
-            "spec": {"size": 1, "free": {"any": 1}}}));
+        assert_eq!(
+            obj,
+            json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
+            "spec": {"size": 1, "free": {"any": 1}}})
+        );
     }
 
     #[test]
@@ -318,7 +406,14 @@ mod tests {
         let errs = validate(&schema(), &json!({"spec": {"size": "x"}}));
         assert_eq!(errs[0].0, "FieldValueTypeInvalid");
         let errs = validate(&schema(), &json!({"spec": {}}));
-        assert_eq!(errs[0], ("FieldValueRequired".into(), "spec.size".into(), "Required value".into()));
+        assert_eq!(
+            errs[0],
+            (
+                "FieldValueRequired".into(),
+                "spec.size".into(),
+                "Required value".into()
+            )
+        );
     }
 
     #[test]

@@ -41,7 +41,15 @@ pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> A
         },
     };
     // Server-set metadata.
-    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink", "generation"] {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "resourceVersion",
+        "selfLink",
+        "generation",
+    ] {
         set_meta(&mut obj, field, Value::Null);
     }
     set_meta(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
@@ -53,7 +61,11 @@ pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> A
     crate::crds::admit(ctx, &mut obj)?;
     default_and_validate(&ctx.def, &mut obj, None)?;
     let _alloc = crate::allocate::on_create(ctx, &mut obj).await?;
-    let manager = ctx.query.get("fieldManager").map(String::from).unwrap_or_else(|| default_manager(ctx));
+    let manager = ctx
+        .query
+        .get("fieldManager")
+        .map(String::from)
+        .unwrap_or_else(|| default_manager(ctx));
     crate::managed::record(ctx, None, &mut obj, &manager, "Update");
     if dry_run {
         return Ok(obj);
@@ -61,10 +73,17 @@ pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> A
     let sdef = storage_def(&ctx.state, &ctx.def);
     let stored = storage::to_storage(&ctx.def, &sdef, obj.clone());
     let key = storage::key(&ctx.def, ctx.namespace(), &name);
-    let rev = ctx.state.store.create(&key, storage::encode(&stored)?).await.map_err(|e| match e {
-        kubox_store::Error::AlreadyExists(_) => ApiError::already_exists(&ctx.def.plural, &ctx.def.group, &name),
-        other => map_write_err(ctx, other),
-    })?;
+    let rev = ctx
+        .state
+        .store
+        .create(&key, storage::encode(&stored)?)
+        .await
+        .map_err(|e| match e {
+            kubox_store::Error::AlreadyExists(_) => {
+                ApiError::already_exists(&ctx.def.plural, &ctx.def.group, &name)
+            }
+            other => map_write_err(ctx, other),
+        })?;
     set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
     Ok(obj)
 }
@@ -99,24 +118,58 @@ pub async fn bind(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
-            ApiError::invalid("Binding", "", ctx.name(), vec![("FieldValueRequired".into(), "target.name".into(), "Required value".into())])
+            ApiError::invalid(
+                "Binding",
+                "",
+                ctx.name(),
+                vec![(
+                    "FieldValueRequired".into(),
+                    "target.name".into(),
+                    "Required value".into(),
+                )],
+            )
         })?
         .to_string();
     let (pod, rev) = super::read_object(ctx).await?;
-    if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
-        return Err(ApiError::conflict("pods/binding", "", ctx.name(), &format!(
-            "pod {} is already assigned to node {:?}",
+    if pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty())
+    {
+        return Err(ApiError::conflict(
+            "pods/binding",
+            "",
             ctx.name(),
-            pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default()
-        )));
+            &format!(
+                "pod {} is already assigned to node {:?}",
+                ctx.name(),
+                pod.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            ),
+        ));
     }
-    if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::conflict("pods/binding", "", ctx.name(), "pod is being deleted, cannot be assigned to a host"));
+    if pod
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
+        return Err(ApiError::conflict(
+            "pods/binding",
+            "",
+            ctx.name(),
+            "pod is being deleted, cannot be assigned to a host",
+        ));
     }
     let mut new = pod.clone();
     new["spec"]["nodeName"] = json!(node);
-    let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+    let conds = new["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut conds: Vec<Value> = conds
+        .into_iter()
+        .filter(|c| c["type"] != "PodScheduled")
+        .collect();
     conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()}));
     new["status"]["conditions"] = json!(conds);
     commit_update(ctx, new, rev, ctx.query.dry_run()?).await?;

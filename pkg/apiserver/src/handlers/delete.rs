@@ -25,11 +25,21 @@ pub(crate) struct DeleteOptions {
 
 impl DeleteOptions {
     fn parse(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOptions> {
-        let mut o = DeleteOptions { dry_run: ctx.query.dry_run()?, ..Default::default() };
+        let mut o = DeleteOptions {
+            dry_run: ctx.query.dry_run()?,
+            ..Default::default()
+        };
         o.grace_period = ctx.query.i64("gracePeriodSeconds")?;
         o.propagation = ctx.query.get("propagationPolicy").map(String::from);
         if ctx.query.get("orphanDependents").is_some() && o.propagation.is_none() {
-            o.propagation = Some(if ctx.query.bool("orphanDependents") { "Orphan" } else { "Background" }.into());
+            o.propagation = Some(
+                if ctx.query.bool("orphanDependents") {
+                    "Orphan"
+                } else {
+                    "Background"
+                }
+                .into(),
+            );
         }
         if !body.iter().all(u8::is_ascii_whitespace) {
             let b = decode_json(body)?;
@@ -37,16 +47,23 @@ impl DeleteOptions {
                 return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
             }
             if let Some(g) = b.get("gracePeriodSeconds").filter(|v| !v.is_null()) {
-                o.grace_period = Some(g.as_i64().ok_or_else(|| ApiError::bad_request("gracePeriodSeconds must be an integer"))?);
+                o.grace_period = Some(g.as_i64().ok_or_else(|| {
+                    ApiError::bad_request("gracePeriodSeconds must be an integer")
+                })?);
             }
             if let Some(p) = b.get("propagationPolicy").and_then(Value::as_str) {
                 o.propagation = Some(p.to_string());
             } else if let Some(orphan) = b.get("orphanDependents").and_then(Value::as_bool) {
                 o.propagation = Some(if orphan { "Orphan" } else { "Background" }.into());
             }
-            o.uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
-            o.resource_version =
-                b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
+            o.uid = b
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(String::from);
+            o.resource_version = b
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from);
             if let Some(d) = b.get("dryRun").and_then(Value::as_array) {
                 for v in d {
                     match v.as_str() {
@@ -71,7 +88,9 @@ impl DeleteOptions {
                 vec![(
                     "FieldValueNotSupported".into(),
                     "propagationPolicy".into(),
-                    format!("Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""),
+                    format!(
+                        "Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                    ),
                 )],
             ));
         }
@@ -102,7 +121,11 @@ fn returns_object(ctx: &Ctx) -> bool {
 }
 
 /// Deletes (or starts deleting) one object named `name`.
-pub(crate) async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> ApiResult<(StatusCode, Deleted)> {
+pub(crate) async fn delete_one(
+    ctx: &Ctx,
+    name: &str,
+    opts: &DeleteOptions,
+) -> ApiResult<(StatusCode, Deleted)> {
     let key = storage::key(&ctx.def, ctx.namespace(), name);
     let not_found = || ApiError::not_found(&ctx.def.plural, &ctx.def.group, name);
     for _ in 0..8 {
@@ -113,26 +136,40 @@ pub(crate) async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> A
         if let Some(uid) = &opts.uid
             && meta::meta_str(&obj, "uid") != Some(uid.as_str())
         {
-            return Err(ApiError::conflict(&ctx.def.plural, &ctx.def.group, name, &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta::meta_str(&obj, "uid").unwrap_or_default()
-            )));
+            return Err(ApiError::conflict(
+                &ctx.def.plural,
+                &ctx.def.group,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta::meta_str(&obj, "uid").unwrap_or_default()
+                ),
+            ));
         }
         if let Some(rv) = &opts.resource_version
             && rv != &kv.mod_revision.to_string()
         {
-            return Err(ApiError::conflict(&ctx.def.plural, &ctx.def.group, name, &format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                kv.mod_revision
-            )));
+            return Err(ApiError::conflict(
+                &ctx.def.plural,
+                &ctx.def.group,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    kv.mod_revision
+                ),
+            ));
         }
         let mut pending = obj.clone();
         let mut finalizers = meta::finalizers(&obj);
-        let already_deleting = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+        let already_deleting = obj
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null());
         // Propagation finalizers are honoured only while a garbage collector runs to remove them.
         if ctx.state.gc_running() {
             match opts.propagation.as_deref() {
-                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
+                    finalizers.push("orphan".into())
+                }
                 Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
                     finalizers.push("foregroundDeletion".into())
                 }
@@ -142,7 +179,8 @@ pub(crate) async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> A
         let grace = graceful_period(ctx, &obj, opts);
         let namespace_kind = ctx.def.group.is_empty() && ctx.def.kind == "Namespace";
         let must_wait = !finalizers.is_empty() || grace > 0 || namespace_kind;
-        if !must_wait || (already_deleting && opts.grace_period == Some(0) && finalizers.is_empty()) {
+        if !must_wait || (already_deleting && opts.grace_period == Some(0) && finalizers.is_empty())
+        {
             if opts.dry_run {
                 return Ok((StatusCode::OK, deleted_response(ctx, &obj)));
             }
@@ -162,27 +200,51 @@ pub(crate) async fn delete_one(ctx: &Ctx, name: &str, opts: &DeleteOptions) -> A
             let when = now
                 .checked_add(jiff::SignedDuration::from_secs(grace))
                 .unwrap_or(now);
-            set_meta(&mut pending, "deletionTimestamp", json!(meta::format_time(when)));
+            set_meta(
+                &mut pending,
+                "deletionTimestamp",
+                json!(meta::format_time(when)),
+            );
             set_meta(&mut pending, "deletionGracePeriodSeconds", json!(grace));
             if namespace_kind {
                 pending["status"]["phase"] = json!("Terminating");
             }
         } else if let Some(g) = opts.grace_period {
             // A shorter grace period may be given while terminating.
-            let cur = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+            let cur = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             if g < cur {
                 set_meta(&mut pending, "deletionGracePeriodSeconds", json!(g));
             }
         }
-        set_meta(&mut pending, "finalizers", if finalizers.is_empty() { Value::Null } else { json!(finalizers) });
+        set_meta(
+            &mut pending,
+            "finalizers",
+            if finalizers.is_empty() {
+                Value::Null
+            } else {
+                json!(finalizers)
+            },
+        );
         if pending == obj {
             return Ok((StatusCode::OK, Deleted::Object(obj)));
         }
         if opts.dry_run {
             return Ok((StatusCode::OK, Deleted::Object(pending)));
         }
-        let stored = storage::to_storage(&ctx.def, &super::storage_def(&ctx.state, &ctx.def), pending.clone());
-        match ctx.state.store.update(&key, storage::encode(&stored)?, kv.mod_revision).await {
+        let stored = storage::to_storage(
+            &ctx.def,
+            &super::storage_def(&ctx.state, &ctx.def),
+            pending.clone(),
+        );
+        match ctx
+            .state
+            .store
+            .update(&key, storage::encode(&stored)?, kv.mod_revision)
+            .await
+        {
             Ok(rev) => {
                 set_meta(&mut pending, "resourceVersion", json!(rev.to_string()));
                 if namespace_kind {
@@ -202,13 +264,22 @@ fn graceful_period(ctx: &Ctx, obj: &Value, opts: &DeleteOptions) -> i64 {
     if !(ctx.def.group.is_empty() && ctx.def.kind == "Pod") {
         return 0;
     }
-    let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-    let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let scheduled = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = obj
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !scheduled || matches!(phase, "Succeeded" | "Failed") {
         return 0;
     }
     opts.grace_period
-        .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
         .unwrap_or(30)
 }
 

@@ -22,15 +22,23 @@ pub fn scale_of(ctx: &Ctx, obj: &Value) -> ApiResult<Value> {
         .pointer("/spec/selector")
         .map(|s| match s {
             // ReplicationControllers have a plain map selector.
-            Value::Object(m) if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") => {
-                m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
+            Value::Object(m)
+                if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") =>
+            {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
             }
             other => kubox_core::selectors::LabelSelector::from_object(other)
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
         })
         .unwrap_or_default();
-    let metadata = obj.get("metadata").cloned().ok_or_else(|| ApiError::internal("object without metadata"))?;
+    let metadata = obj
+        .get("metadata")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("object without metadata"))?;
     let mut m = json!({
         "name": metadata.get("name"),
         "namespace": metadata.get("namespace"),

@@ -40,17 +40,25 @@ pub struct Page {
 /// Reads a page of objects following upstream's list semantics.
 pub async fn read_page(ctx: &Ctx, filter: &Filter) -> ApiResult<Page> {
     let prefix = storage::prefix(&ctx.def, ctx.namespace());
-    let limit = ctx.query.i64("limit")?.filter(|l| *l > 0).map(|l| l as usize);
+    let limit = ctx
+        .query
+        .i64("limit")?
+        .filter(|l| *l > 0)
+        .map(|l| l as usize);
     let rv_param = ctx.query.get("resourceVersion");
     let rv_match = ctx.query.get("resourceVersionMatch");
     let (mut revision, mut start_after) = (None, None);
     if let Some(token) = ctx.query.get("continue") {
         if rv_param.is_some_and(|rv| rv != "0") {
-            return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
         }
         let (rv, start) = storage::decode_continue(token, &prefix)?;
         if rv < ctx.state.store.compacted_revision() {
-            return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
+            return Err(ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+            ));
         }
         revision = Some(rv);
         start_after = Some(start);
@@ -64,21 +72,33 @@ pub async fn read_page(ctx: &Ctx, filter: &Filter) -> ApiResult<Page> {
                 if rv_match.is_none() && limit.is_some() && n != 0 {
                     revision = Some(n);
                 } else if n > ctx.state.store.current_revision() {
-                    return Err(kubox_store::Error::FutureRevision { requested: n, current: ctx.state.store.current_revision() }.into());
+                    return Err(kubox_store::Error::FutureRevision {
+                        requested: n,
+                        current: ctx.state.store.current_revision(),
+                    }
+                    .into());
                 }
             }
             Some(other) => {
-                return Err(ApiError::bad_request(format!("unsupported resourceVersionMatch {other:?}; supported: Exact, NotOlderThan")));
+                return Err(ApiError::bad_request(format!(
+                    "unsupported resourceVersionMatch {other:?}; supported: Exact, NotOlderThan"
+                )));
             }
         }
     } else if rv_match.is_some() {
-        return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"));
+        return Err(ApiError::bad_request(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ));
     }
     let chunk = limit.map(|l| l.max(50)).unwrap_or(500);
     let mut items = Vec::new();
     let mut read_rev = revision;
     loop {
-        let res = ctx.state.store.list(&prefix, start_after.as_deref(), Some(chunk), read_rev).await?;
+        let res = ctx
+            .state
+            .store
+            .list(&prefix, start_after.as_deref(), Some(chunk), read_rev)
+            .await?;
         read_rev = Some(res.revision);
         let n = res.items.len();
         for (i, kv) in res.items.iter().enumerate() {
@@ -89,12 +109,23 @@ pub async fn read_page(ctx: &Ctx, filter: &Filter) -> ApiResult<Page> {
             if limit.is_some_and(|l| items.len() >= l) {
                 let more = i + 1 < n || res.more;
                 let token = more.then(|| storage::encode_continue(res.revision, &kv.key));
-                let remaining = (more && filter.is_empty()).then(|| (n - i - 1) as i64 + res.remaining);
-                return Ok(Page { items, revision: res.revision, continue_token: token, remaining });
+                let remaining =
+                    (more && filter.is_empty()).then(|| (n - i - 1) as i64 + res.remaining);
+                return Ok(Page {
+                    items,
+                    revision: res.revision,
+                    continue_token: token,
+                    remaining,
+                });
             }
         }
         if !res.more || n == 0 {
-            return Ok(Page { items, revision: res.revision, continue_token: None, remaining: None });
+            return Ok(Page {
+                items,
+                revision: res.revision,
+                continue_token: None,
+                remaining: None,
+            });
         }
         start_after = res.items.last().map(|kv| kv.key.clone());
     }

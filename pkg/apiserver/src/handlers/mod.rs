@@ -9,11 +9,11 @@ mod patch;
 mod update;
 mod watch;
 
+use crate::authn::User;
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::Negotiated;
 use crate::request::{Query, RequestInfo};
 use crate::state::ApiState;
-use crate::authn::User;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -46,7 +46,11 @@ impl Ctx {
         c
     }
     pub fn namespace(&self) -> Option<&str> {
-        if self.def.namespaced { self.info.namespace.as_deref() } else { None }
+        if self.def.namespaced {
+            self.info.namespace.as_deref()
+        } else {
+            None
+        }
     }
     pub fn name(&self) -> &str {
         self.info.name.as_deref().unwrap_or_default()
@@ -55,7 +59,9 @@ impl Ctx {
         ApiError::not_found(&self.def.plural, &self.def.group, self.name())
     }
     pub fn content_type(&self) -> Option<&str> {
-        self.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
     }
 }
 
@@ -83,8 +89,12 @@ async fn dispatch(
     user: User,
 ) -> ApiResult<Response> {
     let def = {
-        let reg = state.registry.read().map_err(|_| ApiError::internal("registry lock poisoned"))?;
-        reg.lookup(&info.group, &info.version, &info.resource).cloned()
+        let reg = state
+            .registry
+            .read()
+            .map_err(|_| ApiError::internal("registry lock poisoned"))?;
+        reg.lookup(&info.group, &info.version, &info.resource)
+            .cloned()
     }
     .ok_or_else(ApiError::not_found_path)?;
     if let Some(sub) = &info.subresource
@@ -93,12 +103,22 @@ async fn dispatch(
         return Err(ApiError::not_found_path());
     }
     let accept = crate::negotiate::negotiate(&headers)?;
-    let ctx = Ctx { state, info, def, query, headers, accept, user };
+    let ctx = Ctx {
+        state,
+        info,
+        def,
+        query,
+        headers,
+        accept,
+        user,
+    };
     let verb = ctx.info.verb.clone();
     let sub = ctx.info.subresource.clone();
     let allowed = match &sub {
         Some(s) => ctx.def.subresource(s).is_some_and(|d| {
-            d.verbs.iter().any(|v| v == &verb || (verb == "get" && v == "get"))
+            d.verbs
+                .iter()
+                .any(|v| v == &verb || (verb == "get" && v == "get"))
         }),
         None => ctx.def.has_verb(&verb),
     };
@@ -108,7 +128,10 @@ async fn dispatch(
             ctx.def.qualified_name()
         )));
     }
-    if ctx.def.namespaced && ctx.info.namespace.is_none() && !matches!(verb.as_str(), "list" | "watch") {
+    if ctx.def.namespaced
+        && ctx.info.namespace.is_none()
+        && !matches!(verb.as_str(), "list" | "watch")
+    {
         return Err(ApiError::not_found_path());
     }
     match (verb.as_str(), sub.as_deref()) {
@@ -118,9 +141,13 @@ async fn dispatch(
         ("watch", None) => watch::watch(ctx).await,
         ("create", None) => create::create(&ctx, body).await,
         ("create", Some("binding")) => create::bind(&ctx, body).await,
-        ("update", None | Some("status") | Some("finalize") | Some("approval")) => update::update(&ctx, body).await,
+        ("update", None | Some("status") | Some("finalize") | Some("approval")) => {
+            update::update(&ctx, body).await
+        }
         ("update", Some("scale")) => update::update_scale(&ctx, body).await,
-        ("patch", None | Some("status") | Some("scale") | Some("approval")) => patch::patch(&ctx, body).await,
+        ("patch", None | Some("status") | Some("scale") | Some("approval")) => {
+            patch::patch(&ctx, body).await
+        }
         ("delete", None) => delete::delete(&ctx, body).await,
         ("deletecollection", None) => delete::delete_collection(&ctx, body).await,
         _ => Err(ApiError::method_not_allowed(format!(

@@ -33,7 +33,12 @@ pub fn tracks_generation(def: &ResourceDef) -> bool {
     def.custom
         || matches!(
             def.group.as_str(),
-            "apps" | "batch" | "autoscaling" | "policy" | "networking.k8s.io" | "apiextensions.k8s.io"
+            "apps"
+                | "batch"
+                | "autoscaling"
+                | "policy"
+                | "networking.k8s.io"
+                | "apiextensions.k8s.io"
                 | "admissionregistration.k8s.io"
         )
         || def.kind == "ReplicationController"
@@ -42,7 +47,9 @@ pub fn tracks_generation(def: &ResourceDef) -> bool {
 /// Checks the body's apiVersion/kind against the endpoint, filling them in when absent.
 pub fn check_type(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
     }
     let want_av = ctx.def.api_version();
     match obj.get("apiVersion").and_then(Value::as_str) {
@@ -64,7 +71,10 @@ pub fn check_type(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
             )));
         }
     }
-    if obj.get("metadata").is_some_and(|m| !m.is_object() && !m.is_null()) {
+    if obj
+        .get("metadata")
+        .is_some_and(|m| !m.is_object() && !m.is_null())
+    {
         return Err(ApiError::bad_request("metadata must be an object"));
     }
     Ok(())
@@ -93,14 +103,19 @@ pub fn check_namespace(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
 
 /// Refuses writes into a missing or terminating namespace.
 pub async fn check_namespace_writable(ctx: &Ctx, creating: bool) -> ApiResult<()> {
-    let Some(ns) = ctx.namespace() else { return Ok(()) };
+    let Some(ns) = ctx.namespace() else {
+        return Ok(());
+    };
     let key = format!("{}core/namespaces/{ns}", storage::PREFIX);
     match ctx.state.store.get(&key).await? {
         None => Err(ApiError::not_found("namespaces", "", ns)),
         Some(kv) => {
             if creating {
                 let obj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-                if obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                if obj
+                    .pointer("/metadata/deletionTimestamp")
+                    .is_some_and(|v| !v.is_null())
+                {
                     return Err(ApiError::forbidden(format!(
                         "unable to create new content in namespace {ns} because it is being terminated"
                     ))
@@ -113,7 +128,11 @@ pub async fn check_namespace_writable(ctx: &Ctx, creating: bool) -> ApiResult<()
 }
 
 /// Defaults, then validates, a built-in object; 422 with field causes on failure.
-pub fn default_and_validate(def: &ResourceDef, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+pub fn default_and_validate(
+    def: &ResourceDef,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> ApiResult<()> {
     if !def.custom {
         kubox_core::defaults::apply_defaults(&def.group, &def.version, &def.kind, obj);
         if def.group == "batch" && def.kind == "Job" && old.is_none() {
@@ -126,11 +145,19 @@ pub fn default_and_validate(def: &ResourceDef, obj: &mut Value, old: Option<&Val
     let mut errors = Vec::new();
     let name = meta::name(obj).unwrap_or_default().to_string();
     if name.is_empty() {
-        errors.push(("FieldValueRequired".to_string(), "metadata.name".to_string(), "Required value: name or generateName is required".to_string()));
+        errors.push((
+            "FieldValueRequired".to_string(),
+            "metadata.name".to_string(),
+            "Required value: name or generateName is required".to_string(),
+        ));
     } else if let Some(why) =
         kubox_core::names::name_error(&name, matches!(def.kind.as_str(), "Namespace" | "Service"))
     {
-        errors.push(("FieldValueInvalid".into(), "metadata.name".into(), format!("Invalid value: {name:?}: {why}")));
+        errors.push((
+            "FieldValueInvalid".into(),
+            "metadata.name".into(),
+            format!("Invalid value: {name:?}: {why}"),
+        ));
     }
     if !def.custom {
         for e in kubox_core::validation::validate(&def.group, &def.version, &def.kind, obj, old) {
@@ -150,7 +177,9 @@ pub fn default_and_validate(def: &ResourceDef, obj: &mut Value, old: Option<&Val
 /// Moves a Secret's `stringData` into `data` (base64), as upstream does on every write.
 fn merge_string_data(obj: &mut Value) {
     use base64::Engine;
-    let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
+    let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
     let Some(sd) = sd.as_object() else { return };
     if !obj.get("data").is_some_and(Value::is_object) {
         obj["data"] = json!({});
@@ -197,7 +226,9 @@ fn qos_class(pod: &Value) -> &'static str {
     for c in containers {
         let req = c.pointer("/resources/requests").and_then(Value::as_object);
         let lim = c.pointer("/resources/limits").and_then(Value::as_object);
-        let has = |m: Option<&serde_json::Map<String, Value>>, k: &str| m.and_then(|m| m.get(k)).is_some();
+        let has = |m: Option<&serde_json::Map<String, Value>>, k: &str| {
+            m.and_then(|m| m.get(k)).is_some()
+        };
         if req.is_some_and(|m| !m.is_empty()) || lim.is_some_and(|m| !m.is_empty()) {
             any = true;
         }
@@ -233,11 +264,29 @@ fn spec_part(obj: &Value) -> Value {
 pub fn prepare_for_update(ctx: &Ctx, old: &Value, mut new: Value) -> ApiResult<Value> {
     let sub = ctx.info.subresource.as_deref();
     // Server-owned metadata never changes through an update.
-    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
-        set_meta(&mut new, field, old.pointer(&format!("/metadata/{field}")).cloned().unwrap_or(Value::Null));
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        set_meta(
+            &mut new,
+            field,
+            old.pointer(&format!("/metadata/{field}"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
     }
     for field in ["name", "namespace"] {
-        set_meta(&mut new, field, old.pointer(&format!("/metadata/{field}")).cloned().unwrap_or(Value::Null));
+        set_meta(
+            &mut new,
+            field,
+            old.pointer(&format!("/metadata/{field}"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
     }
     match sub {
         Some("status") => {
@@ -274,20 +323,34 @@ pub fn prepare_for_update(ctx: &Ctx, old: &Value, mut new: Value) -> ApiResult<V
         }
     }
     if tracks_generation(&ctx.def) {
-        let gen_old = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        let gen_old = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         let bumped = matches!(sub, None | Some("scale")) && spec_part(old) != spec_part(&new);
-        set_meta(&mut new, "generation", json!(if bumped { gen_old + 1 } else { gen_old }));
+        set_meta(
+            &mut new,
+            "generation",
+            json!(if bumped { gen_old + 1 } else { gen_old }),
+        );
     }
     Ok(new)
 }
 
 /// Writes an update conditioned on `expected_rev`. A deleting object whose last finalizer
 /// is removed is deleted instead. Returns the object as stored, with its new resourceVersion.
-pub async fn commit_update(ctx: &Ctx, new: Value, expected_rev: i64, dry_run: bool) -> ApiResult<Value> {
+pub async fn commit_update(
+    ctx: &Ctx,
+    new: Value,
+    expected_rev: i64,
+    dry_run: bool,
+) -> ApiResult<Value> {
     let key = storage::key(&ctx.def, ctx.namespace(), ctx.name());
     let sdef = storage_def(&ctx.state, &ctx.def);
     let stored = storage::to_storage(&ctx.def, &sdef, new.clone());
-    let deleting = new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+    let deleting = new
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null());
     if dry_run {
         return Ok(new);
     }
@@ -299,7 +362,12 @@ pub async fn commit_update(ctx: &Ctx, new: Value, expected_rev: i64, dry_run: bo
             .update(&key, bytes, expected_rev)
             .await
             .map_err(|e| map_write_err(ctx, e))?;
-        let (rev, _) = ctx.state.store.delete(&key, None).await.map_err(|e| map_write_err(ctx, e))?;
+        let (rev, _) = ctx
+            .state
+            .store
+            .delete(&key, None)
+            .await
+            .map_err(|e| map_write_err(ctx, e))?;
         let mut out = new;
         set_meta(&mut out, "resourceVersion", json!(rev.to_string()));
         return Ok(out);
@@ -319,9 +387,13 @@ pub async fn commit_update(ctx: &Ctx, new: Value, expected_rev: i64, dry_run: bo
 /// Maps store write failures to upstream's errors for this object.
 pub fn map_write_err(ctx: &Ctx, e: kubox_store::Error) -> ApiError {
     match e {
-        kubox_store::Error::Conflict { .. } => ApiError::stale(&ctx.def.plural, &ctx.def.group, ctx.name()),
+        kubox_store::Error::Conflict { .. } => {
+            ApiError::stale(&ctx.def.plural, &ctx.def.group, ctx.name())
+        }
         kubox_store::Error::NotFound(_) => ctx.not_found(),
-        kubox_store::Error::AlreadyExists(_) => ApiError::already_exists(&ctx.def.plural, &ctx.def.group, ctx.name()),
+        kubox_store::Error::AlreadyExists(_) => {
+            ApiError::already_exists(&ctx.def.plural, &ctx.def.group, ctx.name())
+        }
         other => other.into(),
     }
 }

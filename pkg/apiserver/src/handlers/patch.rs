@@ -35,7 +35,11 @@ fn patch_kind(ctx: &Ctx) -> ApiResult<Kind> {
             return Err(ApiError::unsupported_media(&format!(
                 "the body of the request was in an unknown format ({other}) - accepted media types include: \
                  application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{}",
-                if ctx.def.custom { "" } else { ", application/strategic-merge-patch+json" }
+                if ctx.def.custom {
+                    ""
+                } else {
+                    ", application/strategic-merge-patch+json"
+                }
             )));
         }
     };
@@ -79,7 +83,9 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             .query
             .get("fieldManager")
             .map(String::from)
-            .ok_or_else(|| ApiError::bad_request("PATCH, fieldManager is required for apply requests"))?,
+            .ok_or_else(|| {
+                ApiError::bad_request("PATCH, fieldManager is required for apply requests")
+            })?,
         _ => manager(ctx),
     };
     // Parse the patch document once; a malformed one is a 400 before anything is read.
@@ -87,7 +93,9 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         Kind::Json => {
             let v = decode_json(&body)?;
             if !v.is_array() {
-                return Err(ApiError::bad_request("json patch must be an array of operations"));
+                return Err(ApiError::bad_request(
+                    "json patch must be an array of operations",
+                ));
             }
             v
         }
@@ -136,16 +144,21 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             Kind::Merge => kubox_patch::merge_patch(&old, &patch_doc).map_err(patch_error)?,
             Kind::Strategic => {
                 let schema = crate::managed::schema_for(ctx);
-                kubox_patch::strategic_merge_patch(&old, &patch_doc, schema.as_ref()).map_err(patch_error)?
+                kubox_patch::strategic_merge_patch(&old, &patch_doc, schema.as_ref())
+                    .map_err(patch_error)?
             }
         };
         if !new.is_object() {
-            return Err(ApiError::bad_request("the patched object must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the patched object must be a JSON object",
+            ));
         }
         check_type(ctx, &mut new)?;
         check_namespace(ctx, &mut new)?;
         if meta::name(&new) != Some(ctx.name()) {
-            return Err(ApiError::bad_request("metadata.name cannot be changed by a patch"));
+            return Err(ApiError::bad_request(
+                "metadata.name cannot be changed by a patch",
+            ));
         }
         crate::fieldvalidation::check(ctx, &new)?;
         // A resourceVersion in the patch is a precondition.
@@ -153,10 +166,18 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         if wanted.is_some_and(|rv| rv != kv.mod_revision) {
             return Err(ApiError::stale(&ctx.def.plural, &ctx.def.group, ctx.name()));
         }
-        let record_manager = if kind == Kind::Apply { None } else { Some(manager.as_str()) };
+        let record_manager = if kind == Kind::Apply {
+            None
+        } else {
+            Some(manager.as_str())
+        };
         match write_patched(ctx, &old, new, kv.mod_revision, record_manager, dry_run).await {
             Ok(out) => return object_response(ctx, StatusCode::OK, out),
-            Err(e) if e.code == 409 && e.reason == "Conflict" && wanted.is_none() && is_stale(&e) => continue,
+            Err(e)
+                if e.code == 409 && e.reason == "Conflict" && wanted.is_none() && is_stale(&e) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -196,7 +217,12 @@ async fn write_patched(
 }
 
 /// Server-side apply of an object that does not exist yet creates it.
-async fn apply_create(ctx: &Ctx, applied: Value, manager: &str, dry_run: bool) -> ApiResult<Response> {
+async fn apply_create(
+    ctx: &Ctx,
+    applied: Value,
+    manager: &str,
+    dry_run: bool,
+) -> ApiResult<Response> {
     let mut obj = applied;
     check_type(ctx, &mut obj)?;
     check_namespace(ctx, &mut obj)?;
@@ -220,7 +246,13 @@ async fn apply_create(ctx: &Ctx, applied: Value, manager: &str, dry_run: bool) -
 }
 
 /// PATCH <resource>/<name>/scale: the patch applies to the Scale view.
-async fn patch_scale(ctx: &Ctx, kind: Kind, patch_doc: &Value, raw: &[u8], dry_run: bool) -> ApiResult<Response> {
+async fn patch_scale(
+    ctx: &Ctx,
+    kind: Kind,
+    patch_doc: &Value,
+    raw: &[u8],
+    dry_run: bool,
+) -> ApiResult<Response> {
     for _ in 0..MAX_RETRIES {
         let (old, rev) = super::read_object(ctx).await?;
         let scale = super::get::scale_of(ctx, &old)?;
@@ -230,7 +262,12 @@ async fn patch_scale(ctx: &Ctx, kind: Kind, patch_doc: &Value, raw: &[u8], dry_r
         };
         let replicas = scale_replicas(ctx, &patched)?;
         match set_replicas(ctx, &old, rev, replicas, dry_run).await {
-            Ok(out) => return Ok(super::json_response(StatusCode::OK, &super::get::scale_of(ctx, &out)?)),
+            Ok(out) => {
+                return Ok(super::json_response(
+                    StatusCode::OK,
+                    &super::get::scale_of(ctx, &out)?,
+                ));
+            }
             Err(e) if e.code == 409 && is_stale(&e) => continue,
             Err(e) => return Err(e),
         }

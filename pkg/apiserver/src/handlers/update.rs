@@ -62,7 +62,10 @@ pub async fn update(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
 
 /// The field manager named by the request, or the one derived from its user agent.
 pub(crate) fn manager(ctx: &Ctx) -> String {
-    ctx.query.get("fieldManager").map(String::from).unwrap_or_else(|| default_manager(ctx))
+    ctx.query
+        .get("fieldManager")
+        .map(String::from)
+        .unwrap_or_else(|| default_manager(ctx))
 }
 
 /// Everything an update shares with patch: server-owned metadata, spec/status split,
@@ -105,12 +108,18 @@ pub async fn update_scale(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         return Err(ApiError::stale(&ctx.def.plural, &ctx.def.group, ctx.name()));
     }
     let out = set_replicas(ctx, &old, rev, replicas, dry_run).await?;
-    Ok(super::json_response(StatusCode::OK, &super::get::scale_of(ctx, &out)?))
+    Ok(super::json_response(
+        StatusCode::OK,
+        &super::get::scale_of(ctx, &out)?,
+    ))
 }
 
 /// spec.replicas of a Scale body, validated as upstream does.
 pub(crate) fn scale_replicas(ctx: &Ctx, scale: &Value) -> ApiResult<i64> {
-    let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+    let replicas = scale
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     if replicas < 0 {
         return Err(ApiError::invalid(
             "Scale",
@@ -127,7 +136,13 @@ pub(crate) fn scale_replicas(ctx: &Ctx, scale: &Value) -> ApiResult<i64> {
 }
 
 /// Writes a new spec.replicas onto the scalable object.
-pub(crate) async fn set_replicas(ctx: &Ctx, old: &Value, rev: i64, replicas: i64, dry_run: bool) -> ApiResult<Value> {
+pub(crate) async fn set_replicas(
+    ctx: &Ctx,
+    old: &Value,
+    rev: i64,
+    replicas: i64,
+    dry_run: bool,
+) -> ApiResult<Value> {
     let mut new = old.clone();
     new["spec"]["replicas"] = json!(replicas);
     let manager = manager(ctx);

@@ -24,7 +24,10 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
     let mut filter = Filter::from_ctx(&ctx)?;
     if let Some(name) = &ctx.info.name {
-        filter.fields.terms.push(("metadata.name".into(), true, name.clone()));
+        filter
+            .fields
+            .terms
+            .push(("metadata.name".into(), true, name.clone()));
     }
     let prefix = storage::prefix(&ctx.def, ctx.namespace());
     let rv_param = ctx.query.get("resourceVersion").map(String::from);
@@ -35,11 +38,16 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
     };
     let initial_end_bookmark = ctx.query.get("sendInitialEvents") == Some("true");
     if initial_end_bookmark && !ctx.query.bool("allowWatchBookmarks") {
-        return Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", vec![(
-            "FieldValueForbidden".into(),
-            "allowWatchBookmarks".into(),
-            "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true".into(),
-        )]));
+        return Err(ApiError::invalid(
+            "ListOptions",
+            "meta.k8s.io",
+            "",
+            vec![(
+                "FieldValueForbidden".into(),
+                "allowWatchBookmarks".into(),
+                "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true".into(),
+            )],
+        ));
     }
     let bookmarks = ctx.query.bool("allowWatchBookmarks");
     let timeout = match ctx.query.i64("timeoutSeconds")? {
@@ -63,7 +71,11 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
     let stream = ctx.state.store.watch(&prefix, start_rev).await;
 
     tokio::spawn(async move {
-        let mut w = Writer { ctx: &ctx, tx: &tx, first: true };
+        let mut w = Writer {
+            ctx: &ctx,
+            tx: &tx,
+            first: true,
+        };
         for obj in initial {
             if !w.send("ADDED", obj).await {
                 return;
@@ -78,7 +90,10 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
         }
         let mut stream = match stream {
             Ok(s) => s,
-            Err(kubox_store::Error::Compacted { requested, compacted }) => {
+            Err(kubox_store::Error::Compacted {
+                requested,
+                compacted,
+            }) => {
                 w.send_error(expired(requested, compacted)).await;
                 return;
             }
@@ -89,7 +104,8 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
         };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         let mut last_rev = start_rev;
         loop {
             tokio::select! {
@@ -137,8 +153,14 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache, private"),
+    );
     Ok(resp)
 }
 
@@ -156,7 +178,9 @@ fn ctx_for_initial(ctx: &Ctx) -> Ctx {
 }
 
 fn expired(requested: i64, compacted: i64) -> ApiError {
-    ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
+    ApiError::gone(format!(
+        "too old resource version: {requested} ({compacted})"
+    ))
 }
 
 fn bookmark(ctx: &Ctx, rev: i64) -> Value {
