@@ -37,9 +37,10 @@ pub fn name_error(name: &str, label_only: bool) -> Option<String> {
         if is_dns1123_label(name) {
             None
         } else {
-            Some(format!(
+            Some(
                 "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-            ))
+                    .to_string(),
+            )
         }
     } else if is_dns1123_subdomain(name) {
         None
