@@ -55,7 +55,7 @@ fn patch_kind(ctx: &Ctx) -> ApiResult<Kind> {
 fn patch_error(e: kubox_patch::Error) -> ApiError {
     match e {
         kubox_patch::Error::Conflict(conflicts) => {
-            let message = e_conflict_message(&conflicts);
+            let message = kubox_patch::conflict_message(&conflicts);
             let causes: Vec<Value> = conflicts
                 .iter()
                 .map(|c| {
@@ -66,10 +66,6 @@ fn patch_error(e: kubox_patch::Error) -> ApiError {
         }
         other => ApiError::new(other.status_code(), other.reason(), other.to_string()),
     }
-}
-
-fn e_conflict_message(conflicts: &[kubox_patch::Conflict]) -> String {
-    kubox_patch::Error::Conflict(conflicts.to_vec()).to_string()
 }
 
 pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
@@ -166,12 +162,13 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         if wanted.is_some_and(|rv| rv != kv.mod_revision) {
             return Err(ApiError::stale(&ctx.def.plural, &ctx.def.group, ctx.name()));
         }
+        // Apply already computed managedFields; an empty manager records nothing more.
         let record_manager = if kind == Kind::Apply {
-            None
+            ""
         } else {
-            Some(manager.as_str())
+            manager.as_str()
         };
-        match write_patched(ctx, &old, new, kv.mod_revision, record_manager, dry_run).await {
+        match write_update(ctx, &old, new, kv.mod_revision, record_manager, dry_run).await {
             Ok(out) => return object_response(ctx, StatusCode::OK, out),
             Err(e)
                 if e.code == 409 && e.reason == "Conflict" && wanted.is_none() && is_stale(&e) =>
@@ -196,23 +193,6 @@ fn check_name(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
             "the name of the object ({n}) does not match the name on the URL ({})",
             ctx.name()
         ))),
-    }
-}
-
-/// Writes a patched object; non-apply patches record their manager as an Update.
-async fn write_patched(
-    ctx: &Ctx,
-    old: &Value,
-    new: Value,
-    rev: i64,
-    manager: Option<&str>,
-    dry_run: bool,
-) -> ApiResult<Value> {
-    match manager {
-        Some(m) => write_update(ctx, old, new, rev, m, dry_run).await,
-        // Apply already computed managedFields; write_update records nothing new for an
-        // apply because the manager's fields are already its own.
-        None => write_update(ctx, old, new, rev, "", dry_run).await,
     }
 }
 
