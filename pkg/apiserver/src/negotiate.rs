@@ -146,15 +146,14 @@ fn partial_metadata(obj: &Value) -> Value {
 
 /// Column definitions and cell function for the request's resource.
 fn columns(ctx: &Ctx) -> (Vec<Column>, Option<Value>) {
-    if ctx.def.custom {
-        if let Some(spec) = ctx
+    if ctx.def.custom
+        && let Some(spec) = ctx
             .state
             .custom_version(&ctx.def.group, &ctx.def.version, &ctx.def.plural)
             .and_then(|c| c.printer_columns)
             .filter(|c| c.as_array().is_some_and(|a| !a.is_empty()))
-        {
-            return (printers::custom_columns(&spec), Some(spec));
-        }
+    {
+        return (printers::custom_columns(&spec), Some(spec));
     }
     (printers::table_columns(&ctx.def.group, &ctx.def.kind), None)
 }

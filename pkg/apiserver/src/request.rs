@@ -52,12 +52,10 @@ pub fn parse_resource_path(
         version: version.to_string(),
         ..Default::default()
     };
-    if rest.first() == Some(&"namespaces") {
-        if rest.len() > 1 {
-            info.namespace = Some(rest[1].to_string());
-            if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
-                rest.drain(..2);
-            }
+    if rest.first() == Some(&"namespaces") && rest.len() > 1 {
+        info.namespace = Some(rest[1].to_string());
+        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+            rest.drain(..2);
         }
     }
     match rest.as_slice() {

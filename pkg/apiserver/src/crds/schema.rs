@@ -211,7 +211,7 @@ fn check(schema: &Value, v: &Value, path: &str, root: bool, out: &mut Vec<Failur
         let ok = t == actual
             || (t == "number" && actual == "integer")
             || (int_or_string && matches!(actual, "integer" | "string"));
-        if !ok && !(int_or_string && t.is_empty()) {
+        if !(ok || int_or_string && t.is_empty()) {
             out.push((
                 "FieldValueTypeInvalid".into(),
                 field.clone(),

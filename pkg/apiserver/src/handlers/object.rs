@@ -233,9 +233,10 @@ fn qos_class(pod: &Value) -> &'static str {
             any = true;
         }
         for r in ["cpu", "memory"] {
-            if !has(lim, r) {
-                guaranteed = false;
-            } else if has(req, r) && req.and_then(|m| m.get(r)) != lim.and_then(|m| m.get(r)) {
+            // Guaranteed needs a limit for cpu and memory, and any request equal to it.
+            let request_differs =
+                has(req, r) && req.and_then(|m| m.get(r)) != lim.and_then(|m| m.get(r));
+            if !has(lim, r) || request_differs {
                 guaranteed = false;
             }
         }
