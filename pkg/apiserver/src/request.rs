@@ -216,8 +216,23 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> ApiResult<Value> 
         | "application/x-yaml"
         | "text/yaml"
         | "application/apply-patch+yaml" => decode_yaml(body),
+        "application/vnd.kubernetes.protobuf" => decode_protobuf(body),
         other => Err(ApiError::unsupported_media(other)),
     }
+}
+
+/// A built-in object in Kubernetes' protobuf encoding (client-go's default since 1.31).
+fn decode_protobuf(body: &[u8]) -> ApiResult<Value> {
+    kubox_protobuf::decode(body).map_err(|e| match e {
+        kubox_protobuf::Error::UnknownKind { .. } => ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - {e}; send it as application/json"),
+        ),
+        kubox_protobuf::Error::Malformed(m) => ApiError::bad_request(format!(
+            "the object provided is unrecognized (couldn't decode protobuf: {m})"
+        )),
+    })
 }
 
 pub fn decode_json(body: &[u8]) -> ApiResult<Value> {
@@ -333,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn bodies_decode_from_json_and_yaml_and_refuse_protobuf() {
+    fn bodies_decode_from_json_yaml_and_protobuf() {
         assert!(decode_body(Some("application/json"), b"{\"a\":1}").is_ok());
         assert_eq!(
             decode_body(Some("application/yaml"), b"a: 1\n").expect("yaml")["a"],
@@ -341,6 +356,16 @@ mod tests {
         );
         assert_eq!(
             decode_body(Some("application/vnd.kubernetes.protobuf"), b"x")
+                .map_err(|e| e.code)
+                .err(),
+            Some(400)
+        );
+        // k8s\0 + Unknown{typeMeta{v1, ConfigMap}, raw{metadata{name: c}}}
+        let cm = b"k8s\0\x0a\x0f\x0a\x02v1\x12\x09ConfigMap\x12\x05\x0a\x03\x0a\x01c";
+        let v = decode_body(Some("application/vnd.kubernetes.protobuf"), cm).expect("protobuf");
+        assert_eq!(v["metadata"]["name"], "c");
+        assert_eq!(
+            decode_body(Some("application/cbor"), b"x")
                 .map_err(|e| e.code)
                 .err(),
             Some(415)

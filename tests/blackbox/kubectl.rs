@@ -1,10 +1,6 @@
 //! kubectl 1.27 and 1.33 against the real server: discovery, CRUD, apply, patches, explain,
 //! tables, selectors, paging, conflicts and server-side apply.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::{KUBECTL_NEW, KUBECTL_OLD, Server};
+use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server};
 use serde_json::Value;
 
 fn json(s: &str) -> Value {
@@ -505,7 +501,7 @@ fn crds_are_served_validated_pruned_and_printed() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("spec.size"), "{err}");
     s.k(KUBECTL_NEW, &["delete", "crd", "widgets.example.com"]);
-    let gone = common::eventually(std::time::Duration::from_secs(20), || {
+    let gone = crate::common::eventually(std::time::Duration::from_secs(20), || {
         let out = s.kubectl(
             KUBECTL_NEW,
             &[

@@ -1,7 +1,5 @@
 //! The crate graph follows the layer order of ARCHITECTURE.md: dependencies only point to
 //! lower layers (core -> pki, store, patch, openapi -> apiserver -> server -> cmd).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -12,6 +10,7 @@ fn layers() -> BTreeMap<&'static str, u32> {
         ("kubox-pki", 1),
         ("kubox-store", 1),
         ("kubox-patch", 1),
+        ("kubox-protobuf", 1),
         ("kubox-openapi", 1),
         ("kubox-apiserver", 2),
         ("kubox-server", 4),

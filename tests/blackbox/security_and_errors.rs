@@ -1,9 +1,5 @@
 //! Authentication, PKI on disk, and error Statuses for bad input.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::{KUBECTL_NEW, Server};
+use crate::common::{KUBECTL_NEW, Server};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

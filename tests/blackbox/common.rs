@@ -1,6 +1,6 @@
 //! Shared harness of the black-box tests: start the real `kubox` binary on a temporary data
 //! dir and a free port, and drive it with real clients (kubectl 1.27/1.33, Python, kube).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,6 @@
 //! The command line: version, completion, bad flags (exit 2), config file and env precedence,
 //! and plain-sentence failures for a busy port or an unwritable data dir.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::{KUBECTL_NEW, Server, free_port, kubox_bin};
+use crate::common::{KUBECTL_NEW, Server, free_port, kubox_bin};
 use std::process::Command;
 
 fn kubox(args: &[&str]) -> std::process::Output {
@@ -151,7 +147,7 @@ fn config_file_sets_flags_and_command_line_wins() {
         ])
         .spawn()
         .unwrap();
-    let ready = common::eventually(std::time::Duration::from_secs(30), || {
+    let ready = crate::common::eventually(std::time::Duration::from_secs(30), || {
         kubeconfig.exists().then_some(())
     });
     let _ = child.kill();
@@ -173,7 +169,7 @@ fn kubox_kubectl_uses_the_admin_kubeconfig() {
     let s = Server::start();
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(
-        common::kubectl_path(KUBECTL_NEW),
+        crate::common::kubectl_path(KUBECTL_NEW),
         dir.path().join("kubectl"),
     )
     .unwrap();

@@ -1,11 +1,7 @@
 //! Durability (kill -9 during a write burst loses no acknowledged write; restarts keep data)
 //! and watch semantics with the `kube` crate (events, resume, in-stream 410 after compaction,
 //! and a kube-runtime watcher that relists and carries on).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::{KUBECTL_NEW, Server};
+use crate::common::{KUBECTL_NEW, Server};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
@@ -202,7 +198,7 @@ async fn kube_runtime_watcher_relists_after_compaction_and_keeps_going() {
             }
         }
     });
-    common::eventually(Duration::from_secs(20), || {
+    crate::common::eventually(Duration::from_secs(20), || {
         (*inits.lock().unwrap() >= 1).then_some(())
     })
     .expect("initial list");
@@ -217,7 +213,7 @@ async fn kube_runtime_watcher_relists_after_compaction_and_keeps_going() {
             .await
             .unwrap();
     }
-    let got = common::eventually(Duration::from_secs(60), || {
+    let got = crate::common::eventually(Duration::from_secs(60), || {
         let names = seen.lock().unwrap().clone();
         (names.iter().any(|n| n == "after-39")).then_some(())
     });

@@ -1,13 +1,9 @@
 //! The official Python `kubernetes` client (tests/python/client_test.py) against the server.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::process::Command;
 
 #[test]
 fn python_kubernetes_client_works_unmodified() {
-    let s = common::Server::start();
+    let s = crate::common::Server::start();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client_test.py");
     let out = Command::new("python3")
         .arg(script)

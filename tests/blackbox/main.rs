@@ -1,0 +1,11 @@
+//! Black-box tests of the real `kubox` binary with real clients. One test binary (one link
+//! step) holds every suite; each module is one area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod common;
+mod crate_graph;
+mod durability_and_watch;
+mod kubectl;
+mod python_client;
+mod security_and_errors;
