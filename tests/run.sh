@@ -25,4 +25,4 @@ export KUBOX_TEST_KUBECTL_DIR="$kubectl_dir"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked -- --test-threads="${KUBOX_TEST_THREADS:-4}"
+cargo test --workspace --locked -- --test-threads="${KUBOX_TEST_THREADS:-2}"

@@ -164,7 +164,18 @@ fn malformed_oversized_and_protobuf_bodies_get_4xx_statuses() {
         "application/vnd.kubernetes.protobuf",
         b"k8s\x00\x0a",
     );
+    assert_eq!(code, 400, "{st}");
+    assert_eq!(st["reason"], "BadRequest");
+    // A protobuf body of a kind without a protobuf schema (custom resources are JSON only).
+    let (code, st) = admin(
+        &s,
+        "POST",
+        path,
+        "application/vnd.kubernetes.protobuf",
+        b"k8s\x00\x0a\x14\x0a\x0eexample.com/v1\x12\x02Wd\x12\x00",
+    );
     assert_eq!(code, 415, "{st}");
+    assert_eq!(st["reason"], "UnsupportedMediaType");
     let (code, _) = admin(
         &s,
         "PUT",

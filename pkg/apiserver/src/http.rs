@@ -190,6 +190,38 @@ async fn route(
             get_only()?;
             return crate::discovery::resource_list(state, g, v);
         }
+        ["openapi", "v2"] => {
+            get_only()?;
+            let protobuf = parts
+                .headers
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("com.github.proto-openapi.spec.v2"));
+            let openapi = state.openapi.clone();
+            let doc =
+                tokio::task::spawn_blocking(move || openapi.v2(crate::discovery::KUBE_GIT_VERSION))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("building /openapi/v2: {e}")))?
+                    .map_err(|e| ApiError::internal(format!("building /openapi/v2: {e}")))?;
+            let (body, content_type) = if protobuf {
+                (
+                    doc.protobuf.clone(),
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                )
+            } else {
+                (doc.json.clone(), "application/json")
+            };
+            let mut r = Response::new(Body::from(body));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            );
+            if let Ok(etag) = http::HeaderValue::from_str(&doc.etag) {
+                r.headers_mut().insert(http::header::ETAG, etag);
+            }
+            return Ok(r);
+        }
         ["openapi", "v3"] => {
             get_only()?;
             let body = serde_json::to_vec(&state.openapi.index()).unwrap_or_default();

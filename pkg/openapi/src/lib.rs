@@ -41,6 +41,7 @@ pub mod error;
 mod extensions;
 mod schema;
 mod types;
+mod v2;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,6 +98,19 @@ struct State {
     cache: HashMap<(String, String), Arc<GvDoc>>,
     /// Bumped on every change of `resources`; a document built from an older snapshot is not cached.
     generation: u64,
+    /// The `/openapi/v2` document and the generation it was built at.
+    v2: Option<(u64, Arc<V2Doc>)>,
+}
+
+/// The Swagger 2.0 document of every served group-version (`/openapi/v2`).
+#[derive(Debug)]
+pub struct V2Doc {
+    /// `application/json`.
+    pub json: Vec<u8>,
+    /// `application/com.github.proto-openapi.spec.v2@v1.0+protobuf` (what kubectl asks for).
+    pub protobuf: Vec<u8>,
+    /// A strong ETag of the content.
+    pub etag: String,
 }
 
 /// The OpenAPI v3 documents of the served resources, built lazily per group-version and cached.
@@ -221,6 +235,44 @@ impl OpenApi {
             state.cache.insert(key, doc.clone());
         }
         Ok(doc)
+    }
+
+    /// The `/openapi/v2` document, built from every group-version's v3 document and cached
+    /// until the served resources change. `version` goes to `info.version`.
+    pub fn v2(&self, version: &str) -> Result<Arc<V2Doc>, Error> {
+        let (gvs, generation) = {
+            let state = self.lock();
+            if let Some((g, doc)) = &state.v2
+                && *g == state.generation
+            {
+                return Ok(doc.clone());
+            }
+            let gvs: std::collections::BTreeSet<(String, String)> = state
+                .resources
+                .iter()
+                .map(|r| (r.group.clone(), r.version.clone()))
+                .collect();
+            (gvs, state.generation)
+        };
+        let mut docs = Vec::with_capacity(gvs.len());
+        for (g, v) in &gvs {
+            let d = self.doc(g, v)?;
+            docs.push(serde_json::from_slice::<Value>(&d.bytes)?);
+        }
+        let doc = v2::swagger(version, &docs);
+        let json = serde_json::to_vec(&doc)?;
+        let protobuf = v2::protobuf(&doc);
+        let etag = format!("\"{}\"", hex::encode_upper(Sha256::digest(&json)));
+        let built = Arc::new(V2Doc {
+            json,
+            protobuf,
+            etag,
+        });
+        let mut state = self.lock();
+        if state.generation == generation {
+            state.v2 = Some((generation, built.clone()));
+        }
+        Ok(built)
     }
 
     /// Dotted paths (`.spec.replicass`, `.spec.template.spec.containers[0].imagee`) of members of

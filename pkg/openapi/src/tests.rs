@@ -562,3 +562,80 @@ fn builtin_patches_accept_strategic_merge_and_custom_ones_do_not() {
         assert!(content[t]["schema"]["$ref"].is_string(), "{t}");
     }
 }
+
+/// What kube-openapi's `proto` parser (kubectl <= 1.28 explain and validation) demands of every
+/// v2 schema: references to existing definitions with no type/properties beside them, arrays
+/// with one items schema, single primitive types.
+fn check_v2_schema(defs: &Map<String, Value>, path: &str, s: &Value) {
+    if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+        let name = r
+            .strip_prefix("#/definitions/")
+            .unwrap_or_else(|| panic!("{path}: ref {r}"));
+        assert!(defs.contains_key(name), "{path}: unknown definition {name}");
+        assert!(
+            s.get("type").is_none() && s.get("properties").is_none(),
+            "{path}: {s}"
+        );
+        return;
+    }
+    match s.get("type").and_then(Value::as_str) {
+        Some("array") => {
+            let items = s
+                .get("items")
+                .unwrap_or_else(|| panic!("{path}: array without items"));
+            check_v2_schema(defs, &format!("{path}[]"), items);
+        }
+        Some("object") | None => {
+            for (k, p) in s
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                check_v2_schema(defs, &format!("{path}.{k}"), p);
+            }
+            if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
+                check_v2_schema(defs, &format!("{path}{{}}"), ap);
+            }
+        }
+        Some(t) => assert!(
+            ["string", "number", "integer", "boolean"].contains(&t),
+            "{path}: type {t}"
+        ),
+    }
+}
+
+#[test]
+fn v2_document_is_swagger_with_resolvable_definitions_and_protobuf() {
+    let api = api();
+    let v2 = api.v2("v1.33.0").expect("v2");
+    let doc: Value = serde_json::from_slice(&v2.json).expect("json");
+    assert_eq!(doc["swagger"], "2.0");
+    let defs = doc["definitions"].as_object().expect("definitions");
+    for (name, s) in defs {
+        check_v2_schema(defs, name, s);
+    }
+    let dep = &defs["io.k8s.api.apps.v1.Deployment"];
+    assert_eq!(
+        dep["x-kubernetes-group-version-kind"][0],
+        json!({"group": "apps", "kind": "Deployment", "version": "v1"})
+    );
+    assert_eq!(
+        defs["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["x-kubernetes-patch-merge-key"],
+        "name"
+    );
+    let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+    assert!(
+        patch["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
+    );
+    assert!(!String::from_utf8_lossy(&v2.json).contains("#/components/"));
+    // Document{swagger: "2.0" (field 1), ...}
+    assert!(v2.protobuf.starts_with(b"\x0a\x032.0\x12"));
+    assert!(v2.protobuf.len() > 100_000);
+    // Cached until resources change.
+    assert!(Arc::ptr_eq(&v2, &api.v2("v1.33.0").expect("v2")));
+}

@@ -128,6 +128,16 @@ async fn dispatch(
             ctx.def.qualified_name()
         )));
     }
+    // Upstream serves no PUT/PATCH on collections and no POST to a named object (outside
+    // subresources such as binding/eviction).
+    let named = ctx.info.name.is_some();
+    if (matches!(verb.as_str(), "update" | "patch") && !named)
+        || (verb == "create" && named && sub.is_none())
+    {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
     if ctx.def.namespaced
         && ctx.info.namespace.is_none()
         && !matches!(verb.as_str(), "list" | "watch")
