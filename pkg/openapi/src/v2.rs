@@ -53,10 +53,9 @@ fn schema(s: &Value) -> Value {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         && only.get("$ref").is_some()
+        && let Value::Object(inner) = schema(only)
     {
-        if let Some(Value::Object(inner)) = Some(schema(only)) {
-            out.extend(inner);
-        }
+        out.extend(inner);
     }
     for (k, v) in obj {
         let v = match k.as_str() {
