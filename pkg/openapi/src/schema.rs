@@ -1,6 +1,7 @@
 //! Building `components.schemas` of one group-version document.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
@@ -49,31 +50,101 @@ pub(crate) fn custom_schema_name(group: &str, version: &str, kind: &str) -> Stri
     format!("{}.{version}.{kind}", parts.join("."))
 }
 
+/// The schemas of every built-in kind (with `<Kind>List`), every meta/v1 type the paths use and
+/// all they reference, upstream's extensions applied. schemars walks the k8s-openapi type graph
+/// once per process; documents copy the part they need.
+struct Universe {
+    schemas: Map<String, Value>,
+    /// (group, version, kind) to schema name.
+    kinds: HashMap<(&'static str, &'static str, &'static str), String>,
+    /// Schema names every document holds (meta/v1 types).
+    meta: Vec<String>,
+}
+
+fn universe() -> &'static Universe {
+    static UNIVERSE: OnceLock<Universe> = OnceLock::new();
+    UNIVERSE.get_or_init(|| {
+        let settings = SchemaSettings::openapi3().with(|s| {
+            s.transforms.clear();
+            s.meta_schema = None;
+        });
+        let mut generator = SchemaGenerator::new(settings);
+        let meta = types::add_meta(&mut generator);
+        let kinds = types::add_kinds(&mut generator);
+        let mut schemas = generator.take_definitions(false);
+        for ((group, version, kind), name) in &kinds {
+            if let Some(schema) = schemas.get_mut(name).and_then(Value::as_object_mut) {
+                mark_kind(schema, group, version, kind);
+            }
+            add_list(&mut schemas, group, version, kind, name);
+        }
+        for schema in schemas.values_mut() {
+            wrap_refs(schema);
+        }
+        crate::extensions::apply(&mut schemas);
+        Universe {
+            schemas,
+            kinds: kinds.into_iter().collect(),
+            meta,
+        }
+    })
+}
+
+/// Every schema name reachable from `roots` through `$ref`s within `schemas`.
+fn closure(schemas: &Map<String, Value>, roots: Vec<String>) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = roots;
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(schema) = schemas.get(&name) {
+            collect_refs(schema, &mut todo);
+        }
+    }
+    seen
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => {
+                        if let Some(name) = r.strip_prefix(REF_PREFIX) {
+                            out.push(name.to_string());
+                        }
+                    }
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
 /// Builds the schemas for `specs`, every meta/v1 type the paths use, and all they reference.
 pub(crate) fn build(specs: &[KindSpec<'_>]) -> Schemas {
-    let settings = SchemaSettings::openapi3().with(|s| {
-        s.transforms.clear();
-        s.meta_schema = None;
-    });
-    let mut generator = SchemaGenerator::new(settings);
-    types::add_meta(&mut generator);
+    let all = universe();
     let mut kinds = BTreeMap::new();
-    let mut builtin = Vec::new();
+    let mut roots = all.meta.clone();
     for spec in specs.iter().filter(|s| s.custom.is_none()) {
-        if let Some(name) = types::add_kind(&mut generator, spec.group, spec.version, spec.kind) {
+        if let Some(name) = all.kinds.get(&(spec.group, spec.version, spec.kind)) {
             kinds.insert(key(spec), name.clone());
-            builtin.push((spec, name));
+            roots.push(name.clone());
+            if spec.list {
+                roots.push(format!("{name}List"));
+            }
         }
     }
-    let mut schemas = generator.take_definitions(false);
-    for (spec, name) in &builtin {
-        if let Some(schema) = schemas.get_mut(name).and_then(Value::as_object_mut) {
-            mark_kind(schema, spec.group, spec.version, spec.kind);
-        }
-        if spec.list {
-            add_list(&mut schemas, spec, name);
-        }
-    }
+    let mut schemas: Map<String, Value> = closure(&all.schemas, roots)
+        .into_iter()
+        .filter_map(|name| {
+            let schema = all.schemas.get(&name)?.clone();
+            Some((name, schema))
+        })
+        .collect();
     for spec in specs {
         let Some(custom) = spec.custom else { continue };
         let name = custom_schema_name(spec.group, spec.version, spec.kind);
@@ -85,14 +156,15 @@ pub(crate) fn build(specs: &[KindSpec<'_>]) -> Schemas {
         mark_kind(&mut schema, spec.group, spec.version, spec.kind);
         schemas.insert(name.clone(), Value::Object(schema));
         if spec.list {
-            add_list(&mut schemas, spec, &name);
+            add_list(&mut schemas, spec.group, spec.version, spec.kind, &name);
+        }
+        for n in [format!("{name}List"), name.clone()] {
+            if let Some(s) = schemas.get_mut(&n) {
+                wrap_refs(s);
+            }
         }
         kinds.insert(key(spec), name);
     }
-    for schema in schemas.values_mut() {
-        wrap_refs(schema);
-    }
-    crate::extensions::apply(&mut schemas);
     Schemas { schemas, kinds }
 }
 
@@ -147,8 +219,14 @@ fn prepare_custom(schema: &mut Map<String, Value>) {
     }
 }
 
-fn add_list(schemas: &mut Map<String, Value>, spec: &KindSpec<'_>, item_name: &str) {
-    let list_kind = format!("{}List", spec.kind);
+fn add_list(
+    schemas: &mut Map<String, Value>,
+    group: &str,
+    version: &str,
+    kind: &str,
+    item_name: &str,
+) {
+    let list_kind = format!("{kind}List");
     let name = format!("{item_name}List");
     let items = reference(item_name);
     let mut meta = reference(types::LIST_META);
@@ -157,16 +235,16 @@ fn add_list(schemas: &mut Map<String, Value>, spec: &KindSpec<'_>, item_name: &s
         m.insert("default".into(), json!({}));
     }
     let list = json!({
-        "description": format!("{list_kind} is a list of {}.", spec.kind),
+        "description": format!("{list_kind} is a list of {kind}."),
         "type": "object",
         "required": ["items"],
         "properties": {
             "apiVersion": { "description": API_VERSION_DESC, "type": "string" },
-            "items": { "description": format!("List of {}.", spec.kind), "type": "array", "items": items },
+            "items": { "description": format!("List of {kind}."), "type": "array", "items": items },
             "kind": { "description": KIND_DESC, "type": "string" },
             "metadata": meta,
         },
-        "x-kubernetes-group-version-kind": [gvk(spec.group, spec.version, &list_kind)],
+        "x-kubernetes-group-version-kind": [gvk(group, version, &list_kind)],
     });
     schemas.insert(name, list);
 }

@@ -12,24 +12,17 @@ fn add<T: JsonSchema>(generator: &mut SchemaGenerator) -> String {
 }
 
 macro_rules! kinds {
-    ($generator:ident, $g:ident, $v:ident, $k:ident; $( ($group:literal, $version:literal, $kind:literal) => $ty:ty, )*) => {
-        match ($g, $v, $k) {
-            $( ($group, $version, $kind) => Some(add::<$ty>($generator)), )*
-            _ => None,
-        }
+    ($generator:ident; $( ($group:literal, $version:literal, $kind:literal) => $ty:ty, )*) => {
+        vec![ $( (($group, $version, $kind), add::<$ty>($generator)), )* ]
     };
 }
 
-/// Adds the schema of a built-in kind to `generator`, returning its schema name
-/// (`io.k8s.api.apps.v1.Deployment`), or `None` for a kind kubox has no schema for.
-pub(crate) fn add_kind(
+/// Adds the schema of every built-in kind to `generator`: ((group, version, kind), schema name
+/// such as `io.k8s.api.apps.v1.Deployment`).
+pub(crate) fn add_kinds(
     generator: &mut SchemaGenerator,
-    group: &str,
-    version: &str,
-    kind: &str,
-) -> Option<String> {
-    let (g, v, k) = (group, version, kind);
-    kinds! { generator, g, v, k;
+) -> Vec<((&'static str, &'static str, &'static str), String)> {
+    kinds! { generator;
         ("", "v1", "Binding") => api::core::v1::Binding,
         ("", "v1", "ComponentStatus") => api::core::v1::ComponentStatus,
         ("", "v1", "ConfigMap") => api::core::v1::ConfigMap,
@@ -102,13 +95,16 @@ pub(crate) const API_RESOURCE_LIST: &str = "io.k8s.apimachinery.pkg.apis.meta.v1
 pub(crate) const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 pub(crate) const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 
-/// Adds the meta/v1 types paths refer to (Status, DeleteOptions, Patch, WatchEvent, ...).
-pub(crate) fn add_meta(generator: &mut SchemaGenerator) {
-    add::<meta::Status>(generator);
-    add::<meta::DeleteOptions>(generator);
-    add::<meta::Patch>(generator);
-    add::<meta::WatchEvent<()>>(generator);
-    add::<meta::APIResourceList>(generator);
-    add::<meta::ObjectMeta>(generator);
-    add::<meta::ListMeta>(generator);
+/// Adds the meta/v1 types paths refer to (Status, DeleteOptions, Patch, WatchEvent, ...);
+/// returns their schema names.
+pub(crate) fn add_meta(generator: &mut SchemaGenerator) -> Vec<String> {
+    vec![
+        add::<meta::Status>(generator),
+        add::<meta::DeleteOptions>(generator),
+        add::<meta::Patch>(generator),
+        add::<meta::WatchEvent<()>>(generator),
+        add::<meta::APIResourceList>(generator),
+        add::<meta::ObjectMeta>(generator),
+        add::<meta::ListMeta>(generator),
+    ]
 }
