@@ -96,6 +96,12 @@ pub struct ServerArgs {
     /// Run only the control plane, without the node agent.
     #[arg(long, env = "KUBOX_DISABLE_AGENT")]
     pub disable_agent: bool,
+    /// Do not run the scheduler (pods stay Pending unless another scheduler binds them).
+    #[arg(long, env = "KUBOX_DISABLE_SCHEDULER")]
+    pub disable_scheduler: bool,
+    /// Do not run the controllers (ReplicaSet, Deployment, Endpoints, garbage collector, ...).
+    #[arg(long, env = "KUBOX_DISABLE_CONTROLLER_MANAGER")]
+    pub disable_controller_manager: bool,
     /// Do not run these packaged components (repeatable: coredns, servicelb, traefik, local-storage, metrics-server).
     #[arg(long, value_delimiter = ',')]
     pub disable: Vec<String>,
@@ -130,6 +136,8 @@ impl ServerArgs {
             service_node_port_range: self.service_node_port_range,
             disable_agent: self.disable_agent,
             disable: self.disable.clone(),
+            disable_scheduler: self.disable_scheduler,
+            disable_controller_manager: self.disable_controller_manager,
             datastore_history: self.datastore_history.max(1),
             datastore_compact_interval: std::time::Duration::from_secs(
                 self.datastore_compact_interval.max(1),

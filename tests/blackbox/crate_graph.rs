@@ -1,5 +1,6 @@
 //! The crate graph follows the layer order of ARCHITECTURE.md: dependencies only point to
-//! lower layers (core -> pki, store, patch, openapi -> apiserver -> server -> cmd).
+//! lower layers (core -> pki, store, patch, openapi -> apiserver -> controllers -> server ->
+//! cmd), and API clients (the controllers) never reach past the API into its implementation.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -13,6 +14,7 @@ fn layers() -> BTreeMap<&'static str, u32> {
         ("kubox-protobuf", 1),
         ("kubox-openapi", 1),
         ("kubox-apiserver", 2),
+        ("kubox-controllers", 3),
         ("kubox-server", 4),
         ("kubox", 5),
     ])
@@ -71,6 +73,10 @@ fn crate_dependencies_point_only_to_lower_layers() {
             assert!(
                 theirs < own,
                 "{name} (layer {own}) must not depend on {d} (layer {theirs})"
+            );
+            assert!(
+                !(name == "kubox-controllers" && (d == "kubox-store" || d == "kubox-apiserver")),
+                "{name} is an API client: it must not depend on {d}"
             );
         }
     }

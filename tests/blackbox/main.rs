@@ -4,6 +4,7 @@
 
 mod cli;
 mod common;
+mod controllers;
 mod crate_graph;
 mod durability_and_watch;
 mod kubectl;

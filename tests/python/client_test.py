@@ -34,7 +34,7 @@ assert got.data == {"k": "v", "k2": "v2"}, got.data
 # Label selector list.
 items = core.list_namespaced_config_map("py", label_selector="a=b").items
 assert [i.metadata.name for i in items] == ["c1"], items
-assert core.list_namespaced_config_map("py", label_selector="a!=b").items == []
+assert core.list_namespaced_config_map("py", label_selector="a,a!=b").items == []
 
 # Conflict on a stale update.
 stale = core.read_namespaced_config_map("c1", "py")

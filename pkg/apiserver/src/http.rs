@@ -60,7 +60,7 @@ pub async fn serve(
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let state = state.clone();
                 let user = user.clone();
-                async move { Ok::<_, Infallible>(handle(state, user, req).await) }
+                async move { Ok::<_, Infallible>(handle(state, user, req.map(Body::new)).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -92,8 +92,32 @@ fn json_bytes(bytes: Vec<u8>) -> Response {
     r
 }
 
+/// A tower service answering requests in process as `user`, without TCP or TLS: the
+/// transport of the scheduler's and controllers' `kube::Client`.
+pub fn in_process<B>(
+    state: Arc<ApiState>,
+    user: User,
+) -> impl tower::Service<
+    Request<B>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+> + Clone
++ Send
++ 'static
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tower::service_fn(move |req: Request<B>| {
+        let state = state.clone();
+        let user = user.clone();
+        async move { Ok(handle(state, user, req.map(Body::new)).await) }
+    })
+}
+
 /// Reads a request body, refusing more than [`MAX_BODY_BYTES`] with 413.
-async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
@@ -110,12 +134,9 @@ async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
     }
 }
 
-/// Routes one request.
-pub async fn handle(
-    state: Arc<ApiState>,
-    user: User,
-    req: Request<hyper::body::Incoming>,
-) -> Response {
+/// Routes one request of `user`. The TLS listener calls it per request; in-process clients
+/// (the controllers and the scheduler) call it directly with their own identity.
+pub async fn handle(state: Arc<ApiState>, user: User, req: Request<Body>) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
@@ -136,7 +157,7 @@ async fn route(
     method: &Method,
     path: &str,
     parts: http::request::Parts,
-    body: hyper::body::Incoming,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let trimmed = path.trim_end_matches('/');
     let segs: Vec<&str> = trimmed.split('/').skip(1).collect();

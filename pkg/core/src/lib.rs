@@ -11,6 +11,7 @@ pub mod meta;
 pub mod names;
 pub mod net;
 pub mod printers;
+pub mod quantity;
 pub mod resources;
 pub mod selectors;
 pub mod validation;

@@ -9,6 +9,7 @@ mod error;
 
 pub use error::Error;
 
+use kubox_apiserver::authn::User;
 use kubox_apiserver::{ApiConfig, ApiState};
 use kubox_core::net::Ipv4Cidr;
 use std::future::Future;
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     pub service_node_port_range: (u16, u16),
     pub disable_agent: bool,
     pub disable: Vec<String>,
+    pub disable_scheduler: bool,
+    pub disable_controller_manager: bool,
     /// Revisions of history kept for watches before compaction.
     pub datastore_history: i64,
     pub datastore_compact_interval: std::time::Duration,
@@ -68,6 +71,8 @@ impl ServerConfig {
             service_node_port_range: (30000, 32767),
             disable_agent: false,
             disable: Vec::new(),
+            disable_scheduler: false,
+            disable_controller_manager: false,
             datastore_history: 10_000,
             datastore_compact_interval: std::time::Duration::from_secs(60),
         }
@@ -270,8 +275,37 @@ pub async fn run(
             "the node agent is not part of this build yet; running the control plane only (as with --disable-agent)"
         );
     }
+    // The scheduler and controllers are API clients whose transport calls the API server in
+    // process, each with its own identity.
+    let local_client = |user: &str| {
+        kube::Client::new(
+            kubox_apiserver::http::in_process(
+                state.clone(),
+                User::from_cert(user.into(), Vec::new()),
+            ),
+            "default",
+        )
+    };
+    let mut components = Vec::new();
+    if !cfg.disable_controller_manager {
+        state.set_gc_running(true);
+        components.extend(kubox_controllers::run_controllers(
+            local_client("system:kube-controller-manager"),
+            kubox_controllers::ControllersConfig {
+                root_ca_pem: pki.server_ca_pem.clone(),
+            },
+        ));
+    }
+    if !cfg.disable_scheduler {
+        components.push(tokio::spawn(kubox_controllers::scheduler::run(
+            local_client("system:kube-scheduler"),
+        )));
+    }
     tracing::info!(address = %addr, advertise = %advertise, "kubox server is listening");
     kubox_apiserver::http::serve(state, listener, Arc::new(tls), shutdown).await;
+    for c in components {
+        c.abort();
+    }
     tracing::info!("kubox server stopped");
     drop(store);
     Ok(())

@@ -157,8 +157,14 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             ));
         }
         crate::fieldvalidation::check(ctx, &new)?;
-        // A resourceVersion in the patch is a precondition.
-        let wanted = client_rv(&new)?;
+        // A resourceVersion the patch itself sets is a precondition; the one the patched
+        // object inherited from the stored one is not (the patch is retried on a newer
+        // object instead, as upstream does).
+        let wanted = if patch_sets_resource_version(kind, &patch_doc) {
+            client_rv(&new)?
+        } else {
+            None
+        };
         if wanted.is_some_and(|rv| rv != kv.mod_revision) {
             return Err(ApiError::stale(&ctx.def.plural, &ctx.def.group, ctx.name()));
         }
@@ -179,6 +185,18 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         }
     }
     Err(ApiError::stale(&ctx.def.plural, &ctx.def.group, ctx.name()))
+}
+
+fn patch_sets_resource_version(kind: Kind, patch: &Value) -> bool {
+    match kind {
+        Kind::Json => patch.as_array().is_some_and(|ops| {
+            ops.iter()
+                .any(|op| op["path"] == "/metadata/resourceVersion" && op["op"] != "test")
+        }),
+        _ => patch
+            .pointer("/metadata/resourceVersion")
+            .is_some_and(|v| !v.is_null()),
+    }
 }
 
 fn is_stale(e: &ApiError) -> bool {

@@ -1,0 +1,712 @@
+//! Deployment controller: one ReplicaSet per pod template (named `<deployment>-<hash>`, the
+//! hash also in the `pod-template-hash` label), rolled out with RollingUpdate (maxSurge /
+//! maxUnavailable) or Recreate, revisions in `deployment.kubernetes.io/revision` (what
+//! `kubectl rollout history/undo` read), pause/resume, progress deadline, and the status and
+//! conditions `kubectl rollout status` waits on. Old ReplicaSets beyond
+//! `revisionHistoryLimit` are deleted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::Error;
+use crate::events::Recorder;
+use crate::pods;
+
+const HASH_LABEL: &str = "pod-template-hash";
+const REVISION: &str = "deployment.kubernetes.io/revision";
+const DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
+const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
+
+struct Ctx {
+    client: Client,
+    recorder: Recorder,
+}
+
+pub async fn run(client: Client) {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), "deployment-controller"),
+    });
+    Controller::new(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| async {})
+    .await;
+}
+
+fn error_policy(d: Arc<Deployment>, err: &Error, _: Arc<Ctx>) -> Action {
+    tracing::debug!(deployment = %d.name_any(), error = %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Upstream's alphabet for hashes in names (no vowels, no look-alikes).
+const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// The `pod-template-hash` of a template: FNV-1a over its JSON (and the collision count),
+/// spelled in upstream's safe alphabet.
+pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    };
+    feed(
+        serde_json::to_string(template)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    if let Some(c) = collision_count {
+        feed(&c.to_le_bytes());
+    }
+    h.to_string()
+        .bytes()
+        .map(|b| SAFE[usize::from(b) % SAFE.len()] as char)
+        .collect()
+}
+
+/// The template without the `pod-template-hash` label, for comparing a ReplicaSet's template
+/// with the Deployment's.
+fn without_hash(t: &PodTemplateSpec) -> serde_json::Value {
+    let mut t = t.clone();
+    if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove(HASH_LABEL);
+        if labels.is_empty()
+            && let Some(m) = t.metadata.as_mut()
+        {
+            m.labels = None;
+        }
+    }
+    serde_json::to_value(t).unwrap_or_default()
+}
+
+fn revision(rs: &ReplicaSet) -> i64 {
+    rs.annotations()
+        .get(REVISION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+fn spec_replicas(rs: &ReplicaSet) -> i32 {
+    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+}
+
+fn status_of(rs: &ReplicaSet) -> (i32, i32, i32) {
+    let s = rs.status.clone().unwrap_or_default();
+    (
+        s.replicas,
+        s.ready_replicas.unwrap_or(0),
+        s.available_replicas.unwrap_or(0),
+    )
+}
+
+/// maxSurge / maxUnavailable resolved against `replicas` (surge rounds up, unavailable down;
+/// both zero means one unavailable).
+pub fn surge_and_unavailable(d: &Deployment, replicas: i32) -> (i32, i32) {
+    let strategy = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.clone())
+        .unwrap_or_default();
+    if strategy.type_.as_deref() == Some("Recreate") {
+        return (0, replicas);
+    }
+    let ru = strategy.rolling_update.unwrap_or_default();
+    let resolve = |v: Option<IntOrString>, up: bool| -> i32 {
+        match v.unwrap_or(IntOrString::String("25%".into())) {
+            IntOrString::Int(i) => i,
+            IntOrString::String(s) => {
+                let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(25);
+                let n = i64::from(replicas) * pct;
+                (if up { (n + 99) / 100 } else { n / 100 }) as i32
+            }
+        }
+    };
+    let surge = resolve(ru.max_surge, true);
+    let mut unavailable = resolve(ru.max_unavailable, false);
+    if surge == 0 && unavailable == 0 {
+        unavailable = 1;
+    }
+    (surge, unavailable.min(replicas))
+}
+
+async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if d.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let Some(spec) = d.spec.clone() else {
+        return Ok(Action::await_change());
+    };
+    let ns = d.namespace().unwrap_or_default();
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = d.uid().unwrap_or_default();
+    let sel = pods::selector_string(&spec.selector)?;
+    let mut all: Vec<ReplicaSet> = rs_api
+        .list(&ListParams::default().labels(&sel))
+        .await?
+        .items
+        .into_iter()
+        .filter(|rs| pods::controller_uid(&rs.metadata) == Some(uid.as_str()))
+        .collect();
+    all.sort_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let replicas = spec.replicas.unwrap_or(1).max(0);
+    let want = without_hash(&spec.template);
+    let new_idx = all.iter().position(|rs| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .is_some_and(|t| without_hash(t) == want)
+    });
+    let max_old_revision = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != new_idx)
+        .map(|(_, rs)| revision(rs))
+        .max()
+        .unwrap_or(0);
+    let paused = spec.paused == Some(true);
+    let (surge, max_unavailable) = surge_and_unavailable(&d, replicas);
+    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+    let mut created_new = None;
+
+    // The new ReplicaSet: create it, or bring its revision to the top (a rollback).
+    let new_idx = match new_idx {
+        Some(i) => {
+            if !paused && revision(&all[i]) <= max_old_revision {
+                let rev = (max_old_revision + 1).to_string();
+                let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
+                all[i] = rs_api
+                    .patch(
+                        &all[i].name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+            }
+            Some(i)
+        }
+        None if paused => None,
+        None => {
+            let current: i32 = all.iter().map(spec_replicas).sum();
+            let initial = if recreate {
+                0
+            } else {
+                (replicas + surge - current).clamp(0, replicas)
+            };
+            let rs = new_replica_set(
+                &d,
+                &spec.template,
+                &spec.selector,
+                initial,
+                max_old_revision + 1,
+                surge,
+                replicas,
+            );
+            match rs_api.create(&PostParams::default(), &rs).await {
+                Ok(rs) => {
+                    ctx.recorder
+                        .event(
+                            d.as_ref(),
+                            "Normal",
+                            "ScalingReplicaSet",
+                            format!(
+                                "Scaled up replica set {} from 0 to {initial}",
+                                rs.name_any()
+                            ),
+                        )
+                        .await;
+                    created_new = Some(rs.name_any());
+                    all.push(rs);
+                    Some(all.len() - 1)
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    // A ReplicaSet of that name with another template: bump the collision count.
+                    let count = d
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.collision_count)
+                        .unwrap_or(0)
+                        + 1;
+                    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+                    let patch = json!({"status": {"collisionCount": count}});
+                    api.patch_status(
+                        &d.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+                    return Ok(Action::requeue(Duration::from_millis(100)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+
+    // Scale.
+    let mut targets: Vec<i32> = all.iter().map(spec_replicas).collect();
+    if let Some(n) = new_idx {
+        if paused {
+            // Paused: scaling only, never a rollout step.
+            let old_total: i32 = (0..all.len()).filter(|i| *i != n).map(|i| targets[i]).sum();
+            if old_total == 0 {
+                targets[n] = replicas;
+            }
+        } else if recreate {
+            let old_running: i32 = (0..all.len())
+                .filter(|i| *i != n)
+                .map(|i| status_of(&all[i]).0)
+                .sum();
+            for (i, t) in targets.iter_mut().enumerate() {
+                if i != n {
+                    *t = 0;
+                }
+            }
+            if old_running == 0 {
+                targets[n] = replicas;
+            }
+        } else {
+            rolling_targets(&all, n, replicas, surge, max_unavailable, &mut targets);
+        }
+    } else if paused {
+        // No ReplicaSet for the current template yet: keep the newest one at the desired scale.
+        if let Some(last) = targets.last_mut()
+            && all.len() == 1
+        {
+            *last = replicas;
+        }
+    }
+    for (i, rs) in all.iter_mut().enumerate() {
+        if targets[i] != spec_replicas(rs)
+            || rs.annotations().get(DESIRED) != Some(&replicas.to_string())
+        {
+            let from = spec_replicas(rs);
+            let patch = json!({
+                "metadata": {"annotations": {DESIRED: replicas.to_string(), MAX_REPLICAS: (replicas + surge).to_string()}},
+                "spec": {"replicas": targets[i]},
+            });
+            *rs = rs_api
+                .patch(
+                    &rs.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            if from != targets[i] {
+                let verb = if targets[i] > from { "up" } else { "down" };
+                ctx.recorder
+                    .event(
+                        d.as_ref(),
+                        "Normal",
+                        "ScalingReplicaSet",
+                        format!(
+                            "Scaled {verb} replica set {} from {from} to {}",
+                            rs.name_any(),
+                            targets[i]
+                        ),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    // Status.
+    let new_rs = new_idx.map(|i| &all[i]);
+    let updated = new_rs.map(|rs| status_of(rs).0).unwrap_or(0);
+    let status_replicas: i32 = all.iter().map(|rs| status_of(rs).0).sum();
+    let ready: i32 = all.iter().map(|rs| status_of(rs).1).sum();
+    let available: i32 = all.iter().map(|rs| status_of(rs).2).sum();
+    let total_spec: i32 = all.iter().map(spec_replicas).sum();
+    let complete = new_rs.is_some_and(|rs| spec_replicas(rs) == replicas)
+        && updated == replicas
+        && status_replicas == replicas
+        && available == replicas;
+    let old = d.status.clone().unwrap_or_default();
+    let now = kubox_core::meta::now_rfc3339();
+    let mut conditions: Vec<DeploymentCondition> = old.conditions.clone().unwrap_or_default();
+    let available_ok = available >= replicas - max_unavailable;
+    set_condition(
+        &mut conditions,
+        "Available",
+        if available_ok { "True" } else { "False" },
+        if available_ok {
+            "MinimumReplicasAvailable"
+        } else {
+            "MinimumReplicasUnavailable"
+        },
+        if available_ok {
+            "Deployment has minimum availability."
+        } else {
+            "Deployment does not have minimum availability."
+        },
+        &now,
+        false,
+    );
+    let rs_name = new_rs.map(|rs| rs.name_any()).unwrap_or_default();
+    let progressing = conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .cloned();
+    let mut requeue = None;
+    if paused {
+        set_condition(
+            &mut conditions,
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused",
+            &now,
+            false,
+        );
+    } else if let Some(name) = &created_new {
+        set_condition(
+            &mut conditions,
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            &format!("Created new replica set \"{name}\""),
+            &now,
+            true,
+        );
+    } else if complete {
+        set_condition(
+            &mut conditions,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            &format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            &now,
+            false,
+        );
+    } else {
+        let changed = old.updated_replicas.unwrap_or(0) != updated
+            || old.replicas.unwrap_or(0) != status_replicas
+            || old.available_replicas.unwrap_or(0) != available
+            || old.ready_replicas.unwrap_or(0) != ready
+            || progressing
+                .as_ref()
+                .is_some_and(|c| c.reason.as_deref() == Some("DeploymentPaused"))
+            || progressing.is_none();
+        let deadline = spec.progress_deadline_seconds.unwrap_or(600);
+        if changed {
+            let msg = format!("ReplicaSet \"{rs_name}\" is progressing.");
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                &msg,
+                &now,
+                true,
+            );
+            requeue = Some(Duration::from_secs(deadline.max(1) as u64));
+        } else if let Some(c) =
+            progressing.filter(|c| c.reason.as_deref() != Some("ProgressDeadlineExceeded"))
+        {
+            let since = c
+                .last_update_time
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(0);
+            let left = since + i64::from(deadline) - jiff::Timestamp::now().as_second();
+            if left <= 0 {
+                let msg = format!("ReplicaSet \"{rs_name}\" has timed out progressing.");
+                set_condition(
+                    &mut conditions,
+                    "Progressing",
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    &msg,
+                    &now,
+                    true,
+                );
+                ctx.recorder
+                    .event(d.as_ref(), "Warning", "ProgressDeadlineExceeded", msg)
+                    .await;
+            } else {
+                requeue = Some(Duration::from_secs(left as u64));
+            }
+        }
+    }
+    let new_status = json!({
+        "observedGeneration": d.metadata.generation,
+        "replicas": status_replicas,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": available,
+        "unavailableReplicas": (total_spec.max(replicas) - available).max(0),
+        "conditions": conditions,
+        "collisionCount": old.collision_count,
+    });
+    let old_status = serde_json::to_value(&old)?;
+    let differs = [
+        "observedGeneration",
+        "replicas",
+        "updatedReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "unavailableReplicas",
+        "conditions",
+    ]
+    .iter()
+    .any(|k| old_status.get(k).unwrap_or(&json!(0)) != new_status.get(k).unwrap_or(&json!(0)));
+    let d_api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    if differs {
+        d_api
+            .patch_status(
+                &d.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": new_status})),
+            )
+            .await?;
+    }
+    if let Some(rs) = new_rs {
+        let rev = revision(rs).to_string();
+        if d.annotations().get(REVISION) != Some(&rev) {
+            let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
+            d_api
+                .patch(
+                    &d.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+        }
+    }
+    if complete {
+        cleanup_history(
+            &rs_api,
+            &all,
+            new_idx,
+            spec.revision_history_limit.unwrap_or(10),
+        )
+        .await?;
+    }
+    Ok(match requeue {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
+
+/// One rolling-update step (upstream's `reconcileNewReplicaSet` + `reconcileOldReplicaSets`):
+/// scale the new ReplicaSet up within maxSurge, then old ones down, unhealthy pods first,
+/// keeping at least `replicas - maxUnavailable` available.
+fn rolling_targets(
+    all: &[ReplicaSet],
+    new: usize,
+    replicas: i32,
+    surge: i32,
+    max_unavailable: i32,
+    targets: &mut [i32],
+) {
+    let current: i32 = targets.iter().sum();
+    if targets[new] > replicas {
+        targets[new] = replicas;
+    } else if targets[new] < replicas {
+        let room = (replicas + surge - current).max(0);
+        targets[new] += room.min(replicas - targets[new]);
+    }
+    let old: Vec<usize> = (0..all.len()).filter(|i| *i != new).collect();
+    if old.iter().all(|i| targets[*i] == 0) {
+        return;
+    }
+    let all_pods: i32 = targets.iter().sum();
+    let min_available = replicas - max_unavailable;
+    let new_unavailable = (spec_replicas(&all[new]) - status_of(&all[new]).2).max(0);
+    let mut budget = all_pods - min_available - new_unavailable;
+    if budget <= 0 {
+        return;
+    }
+    // Unhealthy old pods go first: removing them costs no availability.
+    for &i in &old {
+        if budget <= 0 {
+            break;
+        }
+        let unhealthy = (targets[i] - status_of(&all[i]).2).max(0);
+        let cut = unhealthy.min(budget);
+        targets[i] -= cut;
+        budget -= cut;
+    }
+    let available: i32 = all.iter().map(|rs| status_of(rs).2).sum();
+    let mut scale_down = (available - min_available).max(0).min(budget.max(0));
+    for &i in &old {
+        if scale_down <= 0 {
+            break;
+        }
+        let cut = targets[i].min(scale_down);
+        targets[i] -= cut;
+        scale_down -= cut;
+    }
+}
+
+fn set_condition(
+    conditions: &mut Vec<DeploymentCondition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: &str,
+    touch: bool,
+) {
+    let time = || serde_json::from_value(json!(now)).ok();
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = time();
+            c.last_update_time = time();
+        } else if touch || c.reason.as_deref() != Some(reason) {
+            c.last_update_time = time();
+        }
+        c.status = status.into();
+        c.reason = Some(reason.into());
+        c.message = Some(message.into());
+    } else {
+        conditions.push(DeploymentCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_transition_time: time(),
+            last_update_time: time(),
+        });
+    }
+}
+
+fn new_replica_set(
+    d: &Deployment,
+    template: &PodTemplateSpec,
+    selector: &LabelSelector,
+    replicas: i32,
+    revision: i64,
+    surge: i32,
+    desired: i32,
+) -> ReplicaSet {
+    let collision = d.status.as_ref().and_then(|s| s.collision_count);
+    let hash = template_hash(template, collision);
+    let mut template = template.clone();
+    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_LABEL.into(), hash.clone());
+    let mut selector = selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_LABEL.into(), hash.clone());
+    let mut labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(HASH_LABEL.into(), hash.clone());
+    let mut annotations: BTreeMap<String, String> = d
+        .annotations()
+        .iter()
+        .filter(|(k, _)| {
+            !k.starts_with("deployment.kubernetes.io/")
+                && k.as_str() != "kubectl.kubernetes.io/last-applied-configuration"
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.insert(REVISION.into(), revision.to_string());
+    annotations.insert(DESIRED.into(), desired.to_string());
+    annotations.insert(MAX_REPLICAS.into(), (desired + surge).to_string());
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-{hash}", d.name_any())),
+            namespace: d.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![pods::controller_ref(d)]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(replicas),
+            min_ready_seconds: d.spec.as_ref().and_then(|s| s.min_ready_seconds),
+            selector,
+            template: Some(template),
+        }),
+        status: None,
+    }
+}
+
+/// Deletes the oldest scaled-down ReplicaSets beyond the history limit.
+async fn cleanup_history(
+    api: &Api<ReplicaSet>,
+    all: &[ReplicaSet],
+    new: Option<usize>,
+    limit: i32,
+) -> Result<(), Error> {
+    let old: Vec<&ReplicaSet> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, rs)| {
+            Some(*i) != new
+                && spec_replicas(rs) == 0
+                && status_of(rs).0 == 0
+                && rs.metadata.deletion_timestamp.is_none()
+        })
+        .map(|(_, rs)| rs)
+        .collect();
+    let excess = old.len().saturating_sub(limit.max(0) as usize);
+    for rs in old.into_iter().take(excess) {
+        match api.delete(&rs.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_hashes_are_stable_safe_and_change_with_the_template() {
+        let t: PodTemplateSpec = serde_json::from_value(json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox:test"}]}
+        }))
+        .expect("template");
+        let h = template_hash(&t, None);
+        assert_eq!(h, template_hash(&t, None));
+        assert!(h.bytes().all(|b| SAFE.contains(&b)), "{h}");
+        assert_ne!(h, template_hash(&t, Some(1)));
+        let mut t2 = t.clone();
+        t2.spec.as_mut().expect("spec").containers[0].image = Some("busybox:other".into());
+        assert_ne!(h, template_hash(&t2, None));
+    }
+
+    #[test]
+    fn surge_rounds_up_and_unavailable_rounds_down() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "d"},
+            "spec": {"selector": {}, "template": {}, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}}
+        }))
+        .expect("deployment");
+        assert_eq!(surge_and_unavailable(&d, 3), (1, 0));
+        assert_eq!(surge_and_unavailable(&d, 10), (3, 2));
+        let zero: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "d"},
+            "spec": {"selector": {}, "template": {}, "strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}}
+        }))
+        .expect("deployment");
+        assert_eq!(surge_and_unavailable(&zero, 3), (0, 1));
+    }
+}

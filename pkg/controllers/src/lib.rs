@@ -1,0 +1,42 @@
+//! kubox-controllers: the scheduler and the controllers of the control plane, each an API
+//! client built on the `kube` runtime (watchers, reflectors, `Controller`). They see exactly the
+//! API a remote client sees; `kubox-server` hands them a [`kube::Client`] whose transport calls
+//! the API server in process.
+//!
+//! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `deployment`,
+//! `endpoints` (Endpoints and EndpointSlices), `serviceaccount` (the `default` ServiceAccount
+//! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
+//! collection with background, foreground and orphan propagation).
+
+pub mod deployment;
+pub mod endpoints;
+pub mod error;
+pub mod events;
+pub mod gc;
+pub mod pods;
+pub mod replicaset;
+pub mod scheduler;
+pub mod serviceaccount;
+
+pub use error::Error;
+
+use kube::Client;
+
+/// What the controllers need to know about the cluster.
+#[derive(Debug, Clone)]
+pub struct ControllersConfig {
+    /// The server CA bundle published as `kube-root-ca.crt` in every namespace.
+    pub root_ca_pem: String,
+}
+
+/// Starts every controller on `client` (the scheduler is started apart, with
+/// [`scheduler::run`]); they run until the returned handles are aborted or the runtime stops.
+pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(replicaset::run(client.clone())),
+        tokio::spawn(deployment::run(client.clone())),
+        tokio::spawn(endpoints::run(client.clone())),
+        tokio::spawn(serviceaccount::run(client.clone(), cfg.root_ca_pem.clone())),
+        tokio::spawn(gc::run(client)),
+    ]
+}

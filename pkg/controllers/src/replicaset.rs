@@ -1,0 +1,245 @@
+//! ReplicaSet controller: keeps `spec.replicas` active pods matching the selector, adopting
+//! orphans that match, and reports replicas/fullyLabeled/ready/available in the status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::Error;
+use crate::events::Recorder;
+use crate::pods;
+
+struct Ctx {
+    client: Client,
+    recorder: Recorder,
+}
+
+pub async fn run(client: Client) {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), "replicaset-controller"),
+    });
+    Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), watcher::Config::default())
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| async {})
+    .await;
+}
+
+fn error_policy(rs: Arc<ReplicaSet>, err: &Error, _: Arc<Ctx>) -> Action {
+    tracing::debug!(replicaset = %rs.name_any(), error = %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// The pods a controller owns (by uid) among those its selector matches, adopting matching
+/// orphans: the shared step of the ReplicaSet controller and its relatives.
+pub(crate) async fn claim_pods<K>(
+    client: &Client,
+    owner: &K,
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> Result<Vec<Pod>, Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let ns = owner.meta().namespace.clone().unwrap_or_default();
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let sel = pods::selector_string(selector)?;
+    let list = api.list(&ListParams::default().labels(&sel)).await?;
+    let mut owned = Vec::new();
+    for pod in list.items {
+        match pods::controller_uid(&pod.metadata) {
+            Some(u) if u == uid => owned.push(pod),
+            Some(_) => {}
+            None => {
+                if owner.meta().deletion_timestamp.is_some()
+                    || pod.metadata.deletion_timestamp.is_some()
+                {
+                    continue;
+                }
+                let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+                refs.push(pods::controller_ref(owner));
+                let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
+                match api
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(adopted) => owned.push(adopted),
+                    Err(e) => {
+                        tracing::debug!(error = %e, pod = %pod.name_any(), "adopting a pod failed")
+                    }
+                }
+            }
+        }
+    }
+    Ok(owned)
+}
+
+/// Creates or deletes pods so that `want` of `active` remain; returns whether anything changed.
+pub(crate) async fn manage_replicas<K>(
+    client: &Client,
+    recorder: &Recorder,
+    owner: &K,
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    active: &[&Pod],
+    want: usize,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let ns = owner.meta().namespace.clone().unwrap_or_default();
+    let name = owner.meta().name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    if active.len() < want {
+        for _ in active.len()..want {
+            let pod = pods::pod_from_template(template, &name, &ns, pods::controller_ref(owner));
+            match api.create(&PostParams::default(), &pod).await {
+                Ok(p) => {
+                    recorder
+                        .event(
+                            owner,
+                            "Normal",
+                            "SuccessfulCreate",
+                            format!("Created pod: {}", p.name_any()),
+                        )
+                        .await
+                }
+                Err(e) => {
+                    recorder
+                        .event(
+                            owner,
+                            "Warning",
+                            "FailedCreate",
+                            format!("Error creating: {e}"),
+                        )
+                        .await;
+                    return Err(e.into());
+                }
+            }
+        }
+    } else if active.len() > want {
+        let mut victims: Vec<&Pod> = active.to_vec();
+        victims.sort_by(|a, b| pods::deletion_order(a, b));
+        for pod in victims.into_iter().take(active.len() - want) {
+            match api.delete(&pod.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {
+                    recorder
+                        .event(
+                            owner,
+                            "Normal",
+                            "SuccessfulDelete",
+                            format!("Deleted pod: {}", pod.name_any()),
+                        )
+                        .await
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts of a workload's active pods: (replicas, fully labeled, ready, available) and when to
+/// look again for pods about to become available.
+pub(crate) fn count_pods(
+    active: &[&Pod],
+    template_labels: &std::collections::BTreeMap<String, String>,
+    min_ready_seconds: i32,
+) -> ([i32; 4], Option<Duration>) {
+    let now = jiff::Timestamp::now();
+    let mut counts = [0i32; 4];
+    let mut recheck: Option<Duration> = None;
+    for pod in active {
+        counts[0] += 1;
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        if template_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        {
+            counts[1] += 1;
+        }
+        if pods::is_ready(pod) {
+            counts[2] += 1;
+        }
+        let (available, wait) = pods::availability(pod, min_ready_seconds, now);
+        if available {
+            counts[3] += 1;
+        }
+        if let Some(w) = wait {
+            recheck = Some(recheck.map_or(w, |r| r.min(w)));
+        }
+    }
+    (counts, recheck)
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let Some(spec) = rs.spec.clone() else {
+        return Ok(Action::await_change());
+    };
+    let owned = claim_pods(&ctx.client, rs.as_ref(), &spec.selector).await?;
+    let active: Vec<&Pod> = owned.iter().filter(|p| pods::is_active(p)).collect();
+    let template = spec.template.clone().unwrap_or_default();
+    if rs.metadata.deletion_timestamp.is_none() {
+        let want = spec.replicas.unwrap_or(1).max(0) as usize;
+        manage_replicas(
+            &ctx.client,
+            &ctx.recorder,
+            rs.as_ref(),
+            &template,
+            &active,
+            want,
+        )
+        .await?;
+    }
+    let labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let ([replicas, fully_labeled, ready, available], recheck) =
+        count_pods(&active, &labels, spec.min_ready_seconds.unwrap_or(0));
+    let status = rs.status.clone().unwrap_or_default();
+    let generation = rs.metadata.generation;
+    if status.replicas != replicas
+        || status.fully_labeled_replicas.unwrap_or(0) != fully_labeled
+        || status.ready_replicas.unwrap_or(0) != ready
+        || status.available_replicas.unwrap_or(0) != available
+        || status.observed_generation != generation
+    {
+        let api: Api<ReplicaSet> =
+            Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+        let patch = json!({"status": {
+            "replicas": replicas,
+            "fullyLabeledReplicas": fully_labeled,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "observedGeneration": generation,
+        }});
+        api.patch_status(
+            &rs.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(match recheck {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
