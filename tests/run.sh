@@ -8,6 +8,15 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl ca-certificates)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v gcc >/dev/null || need_apt+=(build-essential)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+# The node tests run real containerd and runc, the kubox CNI plugin (netlink, nftables) and
+# busybox images, inside network namespaces they create.
+command -v containerd >/dev/null || need_apt+=(containerd)
+command -v runc >/dev/null || need_apt+=(runc)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v ip >/dev/null || need_apt+=(iproute2)
+[[ -x /bin/busybox ]] || need_apt+=(busybox-static)
+command -v nsenter >/dev/null || need_apt+=(util-linux)
 if ((${#need_apt[@]})); then
   echo "tests/run.sh: installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

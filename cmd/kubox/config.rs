@@ -105,6 +105,9 @@ pub struct ServerArgs {
     /// Do not run these packaged components (repeatable: coredns, servicelb, traefik, local-storage, metrics-server).
     #[arg(long, value_delimiter = ',')]
     pub disable: Vec<String>,
+    /// Directory for runtime state: containerd's socket and state, runc state.
+    #[arg(long, hide = true, env = "KUBOX_RUN_DIR", default_value = "/run/kubox")]
+    pub run_dir: PathBuf,
     /// Revisions of history the datastore keeps for watches before compacting (tests, tuning).
     #[arg(long, hide = true, default_value = "10000")]
     pub datastore_history: i64,
@@ -138,6 +141,8 @@ impl ServerArgs {
             disable: self.disable.clone(),
             disable_scheduler: self.disable_scheduler,
             disable_controller_manager: self.disable_controller_manager,
+            run_dir: self.run_dir.clone(),
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/kubox")),
             datastore_history: self.datastore_history.max(1),
             datastore_compact_interval: std::time::Duration::from_secs(
                 self.datastore_compact_interval.max(1),

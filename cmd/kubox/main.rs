@@ -44,6 +44,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Multi-call: reached through a CNI bin-dir link (`bridge`, `loopback`), kubox is the
+    // node's CNI plugin, invoked by containerd per the CNI spec.
+    if let Some(plugin) = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|n| kubox_network::cni::PLUGINS.contains(&n.as_str()))
+    {
+        return run_cni(&plugin);
+    }
     let args = match config::args_with_config_file(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(msg) => {
@@ -67,6 +80,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn run_cni(plugin: &str) -> ExitCode {
+    use std::io::Read;
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let code = kubox_network::cni::main(plugin, &env, &stdin, &mut std::io::stdout());
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 fn init_logging(level: &str) {

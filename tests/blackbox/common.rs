@@ -45,12 +45,15 @@ pub fn kubectl_path(version: &str) -> PathBuf {
     p
 }
 
-/// A running `kubox server --disable-agent` with its own data dir and port.
+/// A running `kubox server --disable-agent` with its own data dir and port; or, made by
+/// [`Server::start_node`], a whole node (agent, containerd, pods) inside namespaces of its own.
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub child: Option<Child>,
     extra: Vec<String>,
+    /// The network namespace a node runs in (`kubox-test-…`), deleted on drop.
+    pub netns: Option<String>,
 }
 
 impl Server {
@@ -66,7 +69,39 @@ impl Server {
             port: free_port(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns: None,
         };
+        s.spawn();
+        s
+    }
+
+    /// A server with its node agent, in a network namespace of its own (so its bridge, routes
+    /// and nftables rules never touch the host) and private mount and PID namespaces (so
+    /// containerd's mounts and every container die with it). `prepare` runs on the data dir
+    /// before start (e.g. to drop image archives into `agent/images`).
+    pub fn start_node(extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("config.yaml"), "").expect("empty config");
+        let name = format!("kubox-test-{}-{}", std::process::id(), free_port());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip netns add");
+        assert!(
+            ok.success(),
+            "ip netns add {name} failed (the node tests need root)"
+        );
+        let _ = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status();
+        let mut s = Server {
+            dir,
+            port: free_port(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns: Some(name),
+        };
+        prepare(&s.data_dir());
         s.spawn();
         s
     }
@@ -85,9 +120,18 @@ impl Server {
 
     /// The command line `kubox server` runs with (without the binary).
     pub fn args(&self) -> Vec<String> {
-        let mut a = vec![
-            "server".to_string(),
-            "--disable-agent".into(),
+        let mut a = vec!["server".to_string()];
+        if self.netns.is_some() {
+            a.extend([
+                "--run-dir".to_string(),
+                self.dir.path().join("run").display().to_string(),
+                "--node-name".into(),
+                "node-1".into(),
+            ]);
+        } else {
+            a.push("--disable-agent".into());
+        }
+        a.extend([
             "--data-dir".into(),
             self.data_dir().display().to_string(),
             "--write-kubeconfig".into(),
@@ -100,7 +144,7 @@ impl Server {
             "127.0.0.1".into(),
             "--log-level".into(),
             "warn".into(),
-        ];
+        ]);
         a.extend(self.extra.iter().cloned());
         a
     }
@@ -111,7 +155,22 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("server log");
-        let child = Command::new(kubox_bin())
+        let mut cmd = match &self.netns {
+            None => Command::new(kubox_bin()),
+            Some(ns) => {
+                // PID 1 of a new PID namespace: when it dies, so does every process of the
+                // node. tmpfs over /run/netns and /run/containerd keeps containerd's pod netns
+                // files and shim sockets private.
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .args(["unshare", "--mount", "--propagation", "private", "--pid", "--fork"])
+                    .args(["--kill-child", "--mount-proc", "sh", "-c"])
+                    .arg("mkdir -p /run/netns /run/containerd && mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /run/containerd && exec \"$0\" \"$@\"")
+                    .arg(kubox_bin());
+                c
+            }
+        };
+        let child = cmd
             .args(self.args())
             .env("KUBOX_CONFIG", self.dir.path().join("config.yaml"))
             .stdout(Stdio::null())
@@ -190,7 +249,7 @@ impl Server {
 
     /// Runs kubectl `version` ("1.27", "1.33") against this server.
     pub fn kubectl(&self, version: &str, args: &[&str]) -> Output {
-        Command::new(kubectl_path(version))
+        self.command(kubectl_path(version))
             .args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.dir.path())
@@ -201,7 +260,8 @@ impl Server {
     /// Runs kubectl with `stdin` as input.
     pub fn kubectl_stdin(&self, version: &str, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
-        let mut child = Command::new(kubectl_path(version))
+        let mut child = self
+            .command(kubectl_path(version))
             .args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.dir.path())
@@ -217,6 +277,18 @@ impl Server {
             .write_all(stdin.as_bytes())
             .expect("write stdin");
         child.wait_with_output().expect("kubectl output")
+    }
+
+    /// A command that runs where the server is (inside the node's network namespace).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.netns {
+            None => Command::new(program),
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+                c
+            }
+        }
     }
 
     /// kubectl that must succeed; returns stdout.
@@ -277,6 +349,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(ns) = self.netns.take() {
+            // The node's processes die with its PID namespace; give the kernel a moment.
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
     }
 }
 

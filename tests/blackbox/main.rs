@@ -7,6 +7,8 @@ mod common;
 mod controllers;
 mod crate_graph;
 mod durability_and_watch;
+mod images;
 mod kubectl;
+mod node;
 mod python_client;
 mod security_and_errors;

@@ -6,13 +6,14 @@
 //! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `deployment`,
 //! `endpoints` (Endpoints and EndpointSlices), `serviceaccount` (the `default` ServiceAccount
 //! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
-//! collection with background, foreground and orphan propagation).
+//! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs).
 
 pub mod deployment;
 pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod gc;
+pub mod nodeipam;
 pub mod pods;
 pub mod replicaset;
 pub mod scheduler;
@@ -27,6 +28,8 @@ use kube::Client;
 pub struct ControllersConfig {
     /// The server CA bundle published as `kube-root-ca.crt` in every namespace.
     pub root_ca_pem: String,
+    /// The cluster CIDR node IPAM carves /24 podCIDRs from.
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -37,6 +40,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(deployment::run(client.clone())),
         tokio::spawn(endpoints::run(client.clone())),
         tokio::spawn(serviceaccount::run(client.clone(), cfg.root_ca_pem.clone())),
+        tokio::spawn(nodeipam::run(client.clone(), cfg.cluster_cidr)),
         tokio::spawn(gc::run(client)),
     ]
 }

@@ -27,6 +27,8 @@ pub enum Error {
     Kubeconfig { path: PathBuf, message: String },
     #[error("{0}")]
     Config(String),
+    #[error("the node agent failed: {0} (or run the control plane only with --disable-agent)")]
+    Agent(String),
 }
 
 impl Error {

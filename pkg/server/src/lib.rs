@@ -39,6 +39,10 @@ pub struct ServerConfig {
     pub disable: Vec<String>,
     pub disable_scheduler: bool,
     pub disable_controller_manager: bool,
+    /// Runtime state (containerd's socket and state, runc state): `/run/kubox`.
+    pub run_dir: PathBuf,
+    /// The kubox binary (the node's CNI plugin links point at it).
+    pub exe: PathBuf,
     /// Revisions of history kept for watches before compaction.
     pub datastore_history: i64,
     pub datastore_compact_interval: std::time::Duration,
@@ -73,6 +77,8 @@ impl ServerConfig {
             disable: Vec::new(),
             disable_scheduler: false,
             disable_controller_manager: false,
+            run_dir: PathBuf::from("/run/kubox"),
+            exe: PathBuf::from("/usr/local/bin/kubox"),
             datastore_history: 10_000,
             datastore_compact_interval: std::time::Duration::from_secs(60),
         }
@@ -270,11 +276,6 @@ pub async fn run(
         message: e.to_string(),
     })?;
     tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");
-    if !cfg.disable_agent {
-        tracing::warn!(
-            "the node agent is not part of this build yet; running the control plane only (as with --disable-agent)"
-        );
-    }
     // The scheduler and controllers are API clients whose transport calls the API server in
     // process, each with its own identity.
     let local_client = |user: &str| {
@@ -293,6 +294,7 @@ pub async fn run(
             local_client("system:kube-controller-manager"),
             kubox_controllers::ControllersConfig {
                 root_ca_pem: pki.server_ca_pem.clone(),
+                cluster_cidr: (cfg.cluster_cidr.addr, cfg.cluster_cidr.prefix),
             },
         ));
     }
@@ -301,8 +303,65 @@ pub async fn run(
             local_client("system:kube-scheduler"),
         )));
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     tracing::info!(address = %addr, advertise = %advertise, "kubox server is listening");
-    kubox_apiserver::http::serve(state, listener, Arc::new(tls), shutdown).await;
+    let serve = tokio::spawn(kubox_apiserver::http::serve(
+        state.clone(),
+        listener,
+        Arc::new(tls),
+        stopped(stop_rx.clone()),
+    ));
+    if !cfg.disable_agent {
+        let node_name = cfg.node_name.clone().unwrap_or_else(hostname);
+        let agent_cfg = kubox_agent::AgentConfig {
+            node_name: node_name.clone(),
+            node_ip: node_ips.first().copied().unwrap_or(advertise),
+            data_dir: cfg.data_dir.clone(),
+            run_dir: cfg.run_dir.clone(),
+            cluster_cidr: cfg.cluster_cidr.to_string(),
+            cluster_dns: cfg.cluster_dns.to_string(),
+            cluster_domain: cfg.cluster_domain.clone(),
+            kubernetes_service: (cfg.kubernetes_service_ip().to_string(), 443),
+            labels: [
+                (
+                    "node-role.kubernetes.io/control-plane".to_string(),
+                    "true".to_string(),
+                ),
+                (
+                    "node-role.kubernetes.io/master".to_string(),
+                    "true".to_string(),
+                ),
+            ]
+            .into(),
+            taints: Vec::new(),
+            exe: cfg.exe.clone(),
+        };
+        let client = kube::Client::new(
+            kubox_apiserver::http::in_process(
+                state.clone(),
+                User::from_cert(
+                    format!("system:node:{node_name}"),
+                    vec!["system:nodes".into()],
+                ),
+            ),
+            "default",
+        );
+        if let Err(e) = kubox_agent::run(client, agent_cfg, stopped(stop_rx.clone())).await {
+            for c in &components {
+                c.abort();
+            }
+            serve.abort();
+            return Err(Error::Agent(e.to_string()));
+        }
+    }
+    let _ = serve.await;
     for c in components {
         c.abort();
     }

@@ -1,0 +1,244 @@
+//! kubox-agent: the node agent (kubelet semantics). It supervises containerd, registers the
+//! Node and keeps its Lease, sets up the pod network of the node (kubox is its own CNI plugin)
+//! and runs the pods bound to the node through CRI, reporting their status.
+//!
+//! Entry point: [`run`]. Modules: [`node`] (Node object, status, lease), [`pods`] (one worker
+//! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
+//! links and conflist, forwarding, masquerade, airgap images).
+
+pub mod node;
+pub mod pods;
+pub mod setup;
+pub mod spec;
+pub mod status;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use kubox_containerd::cri::{Cri, api};
+use kubox_containerd::supervisor::{Containerd, ContainerdConfig};
+use serde_json::Value;
+
+/// Everything the agent is told.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    /// `--data-dir`: containerd root, CNI dirs, pod logs and volumes, airgap images.
+    pub data_dir: PathBuf,
+    /// containerd's state and socket, runc state.
+    pub run_dir: PathBuf,
+    pub cluster_cidr: String,
+    pub cluster_dns: String,
+    pub cluster_domain: String,
+    /// The `kubernetes` Service (ClusterIP, port) announced to pods.
+    pub kubernetes_service: (String, u16),
+    pub labels: BTreeMap<String, String>,
+    /// Taints as JSON objects (`{"key","value","effect"}`).
+    pub taints: Vec<Value>,
+    /// The kubox binary (CNI plugin links point at it).
+    pub exe: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Containerd(#[from] kubox_containerd::supervisor::Error),
+    #[error("cannot reach containerd: {0}")]
+    Connect(String),
+    #[error("cannot register node {node}: {source}")]
+    Register { node: String, source: kube::Error },
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl AgentConfig {
+    fn cni_bin_dir(&self) -> PathBuf {
+        self.data_dir.join("agent").join("cni").join("bin")
+    }
+    fn cni_conf_dir(&self) -> PathBuf {
+        self.data_dir
+            .join("agent")
+            .join("etc")
+            .join("cni")
+            .join("net.d")
+    }
+}
+
+/// Runs the node agent until `shutdown` resolves. Running containers survive a restart of
+/// the agent (and of containerd): the agent adopts them by their CRI labels.
+pub async fn run(
+    client: Client,
+    cfg: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| Error::Io { path, source }
+    };
+    setup::link_cni_plugins(&cfg.cni_bin_dir(), &cfg.exe).map_err(io(&cfg.cni_bin_dir()))?;
+    let containerd = Containerd::start(ContainerdConfig {
+        data_dir: cfg.data_dir.clone(),
+        run_dir: cfg.run_dir.clone(),
+        sandbox_image: kubox_containerd::pause::PAUSE_IMAGE.to_string(),
+        cni_bin_dir: cfg.cni_bin_dir(),
+        cni_conf_dir: cfg.cni_conf_dir(),
+    })
+    .await?;
+    let cri = Cri::connect(containerd.socket())
+        .await
+        .map_err(|e| Error::Connect(e.to_string()))?;
+    let runtime_version = cri
+        .runtime
+        .clone()
+        .version(api::VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .map(|v| {
+            let v = v.into_inner();
+            format!("{}://{}", v.runtime_name, v.runtime_version)
+        })
+        .unwrap_or_else(|_| "containerd://unknown".into());
+    let images_dir = cfg.data_dir.join("agent").join("images");
+    let _ = std::fs::create_dir_all(&images_dir);
+    let import = tokio::spawn(setup::import_images(cri.clone(), images_dir));
+
+    let node = node::register(&client, &cfg)
+        .await
+        .map_err(|source| Error::Register {
+            node: cfg.node_name.clone(),
+            source,
+        })?;
+    let heartbeat = tokio::spawn(node::heartbeat(
+        client.clone(),
+        cri.clone(),
+        cfg.clone(),
+        runtime_version,
+    ));
+    let network = tokio::spawn(network(client.clone(), cfg.clone(), node));
+    let ctx = Arc::new(pods::Ctx {
+        client: client.clone(),
+        cri: cri.clone(),
+        node_name: cfg.node_name.clone(),
+        node_ip: cfg.node_ip.to_string(),
+        dns: spec::DnsSettings {
+            cluster_dns: cfg.cluster_dns.clone(),
+            cluster_domain: cfg.cluster_domain.clone(),
+        },
+        pods_dir: cfg.data_dir.join("agent").join("pods"),
+        kubernetes_service: cfg.kubernetes_service.clone(),
+    });
+    tokio::select! {
+        _ = watch_pods(client, cri, ctx, cfg.node_name.clone()) => {}
+        _ = shutdown => {}
+    }
+    heartbeat.abort();
+    network.abort();
+    import.abort();
+    containerd.stop().await;
+    tracing::info!("node agent stopped");
+    Ok(())
+}
+
+/// Waits for the node's podCIDR (assigned by the server's node IPAM) and sets up the network.
+async fn network(client: Client, cfg: AgentConfig, mut node: Node) {
+    let nodes: Api<Node> = Api::all(client);
+    let ipam_dir = cfg.data_dir.join("agent").join("cni").join("ipam");
+    let mut forwarding = false;
+    loop {
+        if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
+            if !forwarding {
+                if let Err(e) = setup::enable_forwarding() {
+                    tracing::warn!(error = %e, "enabling IP forwarding failed");
+                }
+                if let Err(e) = setup::masquerade(&cfg.cluster_cidr) {
+                    tracing::warn!(error = %e, "installing the masquerade rule failed");
+                }
+                forwarding = true;
+            }
+            match setup::write_conflist(&cfg.cni_conf_dir(), &cidr, &ipam_dir) {
+                Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network configured"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Ok(Some(n)) = nodes.get_opt(&cfg.node_name).await {
+            node = n;
+        }
+    }
+}
+
+/// Feeds the pod workers from a watch of the pods bound to this node; removes sandboxes of
+/// pods that no longer exist once the first list is complete.
+async fn watch_pods(client: Client, cri: Cri, ctx: Arc<pods::Ctx>, node_name: String) {
+    let mut workers = pods::Workers::new(ctx);
+    let api: Api<Pod> = Api::all(client);
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+    let mut stream = watcher(api, cfg).default_backoff().boxed();
+    let mut listing: Option<HashSet<String>> = None;
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(p)) => workers.update(Arc::new(p)),
+            Ok(watcher::Event::Delete(p)) => workers.gone(&spec::pod_uid(&p)),
+            Ok(watcher::Event::Init) => listing = Some(HashSet::new()),
+            Ok(watcher::Event::InitApply(p)) => {
+                if let Some(l) = listing.as_mut() {
+                    l.insert(spec::pod_uid(&p));
+                }
+                workers.update(Arc::new(p));
+            }
+            Ok(watcher::Event::InitDone) => {
+                let live = listing.take().unwrap_or_default();
+                for uid in workers.known() {
+                    if !live.contains(&uid) {
+                        workers.gone(&uid);
+                    }
+                }
+                remove_orphan_sandboxes(&cri, &live).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "pod watch failed; retrying"),
+        }
+    }
+}
+
+async fn remove_orphan_sandboxes(cri: &Cri, live: &HashSet<String>) {
+    let mut rt = cri.runtime.clone();
+    let Ok(list) = rt
+        .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+        .await
+    else {
+        return;
+    };
+    for s in list.into_inner().items {
+        let Some(uid) = s.labels.get(spec::LABEL_POD_UID) else {
+            continue;
+        };
+        if live.contains(uid) {
+            continue;
+        }
+        tracing::info!(pod = ?s.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)), "removing the sandbox of a pod that no longer exists");
+        let _ = rt
+            .stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await;
+        let _ = rt
+            .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await;
+    }
+}

@@ -1,0 +1,921 @@
+//! Pod workers: one task per pod bound to this node drives CRI towards the pod's spec (sandbox,
+//! init containers in order, containers, restarts with back-off, graceful termination) and
+//! reports what CRI says as the pod's status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kubox_containerd::cri::{Cri, api};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::spec::{self, DnsSettings, LABEL_CONTAINER_NAME, LABEL_POD_UID};
+
+/// What every worker shares.
+pub struct Ctx {
+    pub client: Client,
+    pub cri: Cri,
+    pub node_name: String,
+    pub node_ip: String,
+    pub dns: DnsSettings,
+    /// `<data-dir>/agent/pods`: per-pod logs and volumes.
+    pub pods_dir: std::path::PathBuf,
+    /// The `kubernetes` Service address given to pods.
+    pub kubernetes_service: (String, u16),
+}
+
+/// A message to a pod worker.
+pub enum Msg {
+    Update(Arc<Pod>),
+    /// The pod object is gone from the API: tear everything down.
+    Gone,
+}
+
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+struct Restart {
+    backoff: Duration,
+    not_before: Instant,
+}
+
+/// The desired-state loop of one pod.
+pub async fn worker(ctx: Arc<Ctx>, mut pod: Arc<Pod>, mut rx: mpsc::Receiver<Msg>) {
+    let mut w = Worker {
+        ctx,
+        restarts: HashMap::new(),
+        waiting: HashMap::new(),
+        last_status: Value::Null,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        match w.sync(&pod).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::debug!(pod = ?pod.metadata.name, error = %e, "pod sync failed"),
+        }
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(Msg::Update(p)) => pod = p,
+                Some(Msg::Gone) | None => {
+                    let _ = w.kill_pod(&pod, 0).await;
+                    return;
+                }
+            },
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+struct Worker {
+    ctx: Arc<Ctx>,
+    restarts: HashMap<String, Restart>,
+    /// Why a container is not running yet (reason, message), by container name.
+    waiting: HashMap<String, (String, String)>,
+    last_status: Value,
+}
+
+type SyncResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn latest_by_name(containers: &[api::Container]) -> HashMap<String, api::Container> {
+    let mut out: HashMap<String, api::Container> = HashMap::new();
+    for c in containers {
+        let name = c
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let attempt = c.metadata.as_ref().map_or(0, |m| m.attempt);
+        let newer = out
+            .get(&name)
+            .is_none_or(|o| o.metadata.as_ref().map_or(0, |m| m.attempt) < attempt);
+        if newer {
+            out.insert(name, c.clone());
+        }
+    }
+    out
+}
+
+fn state_of(c: &api::Container) -> api::ContainerState {
+    api::ContainerState::try_from(c.state).unwrap_or(api::ContainerState::ContainerUnknown)
+}
+
+impl Worker {
+    /// One pass; `Ok(true)` when the pod is finished with (deleted and cleaned up).
+    async fn sync(&mut self, pod: &Pod) -> SyncResult<bool> {
+        let uid = spec::pod_uid(pod);
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
+            self.kill_pod(pod, grace).await?;
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api
+                .delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(true);
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+        if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
+            // Finished pods keep their status; their containers are stopped.
+            self.stop_sandboxes(&uid, 0).await?;
+            return Ok(false);
+        }
+        let sandbox = self.ensure_sandbox(pod).await?;
+        let Some((sandbox_id, sandbox_cfg, ip)) = sandbox else {
+            self.report(pod, None, "").await?;
+            return Ok(false);
+        };
+        let mut cri = self.ctx.cri.runtime.clone();
+        let containers = cri
+            .list_containers(api::ListContainersRequest {
+                filter: Some(api::ContainerFilter {
+                    pod_sandbox_id: sandbox_id.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        let latest = latest_by_name(&containers);
+        let restart_policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        // Init containers, in order, each to a successful exit.
+        let mut initialized = true;
+        for c in spec.init_containers.iter().flatten() {
+            match latest.get(&c.name) {
+                Some(cur) if state_of(cur) == api::ContainerState::ContainerExited => {
+                    let code = self.exit_code(&cur.id).await?;
+                    if code == 0 {
+                        continue;
+                    }
+                    initialized = false;
+                    if restart_policy != "Never" {
+                        self.restart(pod, c, &sandbox_id, &sandbox_cfg, &ip, cur)
+                            .await?;
+                    }
+                    break;
+                }
+                Some(cur) if state_of(cur) != api::ContainerState::ContainerUnknown => {
+                    initialized = false;
+                    break;
+                }
+                _ => {
+                    initialized = false;
+                    self.start_container(pod, c, 0, &sandbox_id, &sandbox_cfg, &ip)
+                        .await?;
+                    break;
+                }
+            }
+        }
+        if initialized {
+            for c in &spec.containers {
+                match latest.get(&c.name) {
+                    None => {
+                        self.start_container(pod, c, 0, &sandbox_id, &sandbox_cfg, &ip)
+                            .await?;
+                    }
+                    Some(cur) if state_of(cur) == api::ContainerState::ContainerExited => {
+                        let code = self.exit_code(&cur.id).await?;
+                        let again = restart_policy == "Always"
+                            || (restart_policy == "OnFailure" && code != 0);
+                        if again {
+                            self.restart(pod, c, &sandbox_id, &sandbox_cfg, &ip, cur)
+                                .await?;
+                        }
+                    }
+                    Some(cur) if state_of(cur) == api::ContainerState::ContainerCreated => {
+                        let _ = cri
+                            .start_container(api::StartContainerRequest {
+                                container_id: cur.id.clone(),
+                            })
+                            .await;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        self.report(pod, Some(&sandbox_id), &ip).await?;
+        Ok(false)
+    }
+
+    async fn exit_code(&self, id: &str) -> SyncResult<i32> {
+        let st = self
+            .ctx
+            .cri
+            .runtime
+            .clone()
+            .container_status(api::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        Ok(st.exit_code)
+    }
+
+    /// Starts the next attempt of an exited container once its back-off has passed.
+    async fn restart(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        sandbox_id: &str,
+        sandbox_cfg: &api::PodSandboxConfig,
+        ip: &str,
+        cur: &api::Container,
+    ) -> SyncResult<()> {
+        let now = Instant::now();
+        let entry = self.restarts.entry(c.name.clone()).or_insert(Restart {
+            backoff: BACKOFF_START,
+            not_before: now + BACKOFF_START,
+        });
+        if now < entry.not_before {
+            self.waiting.insert(
+                c.name.clone(),
+                (
+                    "CrashLoopBackOff".into(),
+                    format!(
+                        "back-off {}s restarting failed container={} pod={}",
+                        entry.backoff.as_secs(),
+                        c.name,
+                        pod.metadata.name.clone().unwrap_or_default()
+                    ),
+                ),
+            );
+            return Ok(());
+        }
+        entry.backoff = (entry.backoff * 2).min(BACKOFF_MAX);
+        entry.not_before = now + entry.backoff;
+        let attempt = cur.metadata.as_ref().map_or(0, |m| m.attempt) + 1;
+        self.start_container(pod, c, attempt, sandbox_id, sandbox_cfg, ip)
+            .await?;
+        // Keep only the previous attempt (for `kubectl logs --previous`).
+        let mut cri = self.ctx.cri.runtime.clone();
+        let all = cri
+            .list_containers(api::ListContainersRequest {
+                filter: Some(api::ContainerFilter {
+                    pod_sandbox_id: sandbox_id.into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        for old in all.iter().filter(|o| {
+            o.metadata
+                .as_ref()
+                .is_some_and(|m| m.name == c.name && m.attempt + 1 < attempt)
+        }) {
+            let _ = cri
+                .remove_container(api::RemoveContainerRequest {
+                    container_id: old.id.clone(),
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    /// The pod's ready sandbox, created if missing: (id, config, pod IP). `None` while the
+    /// sandbox cannot be made (the reason is recorded for the status).
+    async fn ensure_sandbox(
+        &mut self,
+        pod: &Pod,
+    ) -> SyncResult<Option<(String, api::PodSandboxConfig, String)>> {
+        let uid = spec::pod_uid(pod);
+        let mut cri = self.ctx.cri.runtime.clone();
+        let sandboxes = cri
+            .list_pod_sandbox(api::ListPodSandboxRequest {
+                filter: Some(api::PodSandboxFilter {
+                    label_selector: [(LABEL_POD_UID.to_string(), uid.clone())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items;
+        let attempt = sandboxes.len() as u32;
+        let log_dir = self.ctx.pods_dir.join(&uid).join("logs");
+        let ready = sandboxes
+            .iter()
+            .filter(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+            .max_by_key(|s| s.created_at);
+        let (id, cfg) = match ready {
+            Some(s) => {
+                let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt);
+                (
+                    s.id.clone(),
+                    spec::sandbox_config(
+                        pod,
+                        attempt,
+                        &self.ctx.dns,
+                        &log_dir.display().to_string(),
+                    ),
+                )
+            }
+            None => {
+                // A sandbox that died takes its containers with it: clean up and start over.
+                for s in &sandboxes {
+                    let _ = cri
+                        .stop_pod_sandbox(api::StopPodSandboxRequest {
+                            pod_sandbox_id: s.id.clone(),
+                        })
+                        .await;
+                    let _ = cri
+                        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                            pod_sandbox_id: s.id.clone(),
+                        })
+                        .await;
+                }
+                std::fs::create_dir_all(&log_dir)?;
+                let cfg = spec::sandbox_config(
+                    pod,
+                    attempt,
+                    &self.ctx.dns,
+                    &log_dir.display().to_string(),
+                );
+                match cri
+                    .run_pod_sandbox(api::RunPodSandboxRequest {
+                        config: Some(cfg.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+                {
+                    Ok(r) => {
+                        self.waiting.clear();
+                        (r.into_inner().pod_sandbox_id, cfg)
+                    }
+                    Err(e) => {
+                        let msg = format!("Failed to create pod sandbox: {}", e.message());
+                        tracing::warn!(pod = ?pod.metadata.name, error = %e.message(), "creating the pod sandbox failed");
+                        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+                            self.waiting
+                                .insert(c.name.clone(), ("ContainerCreating".into(), msg.clone()));
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        let status = cri
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        let ip = status.network.map(|n| n.ip).unwrap_or_default();
+        let ip = if ip.is_empty() && pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+            self.ctx.node_ip.clone()
+        } else {
+            ip
+        };
+        Ok(Some((id, cfg, ip)))
+    }
+
+    async fn start_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        sandbox_id: &str,
+        sandbox_cfg: &api::PodSandboxConfig,
+        ip: &str,
+    ) -> SyncResult<()> {
+        let image = c.image.clone().unwrap_or_default();
+        if let Err((reason, message)) = self.ensure_image(pod, c).await {
+            self.waiting.insert(c.name.clone(), (reason, message));
+            return Ok(());
+        }
+        let env = match self.environment(pod, c, ip).await {
+            Ok(env) => env,
+            Err(message) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("CreateContainerConfigError".into(), message),
+                );
+                return Ok(());
+            }
+        };
+        let expand = |v: &Vec<String>| v.iter().map(|s| spec::expand(s, &env)).collect::<Vec<_>>();
+        let sc = c.security_context.clone().unwrap_or_default();
+        let psc = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        let mut labels: HashMap<String, String> = sandbox_cfg.labels.clone();
+        labels.retain(|k, _| k.starts_with("io.kubernetes."));
+        labels.insert(LABEL_CONTAINER_NAME.into(), c.name.clone());
+        let config = api::ContainerConfig {
+            metadata: Some(api::ContainerMetadata {
+                name: c.name.clone(),
+                attempt,
+            }),
+            image: Some(api::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            command: expand(&c.command.clone().unwrap_or_default()),
+            args: expand(&c.args.clone().unwrap_or_default()),
+            working_dir: c.working_dir.clone().unwrap_or_default(),
+            envs: env
+                .iter()
+                .map(|(k, v)| api::KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            labels,
+            annotations: HashMap::new(),
+            log_path: format!("{}/{}.log", c.name, attempt),
+            stdin: c.stdin == Some(true),
+            stdin_once: c.stdin_once == Some(true),
+            tty: c.tty == Some(true),
+            linux: Some(api::LinuxContainerConfig {
+                resources: Some(spec::linux_resources(c)),
+                security_context: Some(api::LinuxContainerSecurityContext {
+                    capabilities: Some(api::Capability {
+                        add_capabilities: caps.add.unwrap_or_default(),
+                        drop_capabilities: caps.drop.unwrap_or_default(),
+                        ..Default::default()
+                    }),
+                    privileged: sc.privileged == Some(true),
+                    run_as_user: sc
+                        .run_as_user
+                        .or(psc.run_as_user)
+                        .map(|value| api::Int64Value { value }),
+                    run_as_group: sc
+                        .run_as_group
+                        .or(psc.run_as_group)
+                        .map(|value| api::Int64Value { value }),
+                    readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+                    no_new_privs: sc.allow_privilege_escalation == Some(false),
+                    namespace_options: sandbox_cfg
+                        .linux
+                        .as_ref()
+                        .and_then(|l| l.security_context.as_ref())
+                        .and_then(|s| s.namespace_options.clone()),
+                    supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let mut cri = self.ctx.cri.runtime.clone();
+        let created = cri
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.into(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_cfg.clone()),
+            })
+            .await;
+        let id = match created {
+            Ok(r) => r.into_inner().container_id,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("CreateContainerError".into(), e.message().to_string()),
+                );
+                return Ok(());
+            }
+        };
+        if let Err(e) = cri
+            .start_container(api::StartContainerRequest { container_id: id })
+            .await
+        {
+            self.waiting.insert(
+                c.name.clone(),
+                ("RunContainerError".into(), e.message().to_string()),
+            );
+            return Ok(());
+        }
+        self.waiting.remove(&c.name);
+        tracing::debug!(pod = ?pod.metadata.name, container = %c.name, attempt, "started container");
+        Ok(())
+    }
+
+    /// Makes the container's image present per its pull policy; Err((reason, message)).
+    async fn ensure_image(&self, _pod: &Pod, c: &Container) -> Result<(), (String, String)> {
+        let image = c.image.clone().unwrap_or_default();
+        let tag_latest =
+            !image.contains('@') && !image.rsplit('/').next().unwrap_or("").contains(':');
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            if tag_latest {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
+        });
+        let mut images = self.ctx.cri.images.clone();
+        let present = images
+            .image_status(api::ImageStatusRequest {
+                image: Some(api::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .map(|r| r.into_inner().image.is_some())
+            .unwrap_or(false);
+        if present && policy != "Always" {
+            return Ok(());
+        }
+        if policy == "Never" {
+            return Err((
+                "ErrImageNeverPull".into(),
+                format!("Container image \"{image}\" is not present with pull policy of Never"),
+            ));
+        }
+        match images
+            .pull_image(api::PullImageRequest {
+                image: Some(api::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            // An image that is present locally still runs when the registry is unreachable.
+            Err(_) if present => Ok(()),
+            Err(e) => Err((
+                "ErrImagePull".into(),
+                format!("failed to pull image \"{image}\": {}", e.message()),
+            )),
+        }
+    }
+
+    /// The container's environment: service variables, then envFrom, then env (later wins),
+    /// `$(VAR)` references expanded.
+    async fn environment(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        ip: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let client = &self.ctx.client;
+        let mut env = BTreeMap::new();
+        let (host, port) = &self.ctx.kubernetes_service;
+        service_env(
+            &mut env,
+            "kubernetes",
+            host,
+            &[(Some("https".to_string()), *port as i32, "TCP".to_string())],
+        );
+        if pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false)
+            && let Ok(list) = Api::<Service>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+        {
+            for svc in list.items {
+                let spec = svc.spec.unwrap_or_default();
+                let Some(ip) = spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None") else {
+                    continue;
+                };
+                let name = svc.metadata.name.unwrap_or_default();
+                if name == "kubernetes" && ns == "default" {
+                    continue;
+                }
+                let ports: Vec<(Option<String>, i32, String)> = spec
+                    .ports
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| (p.name, p.port, p.protocol.unwrap_or_else(|| "TCP".into())))
+                    .collect();
+                service_env(&mut env, &name, &ip, &ports);
+            }
+        }
+        for from in c.env_from.iter().flatten() {
+            let prefix = from.prefix.clone().unwrap_or_default();
+            if let Some(r) = &from.config_map_ref {
+                match Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                    .get_opt(&r.name)
+                    .await
+                {
+                    Ok(Some(cm)) => {
+                        for (k, v) in cm.data.unwrap_or_default() {
+                            env.insert(format!("{prefix}{k}"), v);
+                        }
+                    }
+                    _ if r.optional == Some(true) => {}
+                    _ => return Err(format!("configmap \"{}\" not found", r.name)),
+                }
+            }
+            if let Some(r) = &from.secret_ref {
+                match Api::<Secret>::namespaced(client.clone(), &ns)
+                    .get_opt(&r.name)
+                    .await
+                {
+                    Ok(Some(s)) => {
+                        for (k, v) in s.data.unwrap_or_default() {
+                            env.insert(
+                                format!("{prefix}{k}"),
+                                String::from_utf8_lossy(&v.0).into_owned(),
+                            );
+                        }
+                    }
+                    _ if r.optional == Some(true) => {}
+                    _ => return Err(format!("secret \"{}\" not found", r.name)),
+                }
+            }
+        }
+        for e in c.env.iter().flatten() {
+            let value = if let Some(v) = &e.value {
+                spec::expand(v, &env)
+            } else if let Some(from) = &e.value_from {
+                if let Some(f) = &from.field_ref {
+                    field_value(pod, &f.field_path, ip, &self.ctx.node_ip)
+                } else if let Some(r) = &from.config_map_key_ref {
+                    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                        .get_opt(&r.name)
+                        .await
+                        .ok()
+                        .flatten();
+                    match cm.and_then(|cm| cm.data.and_then(|d| d.get(&r.key).cloned())) {
+                        Some(v) => v,
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in ConfigMap {ns}/{}",
+                                r.key, r.name
+                            ));
+                        }
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    let s = Api::<Secret>::namespaced(client.clone(), &ns)
+                        .get_opt(&r.name)
+                        .await
+                        .ok()
+                        .flatten();
+                    match s.and_then(|s| s.data.and_then(|d| d.get(&r.key).cloned())) {
+                        Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in Secret {ns}/{}",
+                                r.key, r.name
+                            ));
+                        }
+                    }
+                } else if let Some(r) = &from.resource_field_ref {
+                    resource_value(c, &r.resource)
+                } else {
+                    String::new()
+                }
+            } else {
+                String::new()
+            };
+            env.insert(e.name.clone(), value);
+        }
+        Ok(env)
+    }
+
+    /// Stops every container (SIGTERM, then SIGKILL after `grace` seconds) and the sandbox.
+    async fn kill_pod(&mut self, pod: &Pod, grace: i64) -> SyncResult<()> {
+        self.stop_sandboxes(&spec::pod_uid(pod), grace).await
+    }
+
+    async fn stop_sandboxes(&mut self, uid: &str, grace: i64) -> SyncResult<()> {
+        let mut cri = self.ctx.cri.runtime.clone();
+        let sandboxes = cri
+            .list_pod_sandbox(api::ListPodSandboxRequest {
+                filter: Some(api::PodSandboxFilter {
+                    label_selector: [(LABEL_POD_UID.to_string(), uid.to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items;
+        for s in sandboxes {
+            let containers = cri
+                .list_containers(api::ListContainersRequest {
+                    filter: Some(api::ContainerFilter {
+                        pod_sandbox_id: s.id.clone(),
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner()
+                .containers;
+            let stops = containers
+                .iter()
+                .filter(|c| state_of(c) == api::ContainerState::ContainerRunning)
+                .map(|c| {
+                    let mut cri = cri.clone();
+                    let id = c.id.clone();
+                    async move {
+                        let _ = cri
+                            .stop_container(api::StopContainerRequest {
+                                container_id: id,
+                                timeout: grace,
+                            })
+                            .await;
+                    }
+                });
+            futures::future::join_all(stops).await;
+            cri.stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await?;
+            cri.remove_pod_sandbox(api::RemovePodSandboxRequest {
+                pod_sandbox_id: s.id.clone(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pod's status from CRI's view, when it changed.
+    async fn report(&mut self, pod: &Pod, sandbox_id: Option<&str>, ip: &str) -> SyncResult<()> {
+        let status = crate::status::compute(self, pod, sandbox_id, ip).await?;
+        if status == self.last_status {
+            return Ok(());
+        }
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
+        api.patch_status(
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await?;
+        self.last_status = status;
+        Ok(())
+    }
+}
+
+/// What the status module needs from a worker.
+pub(crate) trait View {
+    fn ctx(&self) -> &Ctx;
+    fn waiting(&self, container: &str) -> Option<(String, String)>;
+}
+
+impl View for Worker {
+    fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+    fn waiting(&self, container: &str) -> Option<(String, String)> {
+        self.waiting.get(container).cloned()
+    }
+}
+
+/// `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT>]` and the docker-link style variables.
+pub fn service_env(
+    env: &mut BTreeMap<String, String>,
+    name: &str,
+    ip: &str,
+    ports: &[(Option<String>, i32, String)],
+) {
+    let n = name.to_uppercase().replace('-', "_");
+    env.insert(format!("{n}_SERVICE_HOST"), ip.into());
+    let Some((_, first, first_proto)) = ports.first() else {
+        return;
+    };
+    env.insert(format!("{n}_SERVICE_PORT"), first.to_string());
+    env.insert(
+        format!("{n}_PORT"),
+        format!("{}://{ip}:{first}", first_proto.to_lowercase()),
+    );
+    for (pname, port, proto) in ports {
+        if let Some(pn) = pname.as_deref().filter(|p| !p.is_empty()) {
+            env.insert(
+                format!("{n}_SERVICE_PORT_{}", pn.to_uppercase().replace('-', "_")),
+                port.to_string(),
+            );
+        }
+        let p = proto.to_uppercase();
+        let base = format!("{n}_PORT_{port}_{p}");
+        env.insert(
+            base.clone(),
+            format!("{}://{ip}:{port}", proto.to_lowercase()),
+        );
+        env.insert(format!("{base}_PROTO"), proto.to_lowercase());
+        env.insert(format!("{base}_PORT"), port.to_string());
+        env.insert(format!("{base}_ADDR"), ip.into());
+    }
+}
+
+/// A downward-API field (`metadata.name`, `status.podIP`, `metadata.labels['app']`, ...).
+pub fn field_value(pod: &Pod, path: &str, ip: &str, node_ip: &str) -> String {
+    let meta = &pod.metadata;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let pick = |m: &Option<BTreeMap<String, String>>, key: &str| {
+        m.as_ref()
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or_default()
+    };
+    if let Some(key) = path
+        .strip_prefix("metadata.labels['")
+        .and_then(|k| k.strip_suffix("']"))
+    {
+        return pick(&meta.labels, key);
+    }
+    if let Some(key) = path
+        .strip_prefix("metadata.annotations['")
+        .and_then(|k| k.strip_suffix("']"))
+    {
+        return pick(&meta.annotations, key);
+    }
+    match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => spec.node_name.unwrap_or_default(),
+        "spec.serviceAccountName" => spec.service_account_name.unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => ip.into(),
+        "status.hostIP" | "status.hostIPs" => node_ip.into(),
+        _ => String::new(),
+    }
+}
+
+/// `limits.cpu`, `requests.memory`, ... of a container as env values (cpu rounded up to cores).
+pub fn resource_value(c: &Container, resource: &str) -> String {
+    let res = c.resources.clone().unwrap_or_default();
+    let (map, key) = match resource.split_once('.') {
+        Some(("limits", k)) => (res.limits, k),
+        Some(("requests", k)) => (res.requests, k),
+        _ => return String::new(),
+    };
+    let milli = map
+        .and_then(|m| m.get(key).cloned())
+        .and_then(|q| kubox_core::quantity::parse_milli(&q.0));
+    match (key, milli) {
+        ("cpu", Some(m)) => ((m + 999) / 1000).max(1).to_string(),
+        (_, Some(m)) => (m / 1000).to_string(),
+        ("cpu", None) => num_cpus().to_string(),
+        _ => "0".into(),
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs the workers of this node's pods: one task per pod uid, fed from the pod watch.
+pub struct Workers {
+    ctx: Arc<Ctx>,
+    senders: HashMap<String, mpsc::Sender<Msg>>,
+}
+
+impl Workers {
+    pub fn new(ctx: Arc<Ctx>) -> Workers {
+        Workers {
+            ctx,
+            senders: HashMap::new(),
+        }
+    }
+
+    pub fn update(&mut self, pod: Arc<Pod>) {
+        let uid = spec::pod_uid(&pod);
+        self.senders.retain(|_, s| !s.is_closed());
+        match self.senders.get(&uid) {
+            Some(tx) => {
+                let _ = tx.try_send(Msg::Update(pod));
+            }
+            None => {
+                let (tx, rx) = mpsc::channel(16);
+                tokio::spawn(worker(self.ctx.clone(), pod, rx));
+                self.senders.insert(uid, tx);
+            }
+        }
+    }
+
+    pub fn gone(&mut self, uid: &str) {
+        if let Some(tx) = self.senders.remove(uid) {
+            let _ = tx.try_send(Msg::Gone);
+        }
+    }
+
+    pub fn known(&self) -> Vec<String> {
+        self.senders.keys().cloned().collect()
+    }
+}

@@ -1,0 +1,137 @@
+//! A whole node: `kubox server` with its agent, real containerd and runc, the kubox CNI
+//! plugin, images from the airgap directory. Runs in namespaces of its own (see
+//! [`Server::start_node`]).
+use std::time::Duration;
+
+use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server, eventually};
+use serde_json::Value;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn start_node() -> Server {
+    Server::start_node(&[], |data| {
+        let images = data.join("agent").join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        crate::images::write_busybox_image(&images.join("busybox.tar"), "test");
+    })
+}
+
+fn node_ready(s: &Server) -> bool {
+    let out = s.kubectl(KUBECTL_NEW, &["get", "node", "node-1", "-o", "json"]);
+    if !out.status.success() {
+        return false;
+    }
+    let n = json(&String::from_utf8_lossy(&out.stdout));
+    n["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+#[test]
+fn a_deployment_runs_real_pods_reachable_by_their_ips() {
+    let s = start_node();
+    let ready = eventually(Duration::from_secs(120), || node_ready(&s).then_some(()));
+    assert!(
+        ready.is_some(),
+        "node not ready: {}\n{}",
+        s.k(KUBECTL_NEW, &["get", "node", "node-1", "-o", "yaml"]),
+        s.log()
+    );
+    let node = json(&s.k(KUBECTL_NEW, &["get", "node", "node-1", "-o", "json"]));
+    assert_eq!(node["spec"]["podCIDR"], "10.42.0.0/24");
+    assert!(
+        node["status"]["nodeInfo"]["containerRuntimeVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("containerd://")),
+        "{node}"
+    );
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=docker.io/library/busybox:test",
+            "--replicas=3",
+            "--port=8080",
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/www",
+        ],
+    );
+    let out = s.kubectl(
+        KUBECTL_NEW,
+        &["rollout", "status", "deployment/web", "--timeout=120s"],
+    );
+    assert!(
+        out.status.success(),
+        "rollout: {}{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        s.k(KUBECTL_NEW, &["get", "pods", "-o", "yaml"]),
+        s.log()
+    );
+    let pods = json(&s.k(KUBECTL_OLD, &["get", "pods", "-l", "app=web", "-o", "json"]));
+    let pods = pods["items"].as_array().unwrap().clone();
+    assert_eq!(pods.len(), 3);
+    let mut ips = Vec::new();
+    for p in &pods {
+        assert_eq!(p["status"]["phase"], "Running", "{p}");
+        let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+        assert!(ip.starts_with("10.42.0."), "{ip}");
+        assert_eq!(p["status"]["containerStatuses"][0]["ready"], true);
+        assert!(
+            p["status"]["containerStatuses"][0]["containerID"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("containerd://"))
+        );
+        ips.push(ip);
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "distinct pod IPs");
+    // Each pod serves HTTP on its own IP, from the node.
+    for ip in &ips {
+        let body = eventually(Duration::from_secs(30), || {
+            let out = s
+                .command("timeout")
+                .args([
+                    "5",
+                    "/bin/busybox",
+                    "wget",
+                    "-qO-",
+                    &format!("http://{ip}:8080/"),
+                ])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+        });
+        assert_eq!(body.as_deref(), Some("hello from kubox\n"), "pod {ip}");
+    }
+    let first = pods[0]["metadata"]["name"].as_str().unwrap();
+    // A deleted pod's containers stop and a replacement starts.
+    s.k(KUBECTL_NEW, &["delete", "pod", first, "--timeout=60s"]);
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let pods = json(&s.k(KUBECTL_NEW, &["get", "pods", "-l", "app=web", "-o", "json"]));
+            let items = pods["items"].as_array().cloned().unwrap_or_default();
+            (items.len() == 3
+                && items
+                    .iter()
+                    .all(|p| p["status"]["phase"] == "Running" && p["metadata"]["name"] != first))
+            .then_some(())
+        })
+        .is_some(),
+        "{}",
+        s.k(KUBECTL_NEW, &["get", "pods", "-o", "wide"])
+    );
+}
