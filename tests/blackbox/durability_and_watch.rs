@@ -81,7 +81,12 @@ async fn watch_sees_added_modified_deleted_and_resumes_from_a_resource_version()
     let rv = list.metadata.resource_version.unwrap();
     // Only w1: the controllers add objects of their own (kube-root-ca.crt) meanwhile.
     let mut stream = api
-        .watch(&WatchParams::default().fields("metadata.name=w1").timeout(30), &rv)
+        .watch(
+            &WatchParams::default()
+                .fields("metadata.name=w1")
+                .timeout(30),
+            &rv,
+        )
         .await
         .unwrap()
         .boxed();
@@ -109,7 +114,10 @@ async fn watch_sees_added_modified_deleted_and_resumes_from_a_resource_version()
     assert_eq!(seen, vec!["ADDED", "MODIFIED", "DELETED"]);
     // Resuming from the list's revision replays the same history.
     let mut again = api
-        .watch(&WatchParams::default().fields("metadata.name=w1").timeout(5), &rv)
+        .watch(
+            &WatchParams::default().fields("metadata.name=w1").timeout(5),
+            &rv,
+        )
         .await
         .unwrap()
         .boxed();

@@ -31,7 +31,7 @@ fn node_ready(s: &Server) -> bool {
 }
 
 #[test]
-fn a_deployment_runs_real_pods_reachable_by_their_ips() {
+fn a_deployment_runs_real_pods_reachable_by_their_ips_and_through_a_service() {
     let s = start_node();
     let ready = eventually(Duration::from_secs(120), || node_ready(&s).then_some(()));
     assert!(
@@ -117,6 +117,94 @@ fn a_deployment_runs_real_pods_reachable_by_their_ips() {
         });
         assert_eq!(body.as_deref(), Some("hello from kubox\n"), "pod {ip}");
     }
+    // Through a Service: from the node, and from a pod that finds it by its environment.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "expose",
+            "deployment",
+            "web",
+            "--port=80",
+            "--target-port=8080",
+        ],
+    );
+    let svc = json(&s.k(KUBECTL_NEW, &["get", "service", "web", "-o", "json"]));
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let body = eventually(Duration::from_secs(30), || {
+        let out = s
+            .command("timeout")
+            .args([
+                "5",
+                "/bin/busybox",
+                "wget",
+                "-qO-",
+                &format!("http://{cluster_ip}:80/"),
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    });
+    assert_eq!(
+        body.as_deref(),
+        Some("hello from kubox\n"),
+        "service {cluster_ip}"
+    );
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "run",
+            "client",
+            "--image=docker.io/library/busybox:test",
+            "--restart=Never",
+            "--",
+            "sh",
+            "-c",
+            "wget -qO- http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/ | grep -q 'hello from kubox'",
+        ],
+    );
+    let phase = eventually(Duration::from_secs(60), || {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "client", "-o", "json"]));
+        let phase = p["status"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+    });
+    assert_eq!(
+        phase.as_deref(),
+        Some("Succeeded"),
+        "{}",
+        s.k(KUBECTL_NEW, &["get", "pod", "client", "-o", "yaml"])
+    );
+    // A Service without endpoints refuses connections at once.
+    s.k(
+        KUBECTL_NEW,
+        &["create", "service", "clusterip", "nobody", "--tcp=80:8080"],
+    );
+    let nobody = json(&s.k(KUBECTL_NEW, &["get", "service", "nobody", "-o", "json"]));
+    let nobody_ip = nobody["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let refused = eventually(Duration::from_secs(30), || {
+        let out = s
+            .command("timeout")
+            .args([
+                "5",
+                "/bin/busybox",
+                "wget",
+                "-qO-",
+                &format!("http://{nobody_ip}:80/"),
+            ])
+            .output()
+            .ok()?;
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.contains("refused").then_some(err)
+    });
+    assert!(
+        refused.is_some(),
+        "connections to a Service without endpoints must be refused"
+    );
+
     let first = pods[0]["metadata"]["name"].as_str().unwrap();
     // A deleted pod's containers stop and a replacement starts.
     s.k(KUBECTL_NEW, &["delete", "pod", first, "--timeout=60s"]);

@@ -4,10 +4,11 @@
 //!
 //! Entry point: [`run`]. Modules: [`node`] (Node object, status, lease), [`pods`] (one worker
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
-//! links and conflist, forwarding, masquerade, airgap images).
+//! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy).
 
 pub mod node;
 pub mod pods;
+pub mod proxy;
 pub mod setup;
 pub mod spec;
 pub mod status;
@@ -37,6 +38,8 @@ pub struct AgentConfig {
     /// containerd's state and socket, runc state.
     pub run_dir: PathBuf,
     pub cluster_cidr: String,
+    /// The service CIDR (routed to the pod bridge so the node reaches ClusterIPs).
+    pub service_cidr: (std::net::Ipv4Addr, u8),
     pub cluster_dns: String,
     pub cluster_domain: String,
     /// The `kubernetes` Service (ClusterIP, port) announced to pods.
@@ -128,6 +131,7 @@ pub async fn run(
         runtime_version,
     ));
     let network = tokio::spawn(network(client.clone(), cfg.clone(), node));
+    let service_proxy = tokio::spawn(proxy::run(client.clone()));
     let ctx = Arc::new(pods::Ctx {
         client: client.clone(),
         cri: cri.clone(),
@@ -146,6 +150,7 @@ pub async fn run(
     }
     heartbeat.abort();
     network.abort();
+    service_proxy.abort();
     import.abort();
     containerd.stop().await;
     tracing::info!("node agent stopped");
@@ -157,6 +162,7 @@ async fn network(client: Client, cfg: AgentConfig, mut node: Node) {
     let nodes: Api<Node> = Api::all(client);
     let ipam_dir = cfg.data_dir.join("agent").join("cni").join("ipam");
     let mut forwarding = false;
+    let mut routed = false;
     loop {
         if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
             if !forwarding {
@@ -173,6 +179,13 @@ async fn network(client: Client, cfg: AgentConfig, mut node: Node) {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
             }
+            // The bridge appears with the first pod; route the service CIDR to it then.
+            let ok =
+                kubox_network::proxy::ensure_service_route(cfg.service_cidr, setup::BRIDGE).is_ok();
+            if ok && !routed {
+                tracing::debug!("service CIDR routed to the pod bridge");
+            }
+            routed = ok;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         if let Ok(Some(n)) = nodes.get_opt(&cfg.node_name).await {

@@ -1,4 +1,6 @@
 //! kubox-network: the pod network of a node. [`cni`] is kubox's own CNI plugin (bridge with
-//! host-local style IPAM, and loopback), reached through links in a CNI bin dir.
+//! host-local style IPAM, and loopback), reached through links in a CNI bin dir; [`proxy`]
+//! renders the Service proxy into an nftables table of its own.
 
 pub mod cni;
+pub mod proxy;

@@ -326,6 +326,7 @@ pub async fn run(
             data_dir: cfg.data_dir.clone(),
             run_dir: cfg.run_dir.clone(),
             cluster_cidr: cfg.cluster_cidr.to_string(),
+            service_cidr: (cfg.service_cidr.addr, cfg.service_cidr.prefix),
             cluster_dns: cfg.cluster_dns.to_string(),
             cluster_domain: cfg.cluster_domain.clone(),
             kubernetes_service: (cfg.kubernetes_service_ip().to_string(), 443),

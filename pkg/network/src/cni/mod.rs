@@ -9,10 +9,10 @@
 
 mod bridge;
 mod config;
-mod error;
+pub(crate) mod error;
 mod ipam;
 mod loopback;
-mod netlink;
+pub(crate) mod netlink;
 
 use std::collections::HashMap;
 use std::fs::File;
