@@ -165,7 +165,11 @@ impl Server {
                 c.arg(format!("--net=/run/netns/{ns}"))
                     .args(["unshare", "--mount", "--propagation", "private", "--pid", "--fork"])
                     .args(["--kill-child", "--mount-proc", "sh", "-c"])
-                    .arg("mkdir -p /run/netns /run/containerd && mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /run/containerd && exec \"$0\" \"$@\"")
+                    .arg(format!(
+                        "mkdir -p /run/netns /run/containerd && mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /run/containerd && \
+                         while :; do \"$0\" \"$@\"; [ -e {flag} ] || exit; rm -f {flag}; done",
+                        flag = self.restart_flag().display()
+                    ))
                     .arg(kubox_bin());
                 c
             }
@@ -277,6 +281,48 @@ impl Server {
             .write_all(stdin.as_bytes())
             .expect("write stdin");
         child.wait_with_output().expect("kubectl output")
+    }
+
+    /// A node's PID-1 shell starts kubox again when it exits while this file exists.
+    fn restart_flag(&self) -> PathBuf {
+        self.dir.path().join("restart-kubox")
+    }
+
+    /// The host PID of the kubox server process of a node (a child of the node's PID 1).
+    pub fn node_kubox_pid(&self) -> Option<u32> {
+        let unshare = self.child.as_ref()?.id();
+        let children = |pid: u32| -> Vec<u32> {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        };
+        let kubox = kubox_bin();
+        children(unshare)
+            .into_iter()
+            .flat_map(children)
+            .find(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == kubox))
+    }
+
+    /// Stops a node's kubox with `signal` (`TERM`, `KILL`) and lets its PID 1 start it again:
+    /// containerd, shims and containers stay, as they do when systemd restarts kubox.
+    pub fn restart_node_process(&mut self, signal: &str) {
+        let pid = self.node_kubox_pid().expect("the node's kubox process");
+        std::fs::write(self.restart_flag(), b"").expect("restart flag");
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.node_kubox_pid() == Some(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "kubox did not exit on SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_ready();
     }
 
     /// A command that runs where the server is (inside the node's network namespace).

@@ -19,6 +19,7 @@ fn layers() -> BTreeMap<&'static str, u32> {
         ("kubox-controllers", 3),
         ("kubox-agent", 3),
         ("kubox-server", 4),
+        ("kubox-bench", 5),
         ("kubox", 5),
     ])
 }

@@ -223,3 +223,75 @@ fn a_deployment_runs_real_pods_reachable_by_their_ips_and_through_a_service() {
         s.k(KUBECTL_NEW, &["get", "pods", "-o", "wide"])
     );
 }
+
+#[test]
+fn restarting_kubox_keeps_running_containers() {
+    let mut s = start_node();
+    assert!(
+        eventually(Duration::from_secs(120), || node_ready(&s).then_some(())).is_some(),
+        "{}",
+        s.log()
+    );
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "run",
+            "web",
+            "--image=docker.io/library/busybox:test",
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/www",
+        ],
+    );
+    let running = |s: &Server| {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "web", "-o", "json"]));
+        let cs = &p["status"]["containerStatuses"][0];
+        (p["status"]["phase"] == "Running" && cs["ready"] == true).then(|| {
+            (
+                cs["containerID"].as_str().unwrap_or_default().to_string(),
+                cs["state"]["running"]["startedAt"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                cs["restartCount"].as_i64().unwrap_or(-1),
+                p["status"]["podIP"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+    };
+    let before = eventually(Duration::from_secs(60), || running(&s)).expect("pod running");
+    for signal in ["TERM", "KILL"] {
+        s.restart_node_process(signal);
+        assert!(eventually(Duration::from_secs(60), || node_ready(&s).then_some(())).is_some());
+        // Give the new agent time to look at the pod; it must adopt, not restart, it.
+        std::thread::sleep(Duration::from_secs(3));
+        let after =
+            eventually(Duration::from_secs(60), || running(&s)).expect("pod running after restart");
+        assert_eq!(
+            before, after,
+            "after SIG{signal}: the container must be the same, not restarted"
+        );
+        let out = s
+            .command("timeout")
+            .args([
+                "5",
+                "/bin/busybox",
+                "wget",
+                "-qO-",
+                &format!("http://{}:8080/", before.3),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello from kubox\n",
+            "after SIG{signal}"
+        );
+    }
+}

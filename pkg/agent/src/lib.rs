@@ -6,6 +6,7 @@
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
 //! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy).
 
+pub mod env;
 pub mod node;
 pub mod pods;
 pub mod proxy;

@@ -134,43 +134,39 @@ pub fn model(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<Se
 /// Runs until the task is dropped.
 pub async fn run(client: Client) {
     let kick = Arc::new(Notify::new());
-    let (services, services_w) = reflector::store::<Service>();
-    let (slices, slices_w) = reflector::store::<EndpointSlice>();
-    let k = kick.clone();
-    tokio::spawn(
-        reflector::reflector(
-            services_w,
-            watcher(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects()
-        .for_each(move |_| {
-            k.notify_one();
-            async {}
-        }),
-    );
-    let k = kick.clone();
-    tokio::spawn(
-        reflector::reflector(
-            slices_w,
-            watcher(
-                Api::<EndpointSlice>::all(client),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects()
-        .for_each(move |_| {
-            k.notify_one();
-            async {}
-        }),
-    );
+    let services = watched::<Service>(&client, &kick);
+    let slices = watched::<EndpointSlice>(&client, &kick);
     let _ = services.wait_until_ready().await;
     let _ = slices.wait_until_ready().await;
     sync_loop(services, slices, kick).await;
+}
+
+/// A store of every `K`, kept by a watch that wakes `kick` on each change.
+fn watched<K>(client: &Client, kick: &Arc<Notify>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let kick = kick.clone();
+    tokio::spawn(
+        reflector::reflector(
+            writer,
+            watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .touched_objects()
+        .for_each(move |_| {
+            kick.notify_one();
+            async {}
+        }),
+    );
+    store
 }
 
 async fn sync_loop(services: Store<Service>, slices: Store<EndpointSlice>, kick: Arc<Notify>) {

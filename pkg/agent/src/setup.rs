@@ -67,30 +67,7 @@ pub fn masquerade(cluster_cidr: &str) -> Result<(), String> {
     let script = format!(
         "table ip kubox-nat {{}}\ndelete table ip kubox-nat\ntable ip kubox-nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {cluster_cidr} ip daddr != {cluster_cidr} masquerade\n  }}\n}}\n"
     );
-    run_nft(&script)
-}
-
-fn run_nft(script: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("nft")
-        .arg("-f")
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft (install nftables): {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+    kubox_network::proxy::apply(&script)
 }
 
 /// Imports kubox's pause image, then every archive in `images_dir` now and whenever new or

@@ -137,17 +137,10 @@ pub fn dns_config(pod: &Pod, dns: &DnsSettings) -> Option<api::DnsConfig> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     let host_network = spec.host_network == Some(true);
+    let cluster_first =
+        (policy == "ClusterFirst" && !host_network) || policy == "ClusterFirstWithHostNet";
     let mut cfg = match policy {
-        "ClusterFirst" if !host_network => api::DnsConfig {
-            servers: vec![dns.cluster_dns.clone()],
-            searches: vec![
-                format!("{ns}.svc.{}", dns.cluster_domain),
-                format!("svc.{}", dns.cluster_domain),
-                dns.cluster_domain.clone(),
-            ],
-            options: vec!["ndots:5".into()],
-        },
-        "ClusterFirstWithHostNet" => api::DnsConfig {
+        _ if cluster_first => api::DnsConfig {
             servers: vec![dns.cluster_dns.clone()],
             searches: vec![
                 format!("{ns}.svc.{}", dns.cluster_domain),

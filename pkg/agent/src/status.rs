@@ -56,16 +56,7 @@ pub(crate) async fn compute(
     let mut by_name: HashMap<String, Vec<api::ContainerStatus>> = HashMap::new();
     if let Some(sid) = sandbox_id {
         let mut cri = ctx.cri.runtime.clone();
-        let containers = cri
-            .list_containers(api::ListContainersRequest {
-                filter: Some(api::ContainerFilter {
-                    pod_sandbox_id: sid.into(),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .containers;
+        let containers = crate::pods::containers_in(&ctx.cri, sid).await?;
         for c in containers {
             let st = cri
                 .container_status(api::ContainerStatusRequest {

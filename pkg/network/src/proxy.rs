@@ -147,7 +147,7 @@ pub fn render(ports: &[ServicePort]) -> String {
     s
 }
 
-/// Applies an nft script in one transaction.
+/// Applies an nft script in one transaction (`nft -f -`).
 pub fn apply(script: &str) -> Result<(), String> {
     use std::io::Write as _;
     let mut child = std::process::Command::new("nft")
