@@ -295,3 +295,108 @@ fn restarting_kubox_keeps_running_containers() {
         );
     }
 }
+
+#[test]
+fn volumes_carry_config_secrets_and_scratch_space_and_config_updates_arrive() {
+    let s = start_node();
+    assert!(
+        eventually(Duration::from_secs(120), || node_ready(&s).then_some(())).is_some(),
+        "{}",
+        s.log()
+    );
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: site}
+data: {index.html: "v1\n"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {token: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: site}
+spec:
+  volumes:
+  - {name: www, configMap: {name: site}}
+  - {name: creds, secret: {secretName: creds, defaultMode: 0400}}
+  - {name: work, emptyDir: {}}
+  initContainers:
+  - name: prep
+    image: docker.io/library/busybox:test
+    command: [sh, -c, "echo init-ran > /work/marker"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: web
+    image: docker.io/library/busybox:test
+    command: [sh, -c, "mkdir -p /srv && cp /work/marker /srv/marker && cp /etc/creds/token /srv/token && ln -s /www/index.html /srv/index.html && exec httpd -f -p 8080 -h /srv"]
+    volumeMounts:
+    - {name: www, mountPath: /www}
+    - {name: creds, mountPath: /etc/creds}
+    - {name: work, mountPath: /work}
+"#,
+    );
+    let ip = eventually(Duration::from_secs(60), || {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "site", "-o", "json"]));
+        (p["status"]["phase"] == "Running").then(|| {
+            p["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{}",
+            s.k(KUBECTL_NEW, &["get", "pod", "site", "-o", "yaml"])
+        )
+    });
+    let get = |path: &str| -> Option<String> {
+        let out = s
+            .command("timeout")
+            .args([
+                "5",
+                "/bin/busybox",
+                "wget",
+                "-qO-",
+                &format!("http://{ip}:8080/{path}"),
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    assert_eq!(
+        eventually(Duration::from_secs(30), || get("index.html")).as_deref(),
+        Some("v1\n")
+    );
+    assert_eq!(
+        get("marker").as_deref(),
+        Some("init-ran\n"),
+        "the init container's emptyDir file"
+    );
+    assert_eq!(get("token").as_deref(), Some("s3cret"), "the secret volume");
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "patch",
+            "configmap",
+            "site",
+            "-p",
+            r#"{"data":{"index.html":"v2\n"}}"#,
+        ],
+    );
+    let updated = eventually(Duration::from_secs(60), || {
+        get("index.html").filter(|b| b == "v2\n")
+    });
+    assert!(
+        updated.is_some(),
+        "a ConfigMap update reaches the mounted file"
+    );
+}

@@ -4,7 +4,7 @@
 //!
 //! Entry point: [`run`]. Modules: [`node`] (Node object, status, lease), [`pods`] (one worker
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
-//! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy).
+//! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy), [`volumes`], [`env`].
 
 pub mod env;
 pub mod node;
@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod setup;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;

@@ -50,6 +50,7 @@ pub async fn worker(ctx: Arc<Ctx>, mut pod: Arc<Pod>, mut rx: mpsc::Receiver<Msg
         restarts: HashMap::new(),
         waiting: HashMap::new(),
         last_status: Value::Null,
+        volumes_synced: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -77,6 +78,8 @@ struct Worker {
     /// Why a container is not running yet (reason, message), by container name.
     waiting: HashMap<String, (String, String)>,
     last_status: Value,
+    /// When the pod's content volumes were last written (rewritten every 10 s).
+    volumes_synced: Option<Instant>,
 }
 
 type SyncResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -130,6 +133,7 @@ impl Worker {
         if pod.metadata.deletion_timestamp.is_some() {
             let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
             self.kill_pod(pod, grace).await?;
+            crate::volumes::cleanup(&self.ctx, &uid);
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
             let dp = DeleteParams {
@@ -156,6 +160,27 @@ impl Worker {
             // Finished pods keep their status; their containers are stopped.
             self.stop_sandboxes(&uid, 0).await?;
             return Ok(false);
+        }
+        if self
+            .volumes_synced
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            if let Err(message) = crate::volumes::prepare(&self.ctx, pod).await {
+                for c in spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(spec.containers.iter())
+                {
+                    self.waiting.insert(
+                        c.name.clone(),
+                        ("ContainerCreating".into(), message.clone()),
+                    );
+                }
+                self.report(pod, None, "").await?;
+                return Ok(false);
+            }
+            self.volumes_synced = Some(Instant::now());
         }
         let sandbox = self.ensure_sandbox(pod).await?;
         let Some((sandbox_id, sandbox_cfg, ip)) = sandbox else {
@@ -453,6 +478,7 @@ impl Worker {
             labels,
             annotations: HashMap::new(),
             log_path: format!("{}/{}.log", c.name, attempt),
+            mounts: crate::volumes::mounts(&self.ctx, pod, c),
             stdin: c.stdin == Some(true),
             stdin_once: c.stdin_once == Some(true),
             tty: c.tty == Some(true),

@@ -1,0 +1,427 @@
+//! Pod volumes on the node: emptyDir (disk, or tmpfs for `medium: Memory`), hostPath,
+//! configMap, secret, downwardAPI and projected (configMap, secret, downwardAPI, the
+//! namespace and `ca.crt` of service-account projections), and the CRI mounts of a
+//! container's volumeMounts. Content volumes are written the way kubelet's atomic writer
+//! does: into a fresh timestamped directory, published by swapping the `..data` symlink, with
+//! each key a symlink through `..data`, so updates of a ConfigMap or Secret reach running
+//! pods whole.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Volume};
+use kube::api::Api;
+use kubox_containerd::cri::api;
+
+use crate::pods::Ctx;
+
+/// Where a pod's volumes live: `<pods_dir>/<uid>/volumes/<name>`.
+pub fn volume_dir(ctx: &Ctx, pod: &Pod, name: &str) -> PathBuf {
+    ctx.pods_dir
+        .join(crate::spec::pod_uid(pod))
+        .join("volumes")
+        .join(name)
+}
+
+/// One file of a content volume: relative path, bytes, mode.
+type File = (String, Vec<u8>, u32);
+
+/// Prepares every volume of `pod` (creating dirs, writing content); returns why one cannot be
+/// made yet (a missing ConfigMap or Secret that is not optional).
+pub async fn prepare(ctx: &Ctx, pod: &Pod) -> Result<(), String> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    for v in spec.volumes.iter().flatten() {
+        let dir = volume_dir(ctx, pod, &v.name);
+        if let Some(ed) = &v.empty_dir {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("emptyDir {}: {e}", v.name))?;
+            if ed.medium.as_deref() == Some("Memory") && !is_mountpoint(&dir) {
+                nix::mount::mount(
+                    Some("tmpfs"),
+                    &dir,
+                    Some("tmpfs"),
+                    nix::mount::MsFlags::empty(),
+                    None::<&str>,
+                )
+                .map_err(|e| format!("emptyDir {} (Memory): {e}", v.name))?;
+            }
+        } else if let Some(hp) = &v.host_path {
+            let create = matches!(hp.type_.as_deref(), Some("DirectoryOrCreate"));
+            if create {
+                std::fs::create_dir_all(&hp.path)
+                    .map_err(|e| format!("hostPath {}: {e}", hp.path))?;
+            }
+        } else if let Some(files) = content(ctx, pod, v).await? {
+            write_atomic(&dir, &files).map_err(|e| format!("volume {}: {e}", v.name))?;
+        }
+    }
+    Ok(())
+}
+
+fn is_mountpoint(dir: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let d = dir.display().to_string();
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(d.as_str()))
+}
+
+/// Unmounts a pod's Memory emptyDirs and removes its volume directories.
+pub fn cleanup(ctx: &Ctx, uid: &str) {
+    let root = ctx.pods_dir.join(uid).join("volumes");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            if is_mountpoint(&e.path()) {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn pick(
+    items: &Option<Vec<KeyToPath>>,
+    data: &BTreeMap<String, Vec<u8>>,
+    default_mode: u32,
+) -> Result<Vec<File>, String> {
+    match items {
+        None => Ok(data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), default_mode))
+            .collect()),
+        Some(items) => items
+            .iter()
+            .map(|i| {
+                data.get(&i.key)
+                    .map(|v| {
+                        (
+                            i.path.clone(),
+                            v.clone(),
+                            i.mode.map_or(default_mode, |m| m as u32),
+                        )
+                    })
+                    .ok_or_else(|| format!("key {} not found", i.key))
+            })
+            .collect(),
+    }
+}
+
+async fn config_map(ctx: &Ctx, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    let mut data: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    data.extend(
+        cm.binary_data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0)),
+    );
+    Some(data)
+}
+
+async fn secret(ctx: &Ctx, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    let s = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    let mut data: BTreeMap<String, Vec<u8>> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    data.extend(
+        s.string_data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes())),
+    );
+    Some(data)
+}
+
+fn downward(
+    pod: &Pod,
+    ctx: &Ctx,
+    items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
+    default_mode: u32,
+) -> Vec<File> {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default();
+    items
+        .iter()
+        .map(|i| {
+            let value = match &i.field_ref {
+                Some(f)
+                    if f.field_path == "metadata.labels"
+                        || f.field_path == "metadata.annotations" =>
+                {
+                    let m = if f.field_path == "metadata.labels" {
+                        pod.metadata.labels.clone()
+                    } else {
+                        pod.metadata.annotations.clone()
+                    };
+                    m.unwrap_or_default()
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:?}\n"))
+                        .collect::<String>()
+                }
+                Some(f) => crate::env::field_value(pod, &f.field_path, &ip, &ctx.node_ip),
+                None => String::new(),
+            };
+            (
+                i.path.clone(),
+                value.into_bytes(),
+                i.mode.map_or(default_mode, |m| m as u32),
+            )
+        })
+        .collect()
+}
+
+/// The files of a content volume (None for other kinds); Err if a required source is missing.
+async fn content(ctx: &Ctx, pod: &Pod, v: &Volume) -> Result<Option<Vec<File>>, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    if let Some(c) = &v.config_map {
+        let mode = c.default_mode.map_or(0o644, |m| m as u32);
+        return match config_map(ctx, &ns, &c.name).await {
+            Some(data) => pick(&c.items, &data, mode).map(Some),
+            None if c.optional == Some(true) => Ok(Some(Vec::new())),
+            None => Err(format!("configmap \"{}\" not found", c.name)),
+        };
+    }
+    if let Some(s) = &v.secret {
+        let mode = s.default_mode.map_or(0o644, |m| m as u32);
+        let name = s.secret_name.clone().unwrap_or_default();
+        return match secret(ctx, &ns, &name).await {
+            Some(data) => pick(&s.items, &data, mode).map(Some),
+            None if s.optional == Some(true) => Ok(Some(Vec::new())),
+            None => Err(format!("secret \"{name}\" not found")),
+        };
+    }
+    if let Some(d) = &v.downward_api {
+        let mode = d.default_mode.map_or(0o644, |m| m as u32);
+        return Ok(Some(downward(
+            pod,
+            ctx,
+            d.items.as_deref().unwrap_or_default(),
+            mode,
+        )));
+    }
+    if let Some(p) = &v.projected {
+        let mode = p.default_mode.map_or(0o644, |m| m as u32);
+        let mut files = Vec::new();
+        for src in p.sources.iter().flatten() {
+            if let Some(c) = &src.config_map {
+                match config_map(ctx, &ns, &c.name).await {
+                    Some(data) => files.extend(pick(&c.items, &data, mode)?),
+                    None if c.optional == Some(true) => {}
+                    None => return Err(format!("configmap \"{}\" not found", c.name)),
+                }
+            }
+            if let Some(s) = &src.secret {
+                match secret(ctx, &ns, &s.name).await {
+                    Some(data) => files.extend(pick(&s.items, &data, mode)?),
+                    None if s.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{}\" not found", s.name)),
+                }
+            }
+            if let Some(d) = &src.downward_api {
+                files.extend(downward(
+                    pod,
+                    ctx,
+                    d.items.as_deref().unwrap_or_default(),
+                    mode,
+                ));
+            }
+            if let Some(t) = &src.service_account_token {
+                // Token issuance (TokenRequest) comes with access control; until then the
+                // projection carries no token file.
+                tracing::debug!(path = %t.path, "service account tokens are not issued yet");
+            }
+        }
+        return Ok(Some(files));
+    }
+    Ok(None)
+}
+
+/// kubelet's atomic writer: a new `..<timestamp>` dir, `..data` swapped to it, key symlinks.
+fn write_atomic(dir: &Path, files: &[File]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let data_link = dir.join("..data");
+    // Unchanged content: nothing to do.
+    if let Ok(current) = std::fs::read_link(&data_link) {
+        let cur = dir.join(&current);
+        let same = files
+            .iter()
+            .all(|(p, b, _)| std::fs::read(cur.join(p)).is_ok_and(|x| &x == b))
+            && count_files(&cur) == files.len();
+        if same {
+            return Ok(());
+        }
+    }
+    let stamp = format!("..{}", jiff::Timestamp::now().as_nanosecond());
+    let target = dir.join(&stamp);
+    std::fs::create_dir_all(&target)?;
+    for (path, bytes, mode) in files {
+        if path.contains("..") || path.starts_with('/') {
+            continue;
+        }
+        let f = target.join(path);
+        if let Some(parent) = f.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&f, bytes)?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode & 0o777))?;
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp)?;
+    let old = std::fs::read_link(&data_link).ok();
+    std::fs::rename(&tmp, &data_link)?;
+    // Top-level names point through ..data.
+    let mut tops: Vec<String> = files
+        .iter()
+        .filter_map(|(p, _, _)| p.split('/').next().map(str::to_string))
+        .collect();
+    tops.sort();
+    tops.dedup();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(top), &link)?;
+        }
+    }
+    // Names that went away, and the previous generation.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !name.starts_with("..") && !tops.contains(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Some(old) = old {
+        let _ = std::fs::remove_dir_all(dir.join(old));
+    }
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// The CRI mounts of `c`'s volumeMounts.
+pub fn mounts(ctx: &Ctx, pod: &Pod, c: &Container) -> Vec<api::Mount> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let volumes: BTreeMap<String, Volume> = spec
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v.name.clone(), v))
+        .collect();
+    let mut out = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let Some(v) = volumes.get(&m.name) else {
+            continue;
+        };
+        let base = match &v.host_path {
+            Some(hp) => PathBuf::from(&hp.path),
+            None => volume_dir(ctx, pod, &v.name),
+        };
+        let content = v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some();
+        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) if content => base.join("..data").join(sub),
+            Some(sub) => {
+                let p = base.join(sub);
+                let _ = std::fs::create_dir_all(&p);
+                p
+            }
+            None => base,
+        };
+        out.push(api::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host.display().to_string(),
+            readonly: m.read_only == Some(true) || content,
+            ..Default::default()
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_atomic_writer_publishes_whole_generations_through_data() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = d.path().join("vol");
+        write_atomic(
+            &dir,
+            &[
+                ("a".into(), b"1".to_vec(), 0o644),
+                ("sub/b".into(), b"2".to_vec(), 0o600),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::read(dir.join("a")).ok(), Some(b"1".to_vec()));
+        assert_eq!(std::fs::read(dir.join("sub/b")).ok(), Some(b"2".to_vec()));
+        let first = std::fs::read_link(dir.join("..data")).ok();
+        write_atomic(
+            &dir,
+            &[
+                ("a".into(), b"1".to_vec(), 0o644),
+                ("sub/b".into(), b"2".to_vec(), 0o600),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            std::fs::read_link(dir.join("..data")).ok(),
+            first,
+            "unchanged content is not rewritten"
+        );
+        write_atomic(&dir, &[("a".into(), b"3".to_vec(), 0o644)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::read(dir.join("a")).ok(), Some(b"3".to_vec()));
+        assert!(
+            std::fs::symlink_metadata(dir.join("sub")).is_err(),
+            "removed keys go"
+        );
+        let generations = std::fs::read_dir(&dir)
+            .map(|e| {
+                e.flatten()
+                    .filter(|e| {
+                        e.file_name().to_string_lossy().starts_with("..2")
+                            || e.file_name().to_string_lossy().starts_with("..1")
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(generations, 1, "old generations are removed");
+    }
+}
