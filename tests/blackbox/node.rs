@@ -400,3 +400,65 @@ spec:
         "a ConfigMap update reaches the mounted file"
     );
 }
+
+#[test]
+fn readiness_gates_ready_and_a_failing_liveness_probe_restarts_the_container() {
+    let s = start_node();
+    assert!(
+        eventually(Duration::from_secs(120), || node_ready(&s).then_some(())).is_some(),
+        "{}",
+        s.log()
+    );
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: slow-start}
+spec:
+  containers:
+  - name: web
+    image: docker.io/library/busybox:test
+    command: [sh, -c, "mkdir -p /srv; (sleep 4; echo ok > /srv/ready.html) & exec httpd -f -p 8080 -h /srv"]
+    readinessProbe: {httpGet: {path: /ready.html, port: 8080}, periodSeconds: 1, failureThreshold: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dying}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: docker.io/library/busybox:test
+    command: [sh, -c, "touch /tmp/alive; sleep 3; rm /tmp/alive; exec sleep 3600"]
+    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 1}
+"#,
+    );
+    let status =
+        |name: &str| json(&s.k(KUBECTL_NEW, &["get", "pod", name, "-o", "json"]))["status"].clone();
+    // Running but not ready until the probe passes.
+    let unready = eventually(Duration::from_secs(60), || {
+        let st = status("slow-start");
+        (st["phase"] == "Running" && st["containerStatuses"][0]["ready"] == false).then_some(())
+    });
+    assert!(unready.is_some(), "{}", status("slow-start"));
+    let ready = eventually(Duration::from_secs(30), || {
+        let st = status("slow-start");
+        let cond = st["conditions"].as_array().cloned().unwrap_or_default();
+        cond.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .then_some(())
+    });
+    assert!(ready.is_some(), "{}\n{}", status("slow-start"), s.log());
+    // The liveness probe fails after 3 s: the container is killed and started again.
+    let restarted = eventually(Duration::from_secs(90), || {
+        let st = status("dying");
+        (st["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1)
+            .then_some(st)
+    });
+    assert!(restarted.is_some(), "{}", status("dying"));
+}

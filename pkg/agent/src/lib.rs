@@ -9,6 +9,7 @@
 pub mod env;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod proxy;
 pub mod setup;
 pub mod spec;

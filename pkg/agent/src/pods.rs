@@ -51,6 +51,7 @@ pub async fn worker(ctx: Arc<Ctx>, mut pod: Arc<Pod>, mut rx: mpsc::Receiver<Msg
         waiting: HashMap::new(),
         last_status: Value::Null,
         volumes_synced: None,
+        probes: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -80,6 +81,8 @@ struct Worker {
     last_status: Value,
     /// When the pod's content volumes were last written (rewritten every 10 s).
     volumes_synced: Option<Instant>,
+    /// Probe results per container name.
+    probes: HashMap<String, crate::probes::ProbeState>,
 }
 
 type SyncResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -245,7 +248,7 @@ impl Worker {
                             })
                             .await;
                     }
-                    Some(_) => {}
+                    Some(cur) => self.probe(pod, c, cur, &ip).await,
                 }
             }
         }
@@ -270,6 +273,42 @@ impl Worker {
         Ok(st.exit_code)
     }
 
+    /// Runs the due probes of a running container; a failed liveness/startup probe kills it.
+    async fn probe(&mut self, pod: &Pod, c: &Container, cur: &api::Container, ip: &str) {
+        if state_of(cur) != api::ContainerState::ContainerRunning {
+            return;
+        }
+        if c.startup_probe.is_none() && c.liveness_probe.is_none() && c.readiness_probe.is_none() {
+            return;
+        }
+        let state = self.probes.entry(c.name.clone()).or_insert_with(|| {
+            crate::probes::ProbeState::new(cur.id.clone(), c.readiness_probe.is_some())
+        });
+        if state.container_id != cur.id {
+            *state = crate::probes::ProbeState::new(cur.id.clone(), c.readiness_probe.is_some());
+        }
+        let verdict = crate::probes::probe(&self.ctx.cri, c, ip, state).await;
+        if let crate::probes::Verdict::Kill(kind, message) = verdict {
+            tracing::info!(pod = ?pod.metadata.name, container = %c.name, probe = kind, %message, "container failed its probe; killing it");
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
+            let _ = self
+                .ctx
+                .cri
+                .runtime
+                .clone()
+                .stop_container(api::StopContainerRequest {
+                    container_id: cur.id.clone(),
+                    timeout: grace,
+                })
+                .await;
+            self.probes.remove(&c.name);
+        }
+    }
+
     /// Starts the next attempt of an exited container once its back-off has passed.
     async fn restart(
         &mut self,
@@ -281,9 +320,10 @@ impl Worker {
         cur: &api::Container,
     ) -> SyncResult<()> {
         let now = Instant::now();
+        // The first restart is immediate; then 10 s, doubling up to 5 min (kubelet's back-off).
         let entry = self.restarts.entry(c.name.clone()).or_insert(Restart {
-            backoff: BACKOFF_START,
-            not_before: now + BACKOFF_START,
+            backoff: BACKOFF_START / 2,
+            not_before: now,
         });
         if now < entry.not_before {
             self.waiting.insert(
@@ -669,6 +709,8 @@ impl Worker {
 pub(crate) trait View {
     fn ctx(&self) -> &Ctx;
     fn waiting(&self, container: &str) -> Option<(String, String)>;
+    /// (ready, started) per the container's probes, for container `id`; None without probes.
+    fn probed(&self, container: &str, id: &str) -> Option<(bool, bool)>;
 }
 
 impl View for Worker {
@@ -677,6 +719,12 @@ impl View for Worker {
     }
     fn waiting(&self, container: &str) -> Option<(String, String)> {
         self.waiting.get(container).cloned()
+    }
+    fn probed(&self, container: &str, id: &str) -> Option<(bool, bool)> {
+        self.probes
+            .get(container)
+            .filter(|p| p.container_id == id)
+            .map(|p| (p.ready && p.startup_done, p.startup_done))
     }
 }
 

@@ -12,6 +12,9 @@ use crate::spec;
 
 type StatusResult = Result<Value, Box<dyn std::error::Error + Send + Sync>>;
 
+/// One container's status: (JSON, running, ready, finished, exit code).
+type Entry = (Value, bool, bool, bool, Option<i32>);
+
 fn state_json(st: &api::ContainerStatus) -> Value {
     match api::ContainerState::try_from(st.state).unwrap_or(api::ContainerState::ContainerUnknown) {
         api::ContainerState::ContainerRunning => {
@@ -78,84 +81,92 @@ pub(crate) async fn compute(
     for list in by_name.values_mut() {
         list.sort_by_key(|s| std::cmp::Reverse(s.metadata.as_ref().map_or(0, |m| m.attempt)));
     }
-    let status_of =
-        |c: &k8s_openapi::api::core::v1::Container| -> (Value, bool, bool, Option<i32>) {
-            let list = by_name.get(&c.name);
-            let cur = list.and_then(|l| l.first());
-            let prev = list.and_then(|l| l.get(1));
-            let mut state = match cur {
-                Some(st) => state_json(st),
-                None => json!({"waiting": {"reason": "ContainerCreating"}}),
-            };
-            let running = state.get("running").is_some();
-            let exit = cur
-                .filter(|_| state.get("terminated").is_some())
-                .map(|s| s.exit_code);
-            if let Some((reason, message)) = w.waiting(&c.name)
-                && !running
-            {
-                // A container waiting to be (re)started: its last run becomes lastState.
-                state = json!({"waiting": {"reason": reason, "message": message}});
-            }
-            let last_state = match (cur, state.get("waiting").is_some(), prev) {
-                (Some(c), true, _)
-                    if api::ContainerState::try_from(c.state)
-                        == Ok(api::ContainerState::ContainerExited) =>
-                {
-                    state_json(c)
-                }
-                (_, _, Some(p)) => state_json(p),
-                _ => json!({}),
-            };
-            let restarts = cur.map_or(0, |s| s.metadata.as_ref().map_or(0, |m| m.attempt));
-            let mut v = json!({
-                "name": c.name,
-                "image": c.image.clone().unwrap_or_default(),
-                "imageID": cur.map(|s| s.image_ref.clone()).unwrap_or_default(),
-                "ready": running,
-                "started": running,
-                "restartCount": restarts,
-                "state": state,
-                "lastState": last_state,
-            });
-            if let Some(st) = cur {
-                v["containerID"] = json!(format!("containerd://{}", st.id));
-            }
-            (v, running, exit.is_some(), exit)
+    let status_of = |c: &k8s_openapi::api::core::v1::Container| -> Entry {
+        let list = by_name.get(&c.name);
+        let cur = list.and_then(|l| l.first());
+        let prev = list.and_then(|l| l.get(1));
+        let mut state = match cur {
+            Some(st) => state_json(st),
+            None => json!({"waiting": {"reason": "ContainerCreating"}}),
         };
-    let init: Vec<(Value, bool, bool, Option<i32>)> = spec
+        let running = state.get("running").is_some();
+        let exit = cur
+            .filter(|_| state.get("terminated").is_some())
+            .map(|s| s.exit_code);
+        if let Some((reason, message)) = w.waiting(&c.name)
+            && !running
+        {
+            // A container waiting to be (re)started: its last run becomes lastState.
+            state = json!({"waiting": {"reason": reason, "message": message}});
+        }
+        let last_state = match (cur, state.get("waiting").is_some(), prev) {
+            (Some(c), true, _)
+                if api::ContainerState::try_from(c.state)
+                    == Ok(api::ContainerState::ContainerExited) =>
+            {
+                state_json(c)
+            }
+            (_, _, Some(p)) => state_json(p),
+            _ => json!({}),
+        };
+        let restarts = cur.map_or(0, |s| s.metadata.as_ref().map_or(0, |m| m.attempt));
+        let has_probes = c.readiness_probe.is_some() || c.startup_probe.is_some();
+        let (ready, started) = match cur.and_then(|st| w.probed(&c.name, &st.id)) {
+            Some((r, s)) => (running && r, running && s),
+            None if has_probes => (false, running && c.startup_probe.is_none()),
+            None => (running, running),
+        };
+        let mut v = json!({
+            "name": c.name,
+            "image": c.image.clone().unwrap_or_default(),
+            "imageID": cur.map(|s| s.image_ref.clone()).unwrap_or_default(),
+            "ready": ready,
+            "started": started,
+            "restartCount": restarts,
+            "state": state,
+            "lastState": last_state,
+        });
+        if let Some(st) = cur {
+            v["containerID"] = json!(format!("containerd://{}", st.id));
+        }
+        (v, running, ready, exit.is_some(), exit)
+    };
+    let init: Vec<Entry> = spec
         .init_containers
         .iter()
         .flatten()
         .map(status_of)
         .collect();
-    let main: Vec<(Value, bool, bool, Option<i32>)> =
-        spec.containers.iter().map(status_of).collect();
+    let main: Vec<Entry> = spec.containers.iter().map(status_of).collect();
     let initialized = init
         .iter()
-        .all(|(_, _, done, code)| *done && *code == Some(0));
-    let all_running = !main.is_empty() && main.iter().all(|(_, running, _, _)| *running);
+        .all(|(_, _, _, done, code)| *done && *code == Some(0));
+    let all_ready = !main.is_empty() && main.iter().all(|(_, _, ready, _, _)| *ready);
     let restart_policy = spec
         .restart_policy
         .clone()
         .unwrap_or_else(|| "Always".into());
-    let all_done = !main.is_empty() && main.iter().all(|(_, _, done, _)| *done);
+    let all_done = !main.is_empty() && main.iter().all(|(_, _, _, done, _)| *done);
     let any_failed = main
         .iter()
-        .any(|(_, _, _, code)| code.is_some_and(|c| c != 0))
+        .any(|(_, _, _, _, code)| code.is_some_and(|c| c != 0))
         || (restart_policy == "Never"
             && init
                 .iter()
-                .any(|(_, _, _, code)| code.is_some_and(|c| c != 0)));
+                .any(|(_, _, _, _, code)| code.is_some_and(|c| c != 0)));
     let phase = if all_done && restart_policy != "Always" {
         if any_failed { "Failed" } else { "Succeeded" }
     } else if restart_policy == "Never"
         && init
             .iter()
-            .any(|(_, _, _, code)| code.is_some_and(|c| c != 0))
+            .any(|(_, _, _, _, code)| code.is_some_and(|c| c != 0))
     {
         "Failed"
-    } else if initialized && main.iter().any(|(_, running, done, _)| *running || *done) {
+    } else if initialized
+        && main
+            .iter()
+            .any(|(_, running, _, done, _)| *running || *done)
+    {
         "Running"
     } else {
         "Pending"
@@ -182,7 +193,7 @@ pub(crate) async fn compute(
         }
         c
     };
-    let ready = all_running && phase == "Running";
+    let ready = all_ready && phase == "Running";
     let conditions = vec![
         cond("PodReadyToStartContainers", sandbox_id.is_some(), None),
         cond("Initialized", initialized, Some("ContainersNotInitialized")),
