@@ -462,3 +462,87 @@ spec:
     });
     assert!(restarted.is_some(), "{}", status("dying"));
 }
+
+#[test]
+fn jobs_run_to_completion_or_fail_after_their_backoff_limit() {
+    let s = start_node();
+    assert!(
+        eventually(Duration::from_secs(120), || node_ready(&s).then_some(())).is_some(),
+        "{}",
+        s.log()
+    );
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: three}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: docker.io/library/busybox:test, command: [sh, -c, "sleep 1"]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: indexed}
+spec:
+  completions: 2
+  parallelism: 2
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: docker.io/library/busybox:test, command: [sh, -c, "test -n \"$JOB_COMPLETION_INDEX\""]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: broken}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: docker.io/library/busybox:test, command: [sh, -c, "exit 3"]}]
+"#,
+    );
+    for (job, cond) in [
+        ("three", "complete"),
+        ("indexed", "complete"),
+        ("broken", "failed"),
+    ] {
+        let out = s.kubectl(
+            KUBECTL_NEW,
+            &[
+                "wait",
+                &format!("--for=condition={cond}"),
+                &format!("job/{job}"),
+                "--timeout=90s",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "job {job}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            s.k(KUBECTL_NEW, &["get", "job", job, "-o", "yaml"])
+        );
+    }
+    let three = json(&s.k(KUBECTL_NEW, &["get", "job", "three", "-o", "json"]));
+    assert_eq!(three["status"]["succeeded"], 3);
+    assert!(three["status"]["completionTime"].is_string());
+    let indexed = json(&s.k(KUBECTL_NEW, &["get", "job", "indexed", "-o", "json"]));
+    assert_eq!(indexed["status"]["completedIndexes"], "0-1");
+    let broken = json(&s.k(KUBECTL_NEW, &["get", "job", "broken", "-o", "json"]));
+    assert_eq!(
+        broken["status"]["failed"], 2,
+        "backoffLimit 1: the second failure fails the job"
+    );
+    let reason = broken["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Failed").cloned())
+        .unwrap_or_default();
+    assert_eq!(reason["reason"], "BackoffLimitExceeded");
+}
