@@ -264,7 +264,13 @@ pub async fn assert_snapshot_has_busybox(channel: &Channel, chain_id: &str) {
         snapshotter: SNAPSHOTTER.into(),
         key: "test-view".into(),
         parent: chain_id.into(),
-        labels: Default::default(),
+        // A view without a lease or GC root may be collected by containerd's GC at any time
+        // (an import ending its lease triggers one).
+        labels: [(
+            "containerd.io/gc.root".to_string(),
+            "kubox-test".to_string(),
+        )]
+        .into(),
     };
     let mounts = snapshots
         .view(with_namespace!(request, NS))
