@@ -187,6 +187,17 @@ fn strict_field_validation_reports_unknown_fields() {
             "kubectl {v}: {err}"
         );
     }
+    // Warn (the server's default): accepted, with a warning kubectl prints.
+    for v in VERSIONS {
+        let bad = bad.replace("name: web", &format!("name: web-{}", v.replace('.', "-")));
+        let out = s.kubectl_stdin(v, &["create", "--validate=warn", "-f", "-"], &bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {v}: {err}");
+        assert!(
+            err.contains("Warning: unknown field \"spec.replicass\""),
+            "kubectl {v}: {err}"
+        );
+    }
 }
 
 #[test]

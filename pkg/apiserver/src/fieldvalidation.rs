@@ -5,12 +5,24 @@ use crate::handlers::Ctx;
 use serde_json::Value;
 
 /// Checks `obj` for fields its schema does not know. Strict refuses them with 400, as
-/// upstream's strict decoding does; Warn and Ignore accept (pruning happens on storage).
+/// upstream's strict decoding does; Warn (the default) accepts them with a warning per field
+/// for the client; Ignore accepts silently (pruning happens on storage).
 pub fn check(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
     let mode = ctx.query.get("fieldValidation").unwrap_or("Warn");
     match mode {
         "Strict" => {}
-        "Warn" | "Ignore" => return Ok(()),
+        "Ignore" => return Ok(()),
+        "Warn" => {
+            let unknown = unknown_fields(ctx, obj);
+            if let Ok(mut w) = ctx.warnings.lock() {
+                w.extend(
+                    unknown
+                        .iter()
+                        .map(|f| format!("unknown field {:?}", f.trim_start_matches('.'))),
+                );
+            }
+            return Ok(());
+        }
         other => {
             return Err(ApiError::bad_request(format!(
                 "fieldValidation must be one of \"Ignore\", \"Warn\" or \"Strict\", not {other:?}"

@@ -34,6 +34,8 @@ pub struct Ctx {
     pub headers: HeaderMap,
     pub accept: Negotiated,
     pub user: User,
+    /// Warnings for the client (`Warning: 299 - "..."` response headers).
+    pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Ctx {
@@ -111,7 +113,23 @@ async fn dispatch(
         headers,
         accept,
         user,
+        warnings: Arc::default(),
     };
+    let result = run_verb(&ctx, body).await;
+    let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    result.map(|mut resp| {
+        for w in warnings {
+            let quoted = serde_json::to_string(&w).unwrap_or_default();
+            if let Ok(v) = http::HeaderValue::from_str(&format!("299 - {quoted}")) {
+                resp.headers_mut().append(http::header::WARNING, v);
+            }
+        }
+        resp
+    })
+}
+
+async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
+    let ctx = ctx.clone();
     let verb = ctx.info.verb.clone();
     let sub = ctx.info.subresource.clone();
     let allowed = match &sub {

@@ -174,6 +174,7 @@ fn ctx_for_initial(ctx: &Ctx) -> Ctx {
         headers: ctx.headers.clone(),
         accept: ctx.accept.clone(),
         user: ctx.user.clone(),
+        warnings: ctx.warnings.clone(),
     }
 }
 
