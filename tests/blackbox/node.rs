@@ -18,6 +18,26 @@ fn start_node() -> Server {
     })
 }
 
+/// A node whose Node object is Ready.
+fn ready_node() -> Server {
+    let s = start_node();
+    let ready = eventually(Duration::from_secs(120), || node_ready(&s).then_some(()));
+    assert!(ready.is_some(), "node not ready:\n{}", s.log());
+    s
+}
+
+/// GET `url` from the node (busybox wget, 5 s timeout): the body, or None.
+fn http_get(s: &Server, url: &str) -> Option<String> {
+    let out = s
+        .command("timeout")
+        .args(["5", "/bin/busybox", "wget", "-qO-", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
 fn node_ready(s: &Server) -> bool {
     let out = s.kubectl(KUBECTL_NEW, &["get", "node", "node-1", "-o", "json"]);
     if !out.status.success() {
@@ -32,14 +52,7 @@ fn node_ready(s: &Server) -> bool {
 
 #[test]
 fn a_deployment_runs_real_pods_reachable_by_their_ips_and_through_a_service() {
-    let s = start_node();
-    let ready = eventually(Duration::from_secs(120), || node_ready(&s).then_some(()));
-    assert!(
-        ready.is_some(),
-        "node not ready: {}\n{}",
-        s.k(KUBECTL_NEW, &["get", "node", "node-1", "-o", "yaml"]),
-        s.log()
-    );
+    let s = ready_node();
     let node = json(&s.k(KUBECTL_NEW, &["get", "node", "node-1", "-o", "json"]));
     assert_eq!(node["spec"]["podCIDR"], "10.42.0.0/24");
     assert!(
@@ -100,20 +113,7 @@ fn a_deployment_runs_real_pods_reachable_by_their_ips_and_through_a_service() {
     // Each pod serves HTTP on its own IP, from the node.
     for ip in &ips {
         let body = eventually(Duration::from_secs(30), || {
-            let out = s
-                .command("timeout")
-                .args([
-                    "5",
-                    "/bin/busybox",
-                    "wget",
-                    "-qO-",
-                    &format!("http://{ip}:8080/"),
-                ])
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+            http_get(&s, &format!("http://{ip}:8080/"))
         });
         assert_eq!(body.as_deref(), Some("hello from kubox\n"), "pod {ip}");
     }
@@ -131,20 +131,7 @@ fn a_deployment_runs_real_pods_reachable_by_their_ips_and_through_a_service() {
     let svc = json(&s.k(KUBECTL_NEW, &["get", "service", "web", "-o", "json"]));
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     let body = eventually(Duration::from_secs(30), || {
-        let out = s
-            .command("timeout")
-            .args([
-                "5",
-                "/bin/busybox",
-                "wget",
-                "-qO-",
-                &format!("http://{cluster_ip}:80/"),
-            ])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+        http_get(&s, &format!("http://{cluster_ip}:80/"))
     });
     assert_eq!(
         body.as_deref(),
@@ -226,12 +213,7 @@ fn a_deployment_runs_real_pods_reachable_by_their_ips_and_through_a_service() {
 
 #[test]
 fn restarting_kubox_keeps_running_containers() {
-    let mut s = start_node();
-    assert!(
-        eventually(Duration::from_secs(120), || node_ready(&s).then_some(())).is_some(),
-        "{}",
-        s.log()
-    );
+    let mut s = ready_node();
     s.k(
         KUBECTL_NEW,
         &[
@@ -277,20 +259,9 @@ fn restarting_kubox_keeps_running_containers() {
             before, after,
             "after SIG{signal}: the container must be the same, not restarted"
         );
-        let out = s
-            .command("timeout")
-            .args([
-                "5",
-                "/bin/busybox",
-                "wget",
-                "-qO-",
-                &format!("http://{}:8080/", before.3),
-            ])
-            .output()
-            .unwrap();
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "hello from kubox\n",
+            http_get(&s, &format!("http://{}:8080/", before.3)).as_deref(),
+            Some("hello from kubox\n"),
             "after SIG{signal}"
         );
     }
@@ -298,12 +269,7 @@ fn restarting_kubox_keeps_running_containers() {
 
 #[test]
 fn volumes_carry_config_secrets_and_scratch_space_and_config_updates_arrive() {
-    let s = start_node();
-    assert!(
-        eventually(Duration::from_secs(120), || node_ready(&s).then_some(())).is_some(),
-        "{}",
-        s.log()
-    );
+    let s = ready_node();
     s.k_in(
         KUBECTL_NEW,
         &["apply", "-f", "-"],
@@ -356,22 +322,7 @@ spec:
             s.k(KUBECTL_NEW, &["get", "pod", "site", "-o", "yaml"])
         )
     });
-    let get = |path: &str| -> Option<String> {
-        let out = s
-            .command("timeout")
-            .args([
-                "5",
-                "/bin/busybox",
-                "wget",
-                "-qO-",
-                &format!("http://{ip}:8080/{path}"),
-            ])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
-    };
+    let get = |path: &str| -> Option<String> { http_get(&s, &format!("http://{ip}:8080/{path}")) };
     assert_eq!(
         eventually(Duration::from_secs(30), || get("index.html")).as_deref(),
         Some("v1\n")
@@ -403,12 +354,7 @@ spec:
 
 #[test]
 fn readiness_gates_ready_and_a_failing_liveness_probe_restarts_the_container() {
-    let s = start_node();
-    assert!(
-        eventually(Duration::from_secs(120), || node_ready(&s).then_some(())).is_some(),
-        "{}",
-        s.log()
-    );
+    let s = ready_node();
     s.k_in(
         KUBECTL_NEW,
         &["apply", "-f", "-"],
@@ -465,12 +411,7 @@ spec:
 
 #[test]
 fn jobs_run_to_completion_or_fail_after_their_backoff_limit() {
-    let s = start_node();
-    assert!(
-        eventually(Duration::from_secs(120), || node_ready(&s).then_some(())).is_some(),
-        "{}",
-        s.log()
-    );
+    let s = ready_node();
     s.k_in(
         KUBECTL_NEW,
         &["apply", "-f", "-"],

@@ -21,7 +21,6 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::Error;
-use crate::events::Recorder;
 use crate::pods;
 
 const HASH_LABEL: &str = "pod-template-hash";
@@ -29,29 +28,16 @@ const REVISION: &str = "deployment.kubernetes.io/revision";
 const DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
 const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 
-struct Ctx {
-    client: Client,
-    recorder: Recorder,
-}
-
 pub async fn run(client: Client) {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), "deployment-controller"),
-    });
+    let ctx = crate::Ctx::new(&client, "deployment-controller");
     Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile, crate::retry_soon, ctx)
     .for_each(|_| async {})
     .await;
-}
-
-fn error_policy(d: Arc<Deployment>, err: &Error, _: Arc<Ctx>) -> Action {
-    tracing::debug!(deployment = %d.name_any(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(2))
 }
 
 /// Upstream's alphabet for hashes in names (no vowels, no look-alikes).
@@ -146,7 +132,7 @@ pub fn surge_and_unavailable(d: &Deployment, replicas: i32) -> (i32, i32) {
     (surge, unavailable.min(replicas))
 }
 
-async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(d: Arc<Deployment>, ctx: Arc<crate::Ctx>) -> Result<Action, Error> {
     if d.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
@@ -61,14 +60,9 @@ pub async fn run(client: Client) {
                     .collect::<Vec<_>>()
             },
         )
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, crate::retry_soon, ctx)
         .for_each(|_| async {})
         .await;
-}
-
-fn error_policy(svc: Arc<Service>, err: &Error, _: Arc<Ctx>) -> Action {
-    tracing::debug!(service = %svc.name_any(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(2))
 }
 
 /// The container port a service port's targetPort names in `pod`, or the number itself.

@@ -18,31 +18,17 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::events::Recorder;
 use crate::pods;
 
 const INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
-struct Ctx {
-    client: Client,
-    recorder: Recorder,
-}
-
 pub async fn run(client: Client) {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), "job-controller"),
-    });
+    let ctx = crate::Ctx::new(&client, "job-controller");
     Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, crate::retry_soon, ctx)
         .for_each(|_| async {})
         .await;
-}
-
-fn error_policy(job: Arc<Job>, err: &Error, _: Arc<Ctx>) -> Action {
-    tracing::debug!(job = %job.name_any(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(2))
 }
 
 fn phase(p: &Pod) -> &str {
@@ -82,7 +68,7 @@ pub fn compress(indexes: &BTreeSet<i32>) -> String {
     out.join(",")
 }
 
-async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(job: Arc<Job>, ctx: Arc<crate::Ctx>) -> Result<Action, Error> {
     let ns = job.namespace().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);

@@ -22,7 +22,11 @@ pub mod serviceaccount;
 
 pub use error::Error;
 
-use kube::Client;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
 
 /// What the controllers need to know about the cluster.
 #[derive(Debug, Clone)]
@@ -45,4 +49,25 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(nodeipam::run(client.clone(), cfg.cluster_cidr)),
         tokio::spawn(gc::run(client)),
     ]
+}
+
+/// What a workload controller's reconcile gets: its client and event recorder.
+pub(crate) struct Ctx {
+    pub client: Client,
+    pub recorder: events::Recorder,
+}
+
+impl Ctx {
+    pub(crate) fn new(client: &Client, component: &'static str) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            client: client.clone(),
+            recorder: events::Recorder::new(client.clone(), component),
+        })
+    }
+}
+
+/// The error policy of every controller here: log at debug, retry in 2 s.
+pub(crate) fn retry_soon<K: ResourceExt, C>(obj: Arc<K>, err: &Error, _: Arc<C>) -> Action {
+    tracing::debug!(object = %obj.name_any(), error = %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(2))
 }

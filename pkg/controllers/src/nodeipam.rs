@@ -29,14 +29,9 @@ pub async fn run(client: Client, cluster: (Ipv4Addr, u8)) {
     });
     Controller::new(Api::<Node>::all(client), watcher::Config::default())
         .with_config(Config::default().concurrency(1))
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, crate::retry_soon, ctx)
         .for_each(|_| async {})
         .await;
-}
-
-fn error_policy(node: Arc<Node>, err: &Error, _: Arc<Ctx>) -> Action {
-    tracing::debug!(node = %node.name_any(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(2))
 }
 
 /// The lowest /24 of `cluster` not in `taken` (`10.42.3.0/24`).

@@ -17,29 +17,16 @@ use crate::Error;
 use crate::events::Recorder;
 use crate::pods;
 
-struct Ctx {
-    client: Client,
-    recorder: Recorder,
-}
-
 pub async fn run(client: Client) {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), "replicaset-controller"),
-    });
+    let ctx = crate::Ctx::new(&client, "replicaset-controller");
     Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile, crate::retry_soon, ctx)
     .for_each(|_| async {})
     .await;
-}
-
-fn error_policy(rs: Arc<ReplicaSet>, err: &Error, _: Arc<Ctx>) -> Action {
-    tracing::debug!(replicaset = %rs.name_any(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(2))
 }
 
 /// The pods a controller owns (by uid) among those its selector matches, adopting matching
@@ -188,7 +175,7 @@ pub(crate) fn count_pods(
     (counts, recheck)
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<crate::Ctx>) -> Result<Action, Error> {
     let Some(spec) = rs.spec.clone() else {
         return Ok(Action::await_change());
     };

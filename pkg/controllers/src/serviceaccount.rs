@@ -3,7 +3,6 @@
 //! publisher). Both are recreated when deleted and skipped in terminating namespaces.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
@@ -44,14 +43,9 @@ pub async fn run(client: Client, root_ca_pem: String) {
         watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_CONFIGMAP}")),
         move |cm: ConfigMap| in_ns(cm.namespace()),
     )
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile, crate::retry_soon, ctx)
     .for_each(|_| async {})
     .await;
-}
-
-fn error_policy(ns: Arc<Namespace>, err: &Error, _: Arc<Ctx>) -> Action {
-    tracing::debug!(namespace = %ns.name_any(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(2))
 }
 
 fn ignore_conflict<T>(r: Result<T, kube::Error>) -> Result<(), Error> {
