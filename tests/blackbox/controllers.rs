@@ -608,3 +608,86 @@ spec:
         s.k(KUBECTL_NEW, &["get", "rs,pods", "-o", "wide"])
     );
 }
+
+#[test]
+fn a_daemonset_covers_every_eligible_node_and_rolls_out_updates() {
+    let s = Server::start();
+    let _a = StandInNode::start(&s, "node-a", 6);
+    let _b = StandInNode::start(&s, "node-b", 7);
+    let _c = StandInNode::start(&s, "node-c", 8);
+    s.k(
+        KUBECTL_NEW,
+        &["taint", "node", "node-c", "dedicated=db:NoSchedule"],
+    );
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: c, image: docker.io/library/busybox:test}]
+"#,
+    );
+    let out = s.k(
+        KUBECTL_NEW,
+        &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+    );
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let nodes_of = |s: &Server| -> Vec<String> {
+        let mut n: Vec<String> = pods_of(s, "app=agent")
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        nodes_of(&s),
+        vec!["node-a", "node-b"],
+        "the tainted node gets no pod"
+    );
+    let ds = json(&s.k(KUBECTL_NEW, &["get", "daemonset", "agent", "-o", "json"]));
+    assert_eq!(ds["status"]["desiredNumberScheduled"], 2);
+    assert_eq!(ds["status"]["numberReady"], 2);
+    // Tolerating the taint brings node-c in; a new image rolls out to every node.
+    s.k(
+        KUBECTL_NEW,
+        &["patch", "daemonset", "agent", "--type=merge", "-p",
+          r#"{"spec":{"template":{"spec":{"tolerations":[{"key":"dedicated","operator":"Exists"}],"containers":[{"name":"c","image":"docker.io/library/busybox:v2"}]}}}}"#],
+    );
+    let out = s.k(
+        KUBECTL_OLD,
+        &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+    );
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert!(
+        eventually(WAIT, || {
+            let pods = pods_of(&s, "app=agent");
+            let live: Vec<&Value> = pods
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .collect();
+            (live.len() == 3
+                && live
+                    .iter()
+                    .all(|p| p["spec"]["containers"][0]["image"] == "docker.io/library/busybox:v2"))
+            .then_some(())
+        })
+        .is_some(),
+        "{}",
+        s.k(KUBECTL_NEW, &["get", "pods", "-o", "wide"])
+    );
+    assert_eq!(nodes_of(&s), vec!["node-a", "node-b", "node-c"]);
+}

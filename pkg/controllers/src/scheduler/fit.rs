@@ -144,7 +144,7 @@ fn node_ready(node: &Node) -> bool {
 
 /// The node's taints plus those the node lifecycle controller would add (`not-ready`,
 /// `unschedulable`), so a NotReady or cordoned node is refused exactly as upstream refuses it.
-fn effective_taints(node: &Node) -> Vec<Taint> {
+pub fn effective_taints(node: &Node) -> Vec<Taint> {
     let mut taints: Vec<Taint> = node
         .spec
         .as_ref()
@@ -227,7 +227,7 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         })
 }
 
-fn selector_and_affinity_match(pod: &Pod, node: &Node) -> bool {
+pub fn selector_and_affinity_match(pod: &Pod, node: &Node) -> bool {
     let Some(spec) = &pod.spec else { return true };
     let labels = node.metadata.labels.clone().unwrap_or_default();
     if let Some(sel) = &spec.node_selector
