@@ -691,3 +691,118 @@ spec:
     );
     assert_eq!(nodes_of(&s), vec!["node-a", "node-b", "node-c"]);
 }
+
+#[test]
+fn statefulset_pods_come_up_in_order_with_stable_names_and_claims() {
+    let s = Server::start();
+    let _node = StandInNode::start(&s, "node-a", 9);
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: c, image: docker.io/library/busybox:test}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"#,
+    );
+    let out = s.k(
+        KUBECTL_NEW,
+        &["rollout", "status", "statefulset/db", "--timeout=60s"],
+    );
+    assert!(out.contains("roll"), "{out}");
+    let pods = pods_of(&s, "app=db");
+    let mut by_name: Vec<(String, String)> = pods
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    by_name.sort();
+    let names: Vec<&str> = by_name.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["db-0", "db-1", "db-2"]);
+    assert!(
+        by_name.windows(2).all(|w| w[0].1 <= w[1].1),
+        "created in order: {by_name:?}"
+    );
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        assert_eq!(p["spec"]["hostname"], name);
+        assert_eq!(p["spec"]["subdomain"], "db");
+        let claim = p["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "data")
+            .map(|v| v["persistentVolumeClaim"]["claimName"].clone());
+        assert_eq!(claim, Some(Value::from(format!("data-{name}"))));
+    }
+    let claims = s.k(KUBECTL_NEW, &["get", "pvc", "-o", "name"]);
+    for i in 0..3 {
+        assert!(
+            claims.contains(&format!("persistentvolumeclaim/data-db-{i}")),
+            "{claims}"
+        );
+    }
+    // Scaling down removes the highest ordinals; the claims stay.
+    s.k(KUBECTL_NEW, &["scale", "statefulset/db", "--replicas=1"]);
+    assert!(
+        eventually(WAIT, || {
+            let names: Vec<String> = pods_of(&s, "app=db")
+                .iter()
+                .map(|p| {
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
+            (names == vec!["db-0".to_string()]).then_some(())
+        })
+        .is_some()
+    );
+    assert!(
+        s.k(KUBECTL_NEW, &["get", "pvc", "-o", "name"])
+            .contains("data-db-2")
+    );
+    // A template change rolls out.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "set",
+            "image",
+            "statefulset/db",
+            "c=docker.io/library/busybox:v2",
+        ],
+    );
+    let out = s.k(
+        KUBECTL_NEW,
+        &["rollout", "status", "statefulset/db", "--timeout=60s"],
+    );
+    assert!(out.contains("roll"), "{out}");
+    assert!(
+        eventually(WAIT, || {
+            let pods = pods_of(&s, "app=db");
+            (pods.len() == 1
+                && pods[0]["spec"]["containers"][0]["image"] == "docker.io/library/busybox:v2")
+                .then_some(())
+        })
+        .is_some()
+    );
+}

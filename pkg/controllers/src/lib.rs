@@ -3,7 +3,7 @@
 //! API a remote client sees; `kubox-server` hands them a [`kube::Client`] whose transport calls
 //! the API server in process.
 //!
-//! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `deployment`, `job`, `daemonset`,
+//! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `deployment`, `job`, `daemonset`, `statefulset`,
 //! `endpoints` (Endpoints and EndpointSlices), `serviceaccount` (the `default` ServiceAccount
 //! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
 //! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs).
@@ -20,6 +20,7 @@ pub mod pods;
 pub mod replicaset;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod statefulset;
 
 pub use error::Error;
 
@@ -46,6 +47,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(deployment::run(client.clone())),
         tokio::spawn(job::run(client.clone())),
         tokio::spawn(daemonset::run(client.clone())),
+        tokio::spawn(statefulset::run(client.clone())),
         tokio::spawn(endpoints::run(client.clone())),
         tokio::spawn(serviceaccount::run(client.clone(), cfg.root_ca_pem.clone())),
         tokio::spawn(nodeipam::run(client.clone(), cfg.cluster_cidr)),
