@@ -806,3 +806,43 @@ spec:
         .is_some()
     );
 }
+
+#[test]
+fn a_replication_controller_keeps_and_scales_its_pods() {
+    let s = Server::start();
+    let _node = StandInNode::start(&s, "node-a", 10);
+    s.k_in(
+        KUBECTL_OLD,
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: legacy}}
+    spec: {containers: [{name: c, image: docker.io/library/busybox:test}]}
+"#,
+    );
+    assert!(
+        eventually(WAIT, || (running(&pods_of(&s, "app=legacy")) == 2)
+            .then_some(()))
+        .is_some()
+    );
+    s.k(KUBECTL_NEW, &["scale", "rc/legacy", "--replicas=3"]);
+    assert!(
+        eventually(WAIT, || (running(&pods_of(&s, "app=legacy")) == 3)
+            .then_some(()))
+        .is_some()
+    );
+    let rc = eventually(WAIT, || {
+        let rc = json(&s.k(KUBECTL_NEW, &["get", "rc", "legacy", "-o", "json"]));
+        (rc["status"]["readyReplicas"] == 3).then_some(rc)
+    });
+    assert!(
+        rc.is_some(),
+        "{}",
+        s.k(KUBECTL_NEW, &["get", "rc", "legacy", "-o", "yaml"])
+    );
+}

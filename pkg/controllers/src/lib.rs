@@ -3,7 +3,7 @@
 //! API a remote client sees; `kubox-server` hands them a [`kube::Client`] whose transport calls
 //! the API server in process.
 //!
-//! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `deployment`, `job`, `daemonset`, `statefulset`,
+//! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `replicationcontroller`, `deployment`, `job`, `daemonset`, `statefulset`,
 //! `endpoints` (Endpoints and EndpointSlices), `serviceaccount` (the `default` ServiceAccount
 //! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
 //! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs).
@@ -18,6 +18,7 @@ pub mod job;
 pub mod nodeipam;
 pub mod pods;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -44,6 +45,7 @@ pub struct ControllersConfig {
 pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(replicaset::run(client.clone())),
+        tokio::spawn(replicationcontroller::run(client.clone())),
         tokio::spawn(deployment::run(client.clone())),
         tokio::spawn(job::run(client.clone())),
         tokio::spawn(daemonset::run(client.clone())),

@@ -179,38 +179,73 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<crate::Ctx>) -> Result<Action, 
     let Some(spec) = rs.spec.clone() else {
         return Ok(Action::await_change());
     };
-    let owned = claim_pods(&ctx.client, rs.as_ref(), &spec.selector).await?;
+    let status = rs.status.clone().unwrap_or_default();
+    sync(
+        &ctx,
+        rs.as_ref(),
+        Replicas {
+            selector: spec.selector,
+            template: spec.template.unwrap_or_default(),
+            replicas: spec.replicas.unwrap_or(1).max(0),
+            min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
+            reported: [
+                status.replicas,
+                status.fully_labeled_replicas.unwrap_or(0),
+                status.ready_replicas.unwrap_or(0),
+                status.available_replicas.unwrap_or(0),
+            ],
+            reported_generation: status.observed_generation,
+        },
+    )
+    .await
+}
+
+/// What a ReplicaSet or ReplicationController asks for, and what its status says now.
+pub(crate) struct Replicas {
+    pub selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    pub template: k8s_openapi::api::core::v1::PodTemplateSpec,
+    pub replicas: i32,
+    pub min_ready_seconds: i32,
+    /// replicas, fullyLabeledReplicas, readyReplicas, availableReplicas.
+    pub reported: [i32; 4],
+    pub reported_generation: Option<i64>,
+}
+
+/// Keeps `want.replicas` active pods for `owner` and writes its status counts.
+pub(crate) async fn sync<K>(ctx: &crate::Ctx, owner: &K, want: Replicas) -> Result<Action, Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let owned = claim_pods(&ctx.client, owner, &want.selector).await?;
     let active: Vec<&Pod> = owned.iter().filter(|p| pods::is_active(p)).collect();
-    let template = spec.template.clone().unwrap_or_default();
-    if rs.metadata.deletion_timestamp.is_none() {
-        let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    if owner.meta().deletion_timestamp.is_none() {
         manage_replicas(
             &ctx.client,
             &ctx.recorder,
-            rs.as_ref(),
-            &template,
+            owner,
+            &want.template,
             &active,
-            want,
+            want.replicas as usize,
         )
         .await?;
     }
-    let labels = template
+    let labels = want
+        .template
         .metadata
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let ([replicas, fully_labeled, ready, available], recheck) =
-        count_pods(&active, &labels, spec.min_ready_seconds.unwrap_or(0));
-    let status = rs.status.clone().unwrap_or_default();
-    let generation = rs.metadata.generation;
-    if status.replicas != replicas
-        || status.fully_labeled_replicas.unwrap_or(0) != fully_labeled
-        || status.ready_replicas.unwrap_or(0) != ready
-        || status.available_replicas.unwrap_or(0) != available
-        || status.observed_generation != generation
-    {
-        let api: Api<ReplicaSet> =
-            Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+    let (counts, recheck) = count_pods(&active, &labels, want.min_ready_seconds);
+    let generation = owner.meta().generation;
+    if counts != want.reported || want.reported_generation != generation {
+        let [replicas, fully_labeled, ready, available] = counts;
+        let api: Api<K> = Api::namespaced(
+            ctx.client.clone(),
+            owner.meta().namespace.as_deref().unwrap_or_default(),
+        );
         let patch = json!({"status": {
             "replicas": replicas,
             "fullyLabeledReplicas": fully_labeled,
@@ -219,7 +254,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<crate::Ctx>) -> Result<Action, 
             "observedGeneration": generation,
         }});
         api.patch_status(
-            &rs.name_any(),
+            owner.meta().name.as_deref().unwrap_or_default(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
