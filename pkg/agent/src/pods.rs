@@ -11,7 +11,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kubox_containerd::cri::{Cri, api};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 use crate::spec::{self, DnsSettings, LABEL_CONTAINER_NAME, LABEL_POD_UID};
 
@@ -28,12 +28,9 @@ pub struct Ctx {
     pub kubernetes_service: (String, u16),
 }
 
-/// A message to a pod worker.
-pub enum Msg {
-    Update(Arc<Pod>),
-    /// The pod object is gone from the API: tear everything down.
-    Gone,
-}
+/// What a pod worker is told: the latest pod object, or `None` once it is gone from the API
+/// (tear everything down). A watch channel: only the newest state matters, none is dropped.
+pub type PodState = Option<Arc<Pod>>;
 
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -44,7 +41,7 @@ struct Restart {
 }
 
 /// The desired-state loop of one pod.
-pub async fn worker(ctx: Arc<Ctx>, mut pod: Arc<Pod>, mut rx: mpsc::Receiver<Msg>) {
+pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<PodState>) {
     let mut w = Worker {
         ctx,
         restarts: HashMap::new(),
@@ -54,20 +51,29 @@ pub async fn worker(ctx: Arc<Ctx>, mut pod: Arc<Pod>, mut rx: mpsc::Receiver<Msg
         probes: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last: Option<Arc<Pod>> = None;
     loop {
+        let current = rx.borrow_and_update().clone();
+        let Some(pod) = current else {
+            if let Some(pod) = &last {
+                let _ = w.kill_pod(pod, 0).await;
+                crate::volumes::cleanup(&w.ctx, &spec::pod_uid(pod));
+            }
+            return;
+        };
         match w.sync(&pod).await {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => tracing::debug!(pod = ?pod.metadata.name, error = %e, "pod sync failed"),
         }
+        last = Some(pod);
         tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(Msg::Update(p)) => pod = p,
-                Some(Msg::Gone) | None => {
-                    let _ = w.kill_pod(&pod, 0).await;
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    // The agent is going away: leave the containers running.
                     return;
                 }
-            },
+            }
             _ = tick.tick() => {}
         }
     }
@@ -731,7 +737,7 @@ impl View for Worker {
 /// Runs the workers of this node's pods: one task per pod uid, fed from the pod watch.
 pub struct Workers {
     ctx: Arc<Ctx>,
-    senders: HashMap<String, mpsc::Sender<Msg>>,
+    senders: HashMap<String, watch::Sender<PodState>>,
 }
 
 impl Workers {
@@ -744,14 +750,15 @@ impl Workers {
 
     pub fn update(&mut self, pod: Arc<Pod>) {
         let uid = spec::pod_uid(&pod);
+        // Workers that finished (pod deleted and cleaned up) have dropped their receiver.
         self.senders.retain(|_, s| !s.is_closed());
         match self.senders.get(&uid) {
             Some(tx) => {
-                let _ = tx.try_send(Msg::Update(pod));
+                tx.send_replace(Some(pod));
             }
             None => {
-                let (tx, rx) = mpsc::channel(16);
-                tokio::spawn(worker(self.ctx.clone(), pod, rx));
+                let (tx, rx) = watch::channel(Some(pod));
+                tokio::spawn(worker(self.ctx.clone(), rx));
                 self.senders.insert(uid, tx);
             }
         }
@@ -759,7 +766,9 @@ impl Workers {
 
     pub fn gone(&mut self, uid: &str) {
         if let Some(tx) = self.senders.remove(uid) {
-            let _ = tx.try_send(Msg::Gone);
+            tx.send_replace(None);
+            // Keep the channel open until the worker has seen it: it holds the receiver.
+            tokio::spawn(async move { tx.closed().await });
         }
     }
 
