@@ -160,29 +160,41 @@ pub async fn run(
     Ok(())
 }
 
-/// Waits for the node's podCIDR (assigned by the server's node IPAM) and sets up the network.
-async fn network(client: Client, cfg: AgentConfig, mut node: Node) {
+/// Sets up the node's pod network once node IPAM has given it a podCIDR (learnt from a watch
+/// of the Node), and keeps the service CIDR routed to the bridge (checked every 2 s until the
+/// bridge exists with the first pod, then every 30 s).
+async fn network(client: Client, cfg: AgentConfig, node: Node) {
     let nodes: Api<Node> = Api::all(client);
     let ipam_dir = cfg.data_dir.join("agent").join("cni").join("ipam");
-    let mut forwarding = false;
+    let watch_cfg = watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
+    let mut updates = watcher(nodes, watch_cfg)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut cidr = node.spec.and_then(|s| s.pod_cidr);
+    let mut configured: Option<String> = None;
     let mut routed = false;
     loop {
-        if let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
-            if !forwarding {
+        if let Some(c) = cidr.clone().filter(|c| configured.as_ref() != Some(c)) {
+            if configured.is_none() {
                 if let Err(e) = setup::enable_forwarding() {
                     tracing::warn!(error = %e, "enabling IP forwarding failed");
                 }
                 if let Err(e) = setup::masquerade(&cfg.cluster_cidr) {
                     tracing::warn!(error = %e, "installing the masquerade rule failed");
                 }
-                forwarding = true;
             }
-            match setup::write_conflist(&cfg.cni_conf_dir(), &cidr, &ipam_dir) {
-                Ok(true) => tracing::info!(pod_cidr = %cidr, "pod network configured"),
-                Ok(false) => {}
+            match setup::write_conflist(&cfg.cni_conf_dir(), &c, &ipam_dir) {
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!(pod_cidr = %c, "pod network configured");
+                    }
+                    configured = Some(c);
+                }
                 Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
             }
-            // The bridge appears with the first pod; route the service CIDR to it then.
+        }
+        if configured.is_some() {
             let ok =
                 kubox_network::proxy::ensure_service_route(cfg.service_cidr, setup::BRIDGE).is_ok();
             if ok && !routed {
@@ -190,9 +202,18 @@ async fn network(client: Client, cfg: AgentConfig, mut node: Node) {
             }
             routed = ok;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if let Ok(Some(n)) = nodes.get_opt(&cfg.node_name).await {
-            node = n;
+        let wait = Duration::from_secs(if routed || configured.is_none() {
+            30
+        } else {
+            2
+        });
+        tokio::select! {
+            update = updates.next() => match update {
+                Some(Ok(n)) => cidr = n.spec.and_then(|s| s.pod_cidr).or(cidr),
+                Some(Err(e)) => tracing::debug!(error = %e, "node watch failed; retrying"),
+                None => return,
+            },
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -228,40 +228,6 @@ pub fn linux_resources(c: &Container) -> api::LinuxContainerResources {
     }
 }
 
-/// The pod's QoS class (upstream's rules on requests and limits).
-pub fn qos_class(pod: &Pod) -> &'static str {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let all: Vec<&Container> = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &all {
-        let res = c.resources.clone().unwrap_or_default();
-        let req = res.requests.unwrap_or_default();
-        let lim = res.limits.unwrap_or_default();
-        for k in ["cpu", "memory"] {
-            let r = req.get(k).or(lim.get(k));
-            if r.is_some() || lim.contains_key(k) {
-                any = true;
-            }
-            match (r, lim.get(k)) {
-                (Some(r), Some(l)) if parse_milli(&r.0) == parse_milli(&l.0) => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
-}
-
 /// Nanoseconds since the epoch (CRI timestamps) as RFC 3339.
 pub fn time_from_nanos(ns: i64) -> Option<String> {
     if ns <= 0 {
@@ -319,22 +285,6 @@ mod tests {
         assert_eq!(expand("$$(A)", &env), "$(A)");
         assert_eq!(expand("$(B)", &env), "$(B)");
         assert_eq!(expand("cost $5", &env), "cost $5");
-    }
-
-    #[test]
-    fn qos_classes_follow_requests_and_limits() {
-        let c = |res: serde_json::Value| {
-            pod(json!({"spec": {"containers": [{"name": "c", "resources": res}]}}))
-        };
-        assert_eq!(qos_class(&c(json!({}))), "BestEffort");
-        assert_eq!(
-            qos_class(&c(json!({"requests": {"cpu": "100m"}}))),
-            "Burstable"
-        );
-        assert_eq!(
-            qos_class(&c(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
-            "Guaranteed"
-        );
     }
 
     #[test]

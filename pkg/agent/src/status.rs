@@ -1,5 +1,6 @@
 //! A pod's status as kubelet reports it, from what CRI says of its sandbox and containers:
-//! phase, conditions, container statuses (state, lastState, restartCount, ids), IPs, QoS.
+//! phase, conditions, container statuses (state, lastState, restartCount, ids), IPs. The QoS
+//! class is the API server's (set at creation; the merge patch keeps it).
 
 use std::collections::HashMap;
 
@@ -213,7 +214,6 @@ pub(crate) async fn compute(
         "hostIP": ctx.node_ip,
         "hostIPs": [{"ip": ctx.node_ip}],
         "startTime": start_time,
-        "qosClass": spec::qos_class(pod),
         "containerStatuses": main.into_iter().map(|(v, ..)| v).collect::<Vec<_>>(),
     });
     if !init.is_empty() {
