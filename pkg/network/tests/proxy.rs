@@ -33,6 +33,30 @@ fn nft_in(ns: &str, script: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Applies `script` in `ns` (it must be accepted) and lists kubox's table.
+fn apply_and_list(ns: &str, script: &str) -> String {
+    let out = nft_in(ns, script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "kubox-proxy",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listed.stdout).to_string()
+}
+
 #[test]
 fn the_rendered_table_is_accepted_and_replaces_the_previous_one() {
     let ns = Netns(format!("kubox-test-proxy-{}", std::process::id()));
@@ -70,50 +94,12 @@ fn the_rendered_table_is_accepted_and_replaces_the_previous_one() {
         node_port: Some(30081),
         endpoints: vec![],
     };
-    let out = nft_in(&ns.0, &render(&[web.clone(), dns, empty]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "nft",
-            "list",
-            "table",
-            "ip",
-            "kubox-proxy",
-        ])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let listed = apply_and_list(&ns.0, &render(&[web.clone(), dns, empty]));
     assert!(listed.contains("10.43.0.20 . tcp . 80"), "{listed}");
     assert!(listed.contains("10.43.0.10 . udp . 53"), "{listed}");
     assert!(listed.contains("dnat to 10.42.0.6:8080"), "{listed}");
     assert!(listed.contains("10.43.0.30 . tcp . 80"), "{listed}");
     // Applying again (one service fewer) replaces the table atomically.
-    let out = nft_in(&ns.0, &render(&[web]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "nft",
-            "list",
-            "table",
-            "ip",
-            "kubox-proxy",
-        ])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let listed = apply_and_list(&ns.0, &render(&[web]));
     assert!(!listed.contains("10.43.0.10"), "{listed}");
 }
