@@ -2,6 +2,7 @@
 //! step) holds every suite; each module is one area.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_control;
 mod cli;
 mod common;
 mod controllers;

@@ -146,6 +146,7 @@ pub async fn run(
         },
         pods_dir: cfg.data_dir.join("agent").join("pods"),
         kubernetes_service: cfg.kubernetes_service.clone(),
+        tokens: Default::default(),
     });
     tokio::select! {
         _ = watch_pods(client, cri, ctx, cfg.node_name.clone()) => {}

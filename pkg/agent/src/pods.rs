@@ -26,6 +26,8 @@ pub struct Ctx {
     pub pods_dir: std::path::PathBuf,
     /// The `kubernetes` Service address given to pods.
     pub kubernetes_service: (String, u16),
+    /// Service-account tokens projected into pods, refreshed before they expire.
+    pub tokens: crate::volumes::TokenCache,
 }
 
 /// What a pod worker is told: the latest pod object, or `None` once it is gone from the API

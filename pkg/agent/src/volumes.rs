@@ -1,6 +1,7 @@
 //! Pod volumes on the node: emptyDir (disk, or tmpfs for `medium: Memory`), hostPath,
-//! configMap, secret, downwardAPI and projected (configMap, secret, downwardAPI, the
-//! namespace and `ca.crt` of service-account projections), and the CRI mounts of a
+//! configMap, secret, downwardAPI and projected (configMap, secret, downwardAPI and
+//! service-account tokens from TokenRequest, bound to the pod and refreshed at 80% of their
+//! lifetime as kubelet does), and the CRI mounts of a
 //! container's volumeMounts. Content volumes are written the way kubelet's atomic writer
 //! does: into a fresh timestamped directory, published by swapping the `..data` symlink, with
 //! each key a symlink through `..data`, so updates of a ConfigMap or Secret reach running
@@ -68,7 +69,71 @@ fn is_mountpoint(dir: &Path) -> bool {
 }
 
 /// Unmounts a pod's Memory emptyDirs and removes its volume directories.
+/// (pod uid, audience, expirationSeconds) of a projected token.
+type TokenKey = (String, String, i64);
+
+/// Tokens issued for pods, with when to renew them.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: std::sync::Mutex<BTreeMap<TokenKey, (String, std::time::Instant)>>,
+}
+
+/// A token for `pod`'s service account as its projection asks, from the cache while fresh.
+async fn service_account_token(
+    ctx: &Ctx,
+    pod: &Pod,
+    p: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+) -> Result<String, String> {
+    let uid = crate::spec::pod_uid(pod);
+    let audience = p.audience.clone().unwrap_or_default();
+    let expiration = p.expiration_seconds.unwrap_or(3600).max(600);
+    let key = (uid.clone(), audience.clone(), expiration);
+    if let Ok(m) = ctx.tokens.entries.lock()
+        && let Some((token, renew_at)) = m.get(&key)
+        && std::time::Instant::now() < *renew_at
+    {
+        return Ok(token.clone());
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let mut spec = serde_json::json!({
+        "expirationSeconds": expiration,
+        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "uid": uid},
+    });
+    if !audience.is_empty() {
+        spec["audiences"] = serde_json::json!([audience]);
+    }
+    let req: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(serde_json::json!({"spec": spec}))
+            .map_err(|e| format!("building a token request: {e}"))?;
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(ctx.client.clone(), &ns);
+    let resp = api
+        .create_token_request(&sa, &Default::default(), &req)
+        .await
+        .map_err(|e| format!("requesting a token for service account {ns}/{sa}: {e}"))?;
+    let token = resp
+        .status
+        .map(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| format!("no token issued for service account {ns}/{sa}"))?;
+    // Renew at 80% of the lifetime, as kubelet's token manager does.
+    let renew_at =
+        std::time::Instant::now() + std::time::Duration::from_secs((expiration as u64) * 8 / 10);
+    if let Ok(mut m) = ctx.tokens.entries.lock() {
+        m.insert(key, (token.clone(), renew_at));
+    }
+    Ok(token)
+}
+
 pub fn cleanup(ctx: &Ctx, uid: &str) {
+    if let Ok(mut m) = ctx.tokens.entries.lock() {
+        m.retain(|(pod_uid, _, _), _| pod_uid != uid);
+    }
     let root = ctx.pods_dir.join(uid).join("volumes");
     if let Ok(entries) = std::fs::read_dir(&root) {
         for e in entries.flatten() {
@@ -244,9 +309,8 @@ async fn content(ctx: &Ctx, pod: &Pod, v: &Volume) -> Result<Option<Vec<File>>, 
                 ));
             }
             if let Some(t) = &src.service_account_token {
-                // Token issuance (TokenRequest) comes with access control; until then the
-                // projection carries no token file.
-                tracing::debug!(path = %t.path, "service account tokens are not issued yet");
+                let token = service_account_token(ctx, pod, t).await?;
+                files.push((t.path.clone(), token.into_bytes(), mode));
             }
         }
         return Ok(Some(files));

@@ -1,5 +1,6 @@
-//! Objects every cluster has from its first boot: the four system namespaces, and the
-//! `default/kubernetes` Service with Endpoints and EndpointSlice pointing at the API server.
+//! Objects every cluster has from its first boot: the four system namespaces, the
+//! `default/kubernetes` Service with Endpoints and EndpointSlice pointing at the API server, and
+//! the bootstrap RBAC policy (`embedded/rbac/bootstrap-policy.yaml`).
 
 use crate::state::ApiState;
 use crate::storage;
@@ -132,8 +133,99 @@ async fn ensure_field(
     Ok(())
 }
 
+const BOOTSTRAP_POLICY: &str = include_str!("../../../embedded/rbac/bootstrap-policy.yaml");
+
+/// The bootstrap RBAC objects as stored (apiVersion, bootstrapping label, autoupdate).
+pub fn rbac_policy() -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(BOOTSTRAP_POLICY).unwrap_or_default();
+    docs.into_iter()
+        .map(|mut d| {
+            d["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
+            let m = &mut d["metadata"];
+            m["labels"]["kubernetes.io/bootstrapping"] = json!("rbac-defaults");
+            m["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = json!("true");
+            d
+        })
+        .collect()
+}
+
+/// Appends to `cur[field]` the items of `want[field]` it lacks; true when something changed.
+fn union_into(cur: &mut Value, want: &Value, field: &str) -> bool {
+    let Some(wanted) = want.get(field).and_then(Value::as_array) else {
+        return false;
+    };
+    if !cur.get(field).is_some_and(Value::is_array) {
+        cur[field] = json!([]);
+    }
+    let mut changed = false;
+    if let Some(have) = cur[field].as_array_mut() {
+        for w in wanted {
+            if !have.contains(w) {
+                have.push(w.clone());
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+/// Creates missing bootstrap RBAC objects and, unless an object's autoupdate annotation is
+/// "false", adds the rules/subjects it lacks (upstream's reconciliation keeps additions).
+async fn ensure_rbac(state: &ApiState) -> Result<(), kubox_store::Error> {
+    for mut want in rbac_policy() {
+        let kind = want["kind"].as_str().unwrap_or_default().to_string();
+        let name = meta::name(&want).unwrap_or_default().to_string();
+        let ns = meta::namespace(&want).map(String::from);
+        let plural = format!("{}s", kind.to_lowercase());
+        let key = match &ns {
+            Some(ns) => format!(
+                "{}rbac.authorization.k8s.io/{plural}/{ns}/{name}",
+                storage::PREFIX
+            ),
+            None => format!(
+                "{}rbac.authorization.k8s.io/{plural}/{name}",
+                storage::PREFIX
+            ),
+        };
+        match state.store.get(&key).await? {
+            None => {
+                want["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+                want["metadata"]["creationTimestamp"] = json!(meta::now_rfc3339());
+                ensure_exists(state, &key, &want).await?;
+            }
+            Some(kv) => {
+                let Ok(mut cur) = serde_json::from_slice::<Value>(&kv.value) else {
+                    continue;
+                };
+                if cur.pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
+                    == Some(&json!("false"))
+                {
+                    continue;
+                }
+                let mut changed = false;
+                for field in ["rules", "subjects"] {
+                    changed |= union_into(&mut cur, &want, field);
+                }
+                if cur.get("aggregationRule") != want.get("aggregationRule")
+                    && want.get("aggregationRule").is_some()
+                {
+                    cur["aggregationRule"] = want["aggregationRule"].clone();
+                    changed = true;
+                }
+                if changed {
+                    let bytes = serde_json::to_vec(&cur)
+                        .map_err(|e| kubox_store::Error::Database(e.to_string()))?;
+                    state.store.update(&key, bytes, kv.mod_revision).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Ensures the bootstrap objects exist and point at this API server.
 pub async fn ensure(state: &ApiState) -> Result<(), kubox_store::Error> {
+    ensure_rbac(state).await?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let key = format!("{}core/namespaces/{ns}", storage::PREFIX);
         if ensure_exists(state, &key, &namespace(ns)).await? {
@@ -156,4 +248,43 @@ pub async fn ensure(state: &ApiState) -> Result<(), kubox_store::Error> {
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bootstrap_policy_parses_and_grants_what_components_need() {
+        let docs = super::rbac_policy();
+        let names: Vec<&str> = docs
+            .iter()
+            .filter_map(|d| d.pointer("/metadata/name").and_then(|v| v.as_str()))
+            .collect();
+        for want in [
+            "cluster-admin",
+            "admin",
+            "edit",
+            "view",
+            "system:basic-user",
+            "system:discovery",
+            "system:node",
+            "system:kube-scheduler",
+            "system:kube-controller-manager",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        for d in &docs {
+            assert!(
+                matches!(
+                    d["kind"].as_str(),
+                    Some("ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+                ),
+                "{d}"
+            );
+            if let Some(rules) = d.get("rules") {
+                let parsed: Vec<crate::rbac::PolicyRule> =
+                    serde_json::from_value(rules.clone()).unwrap();
+                assert!(parsed.iter().all(|r| !r.verbs.is_empty()), "{d}");
+            }
+        }
+    }
 }

@@ -140,15 +140,43 @@ pub async fn handle(state: Arc<ApiState>, user: User, req: Request<Body>) -> Res
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
-    if user.is_anonymous() && !anonymous_allowed(&path) {
-        return ApiError::unauthorized().into_response();
-    }
-    let resp = match route(&state, user, &method, &path, parts, body).await {
+    let resp = match authenticate_and_route(&state, user, &method, &path, parts, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
     resp
+}
+
+/// Authentication (a client certificate, else a bearer token), impersonation and
+/// authorization, then routing.
+async fn authenticate_and_route(
+    state: &Arc<ApiState>,
+    mut user: User,
+    method: &Method,
+    path: &str,
+    parts: http::request::Parts,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if user.is_anonymous()
+        && let Some(token) = crate::authn::bearer_token(&parts.headers)
+    {
+        user = crate::authn::authenticate_token(state, token)
+            .await
+            .ok_or_else(ApiError::unauthorized)?;
+    }
+    if anonymous_allowed(path) {
+        return route(state, user, method, path, parts, body).await;
+    }
+    if user.is_anonymous() {
+        return Err(ApiError::unauthorized());
+    }
+    let user = crate::authz::impersonate(state, user, &parts.headers)?;
+    let query = Query::parse(parts.uri.query());
+    let info = parse_resource_path(method, path, &query);
+    let attrs = crate::authz::attributes(method, path, info.as_ref(), &query);
+    crate::authz::check(state, &user, &attrs)?;
+    route(state, user, method, path, parts, body).await
 }
 
 async fn route(

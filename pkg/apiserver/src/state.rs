@@ -26,6 +26,8 @@ pub struct ApiConfig {
     pub port: u16,
     /// PEM bundle served at /cacerts.
     pub server_ca_pem: String,
+    /// Signs and verifies service-account tokens (None: no tokens are issued or accepted).
+    pub token_signer: Option<Arc<crate::tokens::TokenSigner>>,
 }
 
 /// A CRD's per-version serving details that the generic REST path needs.
@@ -51,6 +53,12 @@ pub struct ApiState {
     pub alloc_lock: tokio::sync::Mutex<()>,
     /// Bumped whenever the set of served resources changes (discovery caches key on it).
     pub discovery_generation: AtomicU64,
+    /// The RBAC policy in memory (kept in step by `rbac::run`).
+    pub rbac: crate::rbac::Rbac,
+    /// Pods by node, for the Node authorizer (kept in step by `nodeauth::run`).
+    pub node_graph: crate::nodeauth::NodeGraph,
+    /// Recently verified bearer tokens.
+    pub token_cache: crate::authn::TokenCache,
     gc_running: AtomicBool,
 }
 
@@ -66,6 +74,9 @@ impl ApiState {
             custom: RwLock::new(HashMap::new()),
             alloc_lock: tokio::sync::Mutex::new(()),
             discovery_generation: AtomicU64::new(1),
+            rbac: Default::default(),
+            node_graph: Default::default(),
+            token_cache: Default::default(),
             gc_running: AtomicBool::new(false),
         })
     }

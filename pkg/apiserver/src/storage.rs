@@ -26,6 +26,26 @@ pub fn prefix(def: &ResourceDef, namespace: Option<&str>) -> String {
     }
 }
 
+/// The stored object at `/registry/<storage>/[<namespace>/]<name>` in its storage version
+/// (for internal lookups such as token and admission checks), or None.
+pub async fn get_stored(
+    state: &crate::state::ApiState,
+    storage: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> ApiResult<Option<Value>> {
+    let key = match namespace {
+        Some(ns) => format!("{PREFIX}{storage}/{ns}/{name}"),
+        None => format!("{PREFIX}{storage}/{name}"),
+    };
+    let kv = state
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::internal(format!("reading {key}: {e}")))?;
+    Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+}
+
 /// Bytes to store: the object without resourceVersion.
 pub fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
     let mut o = obj.clone();

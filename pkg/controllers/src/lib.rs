@@ -8,6 +8,7 @@
 //! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
 //! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs).
 
+pub mod clusterroleaggregation;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -53,6 +54,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(endpoints::run(client.clone())),
         tokio::spawn(serviceaccount::run(client.clone(), cfg.root_ca_pem.clone())),
         tokio::spawn(nodeipam::run(client.clone(), cfg.cluster_cidr)),
+        tokio::spawn(clusterroleaggregation::run(client.clone())),
         tokio::spawn(gc::run(client)),
     ]
 }

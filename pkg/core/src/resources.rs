@@ -417,7 +417,55 @@ fn builtin_resources() -> Vec<ResourceDef> {
         b("events.k8s.io", "v1", "Event", "events", true)
             .short(&["ev"])
             .storage("core/events"),
-        // authentication / authorization review types are served by the access-control layer.
+        // authentication / authorization reviews: create-only, answered and never stored.
+        b(
+            "authentication.k8s.io",
+            "v1",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            false,
+        )
+        .verbs(&["create"]),
+        b(
+            "authentication.k8s.io",
+            "v1",
+            "TokenReview",
+            "tokenreviews",
+            false,
+        )
+        .verbs(&["create"]),
+        b(
+            "authorization.k8s.io",
+            "v1",
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            true,
+        )
+        .verbs(&["create"]),
+        b(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+        )
+        .verbs(&["create"]),
+        b(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            false,
+        )
+        .verbs(&["create"]),
+        b(
+            "authorization.k8s.io",
+            "v1",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            false,
+        )
+        .verbs(&["create"]),
         // autoscaling: v2 preferred, v1 shares storage.
         b(
             "autoscaling",

@@ -235,6 +235,18 @@ pub async fn run(
         message: e.to_string(),
     })?;
 
+    // Service-account tokens: upstream's issuer and the audiences k3s accepts.
+    let issuer = format!("https://kubernetes.default.svc.{}", cfg.cluster_domain);
+    let token_signer = kubox_apiserver::tokens::TokenSigner::new(
+        pki.sa_signing_key_pem(),
+        pki.sa_public_key_pem(),
+        issuer.clone(),
+        vec![issuer, "k3s".into()],
+    )
+    .map_err(|message| Error::Pki {
+        path: pki.tls_dir.clone(),
+        message,
+    })?;
     let state = ApiState::new(
         store.clone(),
         ApiConfig {
@@ -246,6 +258,7 @@ pub async fn run(
             advertise_address: advertise,
             port: cfg.https_listen_port,
             server_ca_pem: pki.server_ca_pem.clone(),
+            token_signer: Some(std::sync::Arc::new(token_signer)),
         },
     );
     kubox_apiserver::bootstrap::ensure(&state)
@@ -254,6 +267,19 @@ pub async fn run(
             path: db_path.clone(),
             message: e.to_string(),
         })?;
+    // The authorizers' in-memory views are loaded before any request is served.
+    let store_err = |e: kubox_store::Error| Error::Store {
+        path: db_path.clone(),
+        message: e.to_string(),
+    };
+    let rbac_rev = kubox_apiserver::rbac::load(&state)
+        .await
+        .map_err(store_err)?;
+    tokio::spawn(kubox_apiserver::rbac::run(state.clone(), rbac_rev));
+    let pods_rev = kubox_apiserver::nodeauth::load(&state)
+        .await
+        .map_err(store_err)?;
+    tokio::spawn(kubox_apiserver::nodeauth::run(state.clone(), pods_rev));
     kubox_apiserver::namespaces::resume_all(state.clone()).await;
     tokio::spawn(kubox_apiserver::crds::run(state.clone()));
 

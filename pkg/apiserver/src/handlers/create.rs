@@ -60,6 +60,7 @@ pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> A
     prepare_status_for_create(&ctx.def, &mut obj);
     crate::crds::admit(ctx, &mut obj)?;
     default_and_validate(&ctx.def, &mut obj, None)?;
+    crate::admission::admit(ctx, &mut obj, None).await?;
     let _alloc = crate::allocate::on_create(ctx, &mut obj).await?;
     let manager = ctx
         .query

@@ -167,7 +167,9 @@ async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         ("get", Some("scale")) => get::get_scale(&ctx).await,
         ("list", None) => list::list(&ctx).await,
         ("watch", None) => watch::watch(ctx).await,
+        ("create", None) if is_review(&ctx.def) => crate::reviews::create(&ctx, body).await,
         ("create", None) => create::create(&ctx, body).await,
+        ("create", Some("token")) => crate::reviews::token_request(&ctx, body).await,
         ("create", Some("binding")) => create::bind(&ctx, body).await,
         ("update", None | Some("status") | Some("finalize") | Some("approval")) => {
             update::update(&ctx, body).await
@@ -184,6 +186,14 @@ async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             sub.unwrap_or_default()
         ))),
     }
+}
+
+/// Review kinds (answered from the request, never stored).
+fn is_review(def: &ResourceDef) -> bool {
+    matches!(
+        def.group.as_str(),
+        "authentication.k8s.io" | "authorization.k8s.io"
+    ) && def.plural.ends_with("reviews")
 }
 
 /// A JSON response with `code`.

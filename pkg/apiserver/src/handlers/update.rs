@@ -84,6 +84,7 @@ pub(crate) async fn write_update(
     if ctx.info.subresource.is_none() || ctx.info.subresource.as_deref() == Some("scale") {
         default_and_validate(&ctx.def, &mut new, Some(old))?;
     }
+    crate::admission::admit(ctx, &mut new, Some(old)).await?;
     let _alloc = crate::allocate::on_update(ctx, old, &mut new).await?;
     crate::managed::record(ctx, Some(old), &mut new, manager, "Update");
     let mut cmp_new = new.clone();

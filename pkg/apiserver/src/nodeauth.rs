@@ -1,0 +1,353 @@
+//! The Node authorizer and NodeRestriction: a node (`system:node:<name>` in `system:nodes`)
+//! reads only the Secrets, ConfigMaps, PersistentVolumeClaims and service-account tokens of pods
+//! bound to it, and writes only its own Node, Lease, CSINode and pods. The pod graph is kept in
+//! memory from one watch of the stored pods, as upstream keeps its node graph from informers.
+
+use crate::rbac::Attributes;
+use crate::state::ApiState;
+use futures::StreamExt;
+use kubox_store::EventKind;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+const PODS: &str = "/registry/core/pods/";
+
+/// What one pod makes readable by its node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PodRefs {
+    node: String,
+    /// (resource plural, name) in the pod's namespace.
+    refs: Vec<(&'static str, String)>,
+}
+
+#[derive(Default)]
+struct Graph {
+    pods: HashMap<(String, String), PodRefs>,
+    /// (node, resource, namespace, name) -> number of pods referencing it.
+    edges: HashMap<(String, &'static str, String, String), usize>,
+}
+
+/// The node → pod → referenced-object graph.
+#[derive(Default)]
+pub struct NodeGraph {
+    graph: RwLock<Graph>,
+}
+
+fn pod_refs(pod: &Value) -> Option<PodRefs> {
+    let spec = pod.get("spec")?;
+    let node = spec.get("nodeName").and_then(Value::as_str)?.to_string();
+    if node.is_empty() {
+        return None;
+    }
+    let name_of = |v: &Value, field: &str| v.get(field).and_then(Value::as_str).map(String::from);
+    let mut refs: Vec<(&'static str, String)> = Vec::new();
+    let sa = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    refs.push(("serviceaccounts", sa.to_string()));
+    for s in spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        refs.extend(name_of(s, "name").map(|n| ("secrets", n)));
+    }
+    let pod_name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    for v in spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(s) = v.get("secret") {
+            refs.extend(name_of(s, "secretName").map(|n| ("secrets", n)));
+        }
+        if let Some(c) = v.get("configMap") {
+            refs.extend(name_of(c, "name").map(|n| ("configmaps", n)));
+        }
+        if let Some(p) = v.get("persistentVolumeClaim") {
+            refs.extend(name_of(p, "claimName").map(|n| ("persistentvolumeclaims", n)));
+        }
+        if v.get("ephemeral").is_some()
+            && let Some(vn) = v.get("name").and_then(Value::as_str)
+        {
+            refs.push(("persistentvolumeclaims", format!("{pod_name}-{vn}")));
+        }
+        for src in v
+            .pointer("/projected/sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(s) = src.get("secret") {
+                refs.extend(name_of(s, "name").map(|n| ("secrets", n)));
+            }
+            if let Some(c) = src.get("configMap") {
+                refs.extend(name_of(c, "name").map(|n| ("configmaps", n)));
+            }
+        }
+        // Other volume sources with secret references (CSI, RBD, CephFS, ...).
+        for (_, src) in v.as_object().into_iter().flatten() {
+            if let Some(r) = src
+                .get("secretRef")
+                .or_else(|| src.get("nodePublishSecretRef"))
+            {
+                refs.extend(name_of(r, "name").map(|n| ("secrets", n)));
+            }
+        }
+    }
+    for group in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in spec
+            .get(group)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
+                    refs.extend(name_of(r, "name").map(|n| ("secrets", n)));
+                }
+                if let Some(r) = e.pointer("/valueFrom/configMapKeyRef") {
+                    refs.extend(name_of(r, "name").map(|n| ("configmaps", n)));
+                }
+            }
+            for e in c
+                .get("envFrom")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(r) = e.get("secretRef") {
+                    refs.extend(name_of(r, "name").map(|n| ("secrets", n)));
+                }
+                if let Some(r) = e.get("configMapRef") {
+                    refs.extend(name_of(r, "name").map(|n| ("configmaps", n)));
+                }
+            }
+        }
+    }
+    refs.sort();
+    refs.dedup();
+    Some(PodRefs { node, refs })
+}
+
+impl NodeGraph {
+    fn set(&self, ns: &str, name: &str, pod: Option<&Value>) {
+        let Ok(mut g) = self.graph.write() else {
+            return;
+        };
+        let key = (ns.to_string(), name.to_string());
+        if let Some(old) = g.pods.remove(&key) {
+            for (res, n) in old.refs {
+                let e = (old.node.clone(), res, ns.to_string(), n);
+                if let Some(c) = g.edges.get_mut(&e) {
+                    *c -= 1;
+                    if *c == 0 {
+                        g.edges.remove(&e);
+                    }
+                }
+            }
+        }
+        if let Some(refs) = pod.and_then(pod_refs) {
+            for (res, n) in &refs.refs {
+                *g.edges
+                    .entry((refs.node.clone(), res, ns.to_string(), n.clone()))
+                    .or_default() += 1;
+            }
+            g.pods.insert(key, refs);
+        }
+    }
+
+    /// Whether a pod bound to `node` references `resource` `ns/name`.
+    pub fn references(&self, node: &str, resource: &str, ns: &str, name: &str) -> bool {
+        let Ok(g) = self.graph.read() else {
+            return false;
+        };
+        let Some(res) = [
+            "secrets",
+            "configmaps",
+            "persistentvolumeclaims",
+            "serviceaccounts",
+        ]
+        .into_iter()
+        .find(|r| *r == resource) else {
+            return false;
+        };
+        g.edges
+            .contains_key(&(node.to_string(), res, ns.to_string(), name.to_string()))
+    }
+
+    /// The node a pod is bound to.
+    pub fn pod_node(&self, ns: &str, name: &str) -> Option<String> {
+        let g = self.graph.read().ok()?;
+        g.pods
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|p| p.node.clone())
+    }
+}
+
+/// Loads the graph from the stored pods; returns the revision to watch from.
+pub async fn load(state: &ApiState) -> Result<i64, kubox_store::Error> {
+    let res = state.store.list(PODS, None, None, None).await?;
+    for kv in &res.items {
+        if let (Some((ns, name)), Ok(pod)) = (
+            parse_key(&kv.key),
+            serde_json::from_slice::<Value>(&kv.value),
+        ) {
+            state.node_graph.set(ns, name, Some(&pod));
+        }
+    }
+    Ok(res.revision)
+}
+
+async fn reload(state: &ApiState) -> Result<i64, kubox_store::Error> {
+    if let Ok(mut g) = state.node_graph.graph.write() {
+        *g = Graph::default();
+    }
+    load(state).await
+}
+
+fn parse_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(PODS)?.split_once('/')
+}
+
+/// Follows pod changes into the graph until the store closes.
+pub async fn run(state: Arc<ApiState>, mut from: i64) {
+    loop {
+        let r = async {
+            let mut events = state.store.watch(PODS, from).await?;
+            while let Some(ev) = events.next().await {
+                let ev = ev?;
+                from = ev.kv.mod_revision;
+                let Some((ns, name)) = parse_key(&ev.kv.key) else {
+                    continue;
+                };
+                match ev.kind {
+                    EventKind::Delete => state.node_graph.set(ns, name, None),
+                    _ => {
+                        let pod = serde_json::from_slice::<Value>(&ev.kv.value).ok();
+                        state.node_graph.set(ns, name, pod.as_ref());
+                    }
+                }
+            }
+            Ok::<(), kubox_store::Error>(())
+        }
+        .await;
+        match r {
+            Ok(()) => return,
+            Err(kubox_store::Error::Compacted { .. }) => match reload(&state).await {
+                Ok(rev) => from = rev,
+                Err(e) => tracing::warn!(error = %e, "reloading the node graph failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "node graph watch ended; restarting"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The Node authorizer's decision for node `node`: Some(true) allow, Some(false) deny
+/// (NodeRestriction), None no opinion (RBAC decides).
+pub fn decide(state: &ApiState, node: &str, a: &Attributes) -> Option<bool> {
+    if !a.resource_request {
+        return None;
+    }
+    let read = matches!(a.verb.as_str(), "get" | "list" | "watch");
+    let own = a.name == node;
+    let g = &state.node_graph;
+    match (
+        a.api_group.as_str(),
+        a.resource.as_str(),
+        a.subresource.as_str(),
+    ) {
+        ("", "secrets" | "configmaps" | "persistentvolumeclaims", "") => Some(
+            read && !a.name.is_empty() && g.references(node, &a.resource, &a.namespace, &a.name),
+        ),
+        ("", "serviceaccounts", "token") => {
+            Some(a.verb == "create" && g.references(node, "serviceaccounts", &a.namespace, &a.name))
+        }
+        ("", "nodes", _) => Some(read || own || a.verb == "create"),
+        ("", "pods", "") => match a.verb.as_str() {
+            "get" | "list" | "watch" => Some(true),
+            // Mirror pods are not supported; a node creates no pods.
+            "create" => Some(false),
+            _ => Some(g.pod_node(&a.namespace, &a.name).as_deref() == Some(node)),
+        },
+        ("", "pods", "status" | "eviction") => {
+            Some(g.pod_node(&a.namespace, &a.name).as_deref() == Some(node))
+        }
+        ("coordination.k8s.io", "leases", "") => {
+            // The name of a created Lease is checked by NodeRestriction at admission.
+            Some(a.namespace == "kube-node-lease" && (own || a.verb == "create"))
+        }
+        ("storage.k8s.io", "csinodes", "") => Some(read || own || a.verb == "create"),
+        ("", "events", "") | ("events.k8s.io", "events", "") => {
+            Some(matches!(a.verb.as_str(), "create" | "update" | "patch") || read)
+        }
+        ("", "services" | "endpoints", "") | ("discovery.k8s.io", "endpointslices", "") => {
+            read.then_some(true)
+        }
+        ("storage.k8s.io", "csidrivers" | "storageclasses", "")
+        | ("node.k8s.io", "runtimeclasses", "") => read.then_some(true),
+        ("certificates.k8s.io", "certificatesigningrequests", "") => {
+            matches!(a.verb.as_str(), "create" | "get" | "list" | "watch").then_some(true)
+        }
+        ("authentication.k8s.io", "tokenreviews", "")
+        | ("authorization.k8s.io", "subjectaccessreviews", "") => {
+            (a.verb == "create").then_some(true)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pods_reference_what_they_mount_and_read() {
+        let pod = json!({
+            "metadata": {"name": "web-1", "namespace": "dev"},
+            "spec": {
+                "nodeName": "n1",
+                "serviceAccountName": "builder",
+                "imagePullSecrets": [{"name": "regcred"}],
+                "volumes": [
+                    {"name": "a", "secret": {"secretName": "tls"}},
+                    {"name": "b", "configMap": {"name": "conf"}},
+                    {"name": "c", "persistentVolumeClaim": {"claimName": "data"}},
+                    {"name": "d", "projected": {"sources": [{"configMap": {"name": "kube-root-ca.crt"}}]}},
+                ],
+                "containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}],
+                    "envFrom": [{"configMapRef": {"name": "env"}}]}],
+            }
+        });
+        let g = NodeGraph::default();
+        g.set("dev", "web-1", Some(&pod));
+        for (res, name) in [
+            ("secrets", "tls"),
+            ("secrets", "regcred"),
+            ("secrets", "db"),
+            ("configmaps", "conf"),
+            ("configmaps", "env"),
+            ("configmaps", "kube-root-ca.crt"),
+            ("persistentvolumeclaims", "data"),
+            ("serviceaccounts", "builder"),
+        ] {
+            assert!(g.references("n1", res, "dev", name), "{res}/{name}");
+            assert!(!g.references("n2", res, "dev", name), "{res}/{name}");
+            assert!(!g.references("n1", res, "prod", name), "{res}/{name}");
+        }
+        assert!(!g.references("n1", "secrets", "dev", "other"));
+        assert_eq!(g.pod_node("dev", "web-1").as_deref(), Some("n1"));
+        g.set("dev", "web-1", None);
+        assert!(!g.references("n1", "secrets", "dev", "tls"));
+        assert_eq!(g.pod_node("dev", "web-1"), None);
+    }
+}
