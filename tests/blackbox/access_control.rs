@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 /// kubectl authenticated only by `token` (no client certificate).
-fn kubectl_token(s: &Server, version: &str, token: &str, args: &[&str]) -> Output {
+pub(crate) fn kubectl_token(s: &Server, version: &str, token: &str, args: &[&str]) -> Output {
     let cfg = s
         .dir
         .path()
@@ -502,4 +502,65 @@ fn aggregated_cluster_roles_collect_labelled_roles() {
             rules_of(role)
         );
     }
+}
+
+#[test]
+fn a_node_reads_only_what_pods_bound_to_it_use() {
+    let s = Server::start();
+    s.k(
+        KUBECTL_NEW,
+        &["create", "secret", "generic", "used", "--from-literal=a=b"],
+    );
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "unused",
+            "--from-literal=a=b",
+        ],
+    );
+    // Pods need their service account (the ServiceAccount admission checks it).
+    eventually(Duration::from_secs(20), || {
+        s.kubectl(KUBECTL_NEW, &["get", "serviceaccount", "default"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("the default service account");
+    // A pod bound to node-a (no node runs it; the binding is what counts).
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"nodeName":"node-a","automountServiceAccountToken":false,
+            "volumes":[{"name":"s","secret":{"secretName":"used"}}],"containers":[{"name":"c","image":"busybox"}]}}"#,
+    );
+    let as_node = |node: &str, args: &[&str]| {
+        let mut a = vec!["--as", node, "--as-group", "system:nodes"];
+        a.extend_from_slice(args);
+        s.kubectl(KUBECTL_NEW, &a)
+    };
+    let read = eventually(Duration::from_secs(10), || {
+        ok(&as_node(
+            "system:node:node-a",
+            &["get", "secret", "used", "-o", "name"],
+        ))
+    });
+    assert_eq!(read.as_deref().map(str::trim), Some("secret/used"));
+    let e = stderr(&as_node("system:node:node-a", &["get", "secret", "unused"]));
+    assert!(e.contains("forbidden"), "{e}");
+    let e = stderr(&as_node("system:node:node-b", &["get", "secret", "used"]));
+    assert!(e.contains("forbidden"), "{e}");
+    // NodeRestriction: a node changes only its own Node and its own pods.
+    let e = stderr(&as_node("system:node:node-b", &["delete", "pod", "p"]));
+    assert!(e.contains("forbidden"), "{e}");
+    let e = stderr(&as_node(
+        "system:node:node-b",
+        &["label", "node", "node-a", "x=y"],
+    ));
+    assert!(
+        e.contains("forbidden") || e.contains("NotFound") || e.contains("not found"),
+        "{e}"
+    );
 }

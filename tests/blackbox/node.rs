@@ -300,7 +300,7 @@ spec:
   containers:
   - name: web
     image: docker.io/library/busybox:test
-    command: [sh, -c, "mkdir -p /srv && cp /work/marker /srv/marker && cp /etc/creds/token /srv/token && ln -s /www/index.html /srv/index.html && exec httpd -f -p 8080 -h /srv"]
+    command: [sh, -c, "mkdir -p /srv && cp /work/marker /srv/marker && cp /etc/creds/token /srv/token && ln -s /www/index.html /srv/index.html && ln -s /var/run/secrets/kubernetes.io/serviceaccount /srv/sa && exec httpd -f -p 8080 -h /srv"]
     volumeMounts:
     - {name: www, mountPath: /www}
     - {name: creds, mountPath: /etc/creds}
@@ -333,6 +333,26 @@ spec:
         "the init container's emptyDir file"
     );
     assert_eq!(get("token").as_deref(), Some("s3cret"), "the secret volume");
+    // The service-account projection: namespace, CA and a token bound to this pod that the
+    // API server accepts.
+    assert_eq!(get("sa/namespace").as_deref(), Some("default"));
+    assert!(get("sa/ca.crt").is_some_and(|c| c.contains("BEGIN CERTIFICATE")));
+    let token = get("sa/token").expect("a projected token");
+    let who = crate::access_control::kubectl_token(
+        &s,
+        KUBECTL_NEW,
+        &token,
+        &["auth", "whoami", "-o", "json"],
+    );
+    let who = json(&String::from_utf8_lossy(&who.stdout));
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        "system:serviceaccount:default:default"
+    );
+    assert_eq!(
+        who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"][0],
+        "site"
+    );
     s.k(
         KUBECTL_NEW,
         &[
