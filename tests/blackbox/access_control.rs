@@ -564,3 +564,121 @@ fn a_node_reads_only_what_pods_bound_to_it_use() {
         "{e}"
     );
 }
+
+#[test]
+fn admission_sets_priority_and_default_tolerations_and_fills_token_secrets() {
+    let s = Server::start();
+    let classes = s.k(KUBECTL_NEW, &["get", "priorityclasses", "-o", "name"]);
+    assert!(classes.contains("system-node-critical"), "{classes}");
+    assert!(classes.contains("system-cluster-critical"), "{classes}");
+    eventually(Duration::from_secs(20), || {
+        s.kubectl(KUBECTL_NEW, &["get", "serviceaccount", "default"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("the default service account");
+    let pod = |name: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{{extra}"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+        )
+    };
+    let plain: Value = serde_json::from_str(&s.k_in(
+        KUBECTL_NEW,
+        &["create", "-f", "-", "-o", "json"],
+        &pod("plain", ""),
+    ))
+    .unwrap();
+    assert_eq!(plain["spec"]["priority"], 0);
+    let tolerations = plain["spec"]["tolerations"].to_string();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        assert!(tolerations.contains(key), "{tolerations}");
+    }
+    assert!(tolerations.contains("300"), "{tolerations}");
+    s.k(
+        KUBECTL_NEW,
+        &["create", "priorityclass", "high", "--value=1000"],
+    );
+    let high: Value = serde_json::from_str(&s.k_in(
+        KUBECTL_NEW,
+        &["create", "-f", "-", "-o", "json"],
+        &pod("urgent", r#""priorityClassName":"high","#),
+    ))
+    .unwrap();
+    assert_eq!(high["spec"]["priority"], 1000);
+    let out = s.kubectl_stdin(
+        KUBECTL_NEW,
+        &["create", "-f", "-"],
+        &pod("lost", r#""priorityClassName":"nope","#),
+    );
+    assert!(
+        stderr(&out).contains("no PriorityClass with name nope was found"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.kubectl_stdin(
+        KUBECTL_NEW,
+        &["create", "-f", "-"],
+        &pod("cheat", r#""priority":5,"#),
+    );
+    assert!(
+        stderr(&out).contains("must not be provided in pod spec"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.kubectl_stdin(
+        KUBECTL_NEW,
+        &["create", "-f", "-"],
+        &pod("ghost", r#""serviceAccountName":"ghost","#),
+    );
+    assert!(
+        stderr(&out).contains("serviceaccount \"ghost\" not found"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A service-account-token Secret is filled with a long-lived token that authenticates.
+    s.k(KUBECTL_NEW, &["create", "serviceaccount", "legacy"]);
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"legacy-token","annotations":{"kubernetes.io/service-account.name":"legacy"}},"type":"kubernetes.io/service-account-token"}"#,
+    );
+    let token = s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "secret",
+            "legacy-token",
+            "-o",
+            "jsonpath={.data.token}",
+        ],
+    );
+    let token = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token.trim()).unwrap(),
+    )
+    .unwrap();
+    let who = ok(&kubectl_token(
+        &s,
+        KUBECTL_NEW,
+        &token,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    ))
+    .expect("the legacy token authenticates");
+    assert_eq!(who.trim(), "system:serviceaccount:default:legacy");
+    s.k(KUBECTL_NEW, &["delete", "secret", "legacy-token"]);
+    let refused = eventually(Duration::from_secs(30), || {
+        stderr(&kubectl_token(&s, KUBECTL_NEW, &token, &["auth", "whoami"]))
+            .contains("Unauthorized")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "the token outlived its secret");
+}

@@ -1,8 +1,10 @@
 //! Built-in admission run on every create and update after defaulting and validation:
 //! RBAC escalation prevention (a user grants only permissions they hold, unless allowed to
 //! `escalate`/`bind`), NodeRestriction (a node creates only its own Node, Lease and CSINode),
-//! and the ServiceAccount plugin (pods run as an existing service account and get the
-//! `kube-api-access-*` token volume).
+//! the ServiceAccount plugin (pods run as an existing service account and get the
+//! `kube-api-access-*` token volume), Priority (priorityClassName -> priority),
+//! DefaultTolerationSeconds (300 s for not-ready/unreachable), and the token controller's
+//! work on `kubernetes.io/service-account-token` Secrets (filled when created).
 
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::Ctx;
@@ -23,7 +25,13 @@ pub async fn admit(ctx: &Ctx, obj: &mut Value, old: Option<&Value>) -> ApiResult
         ("", "nodes") | ("coordination.k8s.io", "leases") | ("storage.k8s.io", "csinodes") => {
             node_restriction(ctx, obj)
         }
-        ("", "pods") if old.is_none() => service_account(ctx, obj).await,
+        ("", "pods") if old.is_none() => {
+            service_account(ctx, obj).await?;
+            priority(ctx, obj).await?;
+            default_toleration_seconds(obj);
+            Ok(())
+        }
+        ("", "secrets") if old.is_none() => legacy_token_secret(ctx, obj).await,
         _ => Ok(()),
     }
 }
@@ -244,5 +252,150 @@ async fn service_account(ctx: &Ctx, pod: &mut Value) -> ApiResult<()> {
             }));
         }
     }
+    Ok(())
+}
+
+/// Upstream's Priority admission: the pod's priority comes from its PriorityClass (or the
+/// global default class), never from the pod itself.
+async fn priority(ctx: &Ctx, pod: &mut Value) -> ApiResult<()> {
+    let name = pod
+        .pointer("/spec/priorityClassName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let pod_name = meta::name(pod).unwrap_or_default().to_string();
+    let class = if name.is_empty() {
+        // The global default class, if one exists.
+        let list = ctx
+            .state
+            .store
+            .list(
+                "/registry/scheduling.k8s.io/priorityclasses/",
+                None,
+                None,
+                None,
+            )
+            .await
+            .map_err(|e| ApiError::internal(format!("listing priority classes: {e}")))?;
+        list.items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .find(|pc| pc["globalDefault"] == true)
+    } else {
+        let pc = crate::storage::get_stored(
+            &ctx.state,
+            "scheduling.k8s.io/priorityclasses",
+            None,
+            &name,
+        )
+        .await?;
+        if pc.is_none() {
+            return Err(ApiError::forbidden(format!(
+                "pods {pod_name:?} is forbidden: no PriorityClass with name {name} was found"
+            ))
+            .with_details(json!({"name": pod_name, "kind": "pods"})));
+        }
+        pc
+    };
+    let (value, policy, class_name) = match &class {
+        Some(pc) => (
+            pc["value"].as_i64().unwrap_or(0),
+            pc["preemptionPolicy"]
+                .as_str()
+                .unwrap_or("PreemptLowerPriority")
+                .to_string(),
+            meta::name(pc).unwrap_or_default().to_string(),
+        ),
+        None => (0, "PreemptLowerPriority".to_string(), String::new()),
+    };
+    if let Some(given) = pod.pointer("/spec/priority").and_then(Value::as_i64)
+        && given != value
+    {
+        return Err(ApiError::forbidden(format!(
+            "pods {pod_name:?} is forbidden: the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+        ))
+        .with_details(json!({"name": pod_name, "kind": "pods"})));
+    }
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("priority".into(), json!(value));
+        if !class_name.is_empty() {
+            spec.insert("priorityClassName".into(), json!(class_name));
+        }
+        spec.entry("preemptionPolicy").or_insert(json!(policy));
+    }
+    Ok(())
+}
+
+/// Upstream's DefaultTolerationSeconds: pods tolerate a not-ready or unreachable node for
+/// 300 s unless they say otherwise.
+fn default_toleration_seconds(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let tolerated = list.iter().any(|t| {
+            let effect = t["effect"].as_str().unwrap_or_default();
+            let k = t["key"].as_str().unwrap_or_default();
+            (effect.is_empty() || effect == "NoExecute")
+                && (k == key || (k.is_empty() && t["operator"] == "Exists"))
+        });
+        if !tolerated {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
+/// A new `kubernetes.io/service-account-token` Secret gets its legacy token, the CA and the
+/// namespace (upstream's token controller fills them right after creation).
+async fn legacy_token_secret(ctx: &Ctx, secret: &mut Value) -> ApiResult<()> {
+    if secret["type"] != "kubernetes.io/service-account-token" {
+        return Ok(());
+    }
+    let Some(signer) = ctx.state.config.token_signer.clone() else {
+        return Ok(());
+    };
+    let ns = ctx.namespace().unwrap_or_default().to_string();
+    let name = meta::name(secret).unwrap_or_default().to_string();
+    let Some(sa_name) = secret
+        .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+        .and_then(Value::as_str)
+        .map(String::from)
+    else {
+        return Ok(());
+    };
+    let Some(sa) =
+        crate::storage::get_stored(&ctx.state, "core/serviceaccounts", Some(&ns), &sa_name).await?
+    else {
+        return Ok(());
+    };
+    let uid = sa
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let claims = json!({
+        "iss": crate::tokens::LEGACY_ISSUER,
+        "kubernetes.io/serviceaccount/namespace": ns,
+        "kubernetes.io/serviceaccount/secret.name": name,
+        "kubernetes.io/serviceaccount/service-account.name": sa_name,
+        "kubernetes.io/serviceaccount/service-account.uid": uid,
+        "sub": crate::authn::service_account_username(&ns, &sa_name),
+    });
+    let token = signer.sign(&claims)?;
+    let b64 = |v: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v);
+    secret["metadata"]["annotations"]["kubernetes.io/service-account.uid"] = json!(uid);
+    if !secret.get("data").is_some_and(Value::is_object) {
+        secret["data"] = json!({});
+    }
+    secret["data"]["token"] = json!(b64(&token));
+    secret["data"]["ca.crt"] = json!(b64(&ctx.state.config.server_ca_pem));
+    secret["data"]["namespace"] = json!(b64(&ns));
     Ok(())
 }

@@ -223,9 +223,40 @@ async fn ensure_rbac(state: &ApiState) -> Result<(), kubox_store::Error> {
     Ok(())
 }
 
+/// The built-in PriorityClasses of every cluster.
+fn priority_class(name: &str, value: i64, description: &str) -> Value {
+    json!({
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": name, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": meta::now_rfc3339()},
+        "value": value,
+        "globalDefault": false,
+        "preemptionPolicy": "PreemptLowerPriority",
+        "description": description,
+    })
+}
+
 /// Ensures the bootstrap objects exist and point at this API server.
 pub async fn ensure(state: &ApiState) -> Result<(), kubox_store::Error> {
     ensure_rbac(state).await?;
+    for (name, value, description) in [
+        (
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        (
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
+    ] {
+        let key = format!(
+            "{}scheduling.k8s.io/priorityclasses/{name}",
+            storage::PREFIX
+        );
+        ensure_exists(state, &key, &priority_class(name, value, description)).await?;
+    }
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let key = format!("{}core/namespaces/{ns}", storage::PREFIX);
         if ensure_exists(state, &key, &namespace(ns)).await? {

@@ -4,7 +4,7 @@ use super::{each_obj, ensure_obj, is_unset, obj_at, set_default};
 use serde_json::{Map, Value, json};
 
 /// Defaults of a Pod object: PodSpec defaults plus the Pod-only ones (enableServiceLinks,
-/// priority/preemptionPolicy as the Priority admission plugin sets them, requests from limits).
+/// preemptionPolicy, requests from limits). `priority` is set by the Priority admission plugin.
 pub(crate) fn pod_defaults(obj: &mut Value) {
     let Some(root) = obj.as_object_mut() else {
         return;
@@ -12,9 +12,6 @@ pub(crate) fn pod_defaults(obj: &mut Value) {
     let spec = ensure_obj(root, "spec");
     pod_spec_defaults(spec);
     set_default(spec, "enableServiceLinks", json!(true));
-    if is_unset(spec, "priorityClassName") {
-        set_default(spec, "priority", json!(0));
-    }
     set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     for key in ["containers", "initContainers"] {
         for c in each_obj(spec, key) {
@@ -206,7 +203,10 @@ mod tests {
         assert_eq!(s["terminationGracePeriodSeconds"], 30);
         assert_eq!(s["securityContext"], json!({}));
         assert_eq!(s["enableServiceLinks"], true);
-        assert_eq!(s["priority"], 0);
+        assert!(
+            s.get("priority").is_none(),
+            "set by admission, from the PriorityClass"
+        );
         assert_eq!(s["preemptionPolicy"], "PreemptLowerPriority");
         let c = &s["containers"][0];
         assert_eq!(c["imagePullPolicy"], "IfNotPresent");
