@@ -21,6 +21,7 @@ pub mod fieldlabels;
 pub mod fieldvalidation;
 pub mod handlers;
 pub mod http;
+pub mod join;
 pub mod managed;
 pub mod namespaces;
 pub mod negotiate;

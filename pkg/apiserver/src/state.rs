@@ -28,6 +28,8 @@ pub struct ApiConfig {
     pub server_ca_pem: String,
     /// Signs and verifies service-account tokens (None: no tokens are issued or accepted).
     pub token_signer: Option<Arc<crate::tokens::TokenSigner>>,
+    /// Admits agents at `/v1-kubox/join` (None: joining is off).
+    pub join: Option<Arc<crate::join::JoinAuthority>>,
 }
 
 /// A CRD's per-version serving details that the generic REST path needs.

@@ -259,6 +259,19 @@ pub async fn run(
             port: cfg.https_listen_port,
             server_ca_pem: pki.server_ca_pem.clone(),
             token_signer: Some(std::sync::Arc::new(token_signer)),
+            join: Some(std::sync::Arc::new(kubox_apiserver::join::JoinAuthority {
+                pki: pki.clone(),
+                token_secret: kubox_pki::parse_token(&pki.token)
+                    .map(|t| t.password)
+                    .unwrap_or_default(),
+                agent_settings: serde_json::json!({
+                    "clusterCIDR": cfg.cluster_cidr.to_string(),
+                    "serviceCIDR": cfg.service_cidr.to_string(),
+                    "clusterDNS": cfg.cluster_dns.to_string(),
+                    "clusterDomain": cfg.cluster_domain,
+                    "kubernetesService": {"ip": cfg.kubernetes_service_ip().to_string(), "port": 443},
+                }),
+            })),
         },
     );
     kubox_apiserver::bootstrap::ensure(&state)
