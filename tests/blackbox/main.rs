@@ -12,4 +12,5 @@ mod images;
 mod kubectl;
 mod node;
 mod python_client;
+mod revisions;
 mod security_and_errors;

@@ -6,7 +6,8 @@
 //! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `replicationcontroller`, `deployment`, `job`, `cronjob`, `daemonset`, `statefulset`,
 //! `endpoints` (Endpoints and EndpointSlices), `serviceaccount` (the `default` ServiceAccount
 //! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
-//! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs).
+//! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs),
+//! `history` (ControllerRevisions of DaemonSets and StatefulSets).
 
 pub mod cronjob;
 pub mod daemonset;
@@ -15,6 +16,7 @@ pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod nodeipam;
 pub mod pods;
