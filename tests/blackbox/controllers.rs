@@ -5,7 +5,8 @@
 //!
 //! No containers run here: a [`StandInNode`] plays the node agent's part of the API (a Ready
 //! Node; bound pods reported Running/Ready with an IP, or Succeeded when they do not restart;
-//! graceful deletions finished), exactly the calls a kubelet makes. Real pods are the node agent's tests.
+//! graceful deletions finished), exactly the calls a kubelet makes. Real pods are the node
+//! agent's tests.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
