@@ -4,8 +4,9 @@
 //! orphan).
 //!
 //! No containers run here: a [`StandInNode`] plays the node agent's part of the API (a Ready
-//! Node; bound pods reported Running/Ready with an IP; graceful deletions finished), exactly
-//! the calls a kubelet makes. Real pods are the node agent's tests.
+//! Node; bound pods reported Running/Ready with an IP, or Succeeded when they do not restart;
+//! graceful deletions finished), exactly the calls a kubelet makes. Real pods are the node
+//! agent's tests.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,14 +22,14 @@ fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
-struct StandInNode {
+pub(crate) struct StandInNode {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StandInNode {
     /// Registers node `name` (4 cpu, 8Gi, 110 pods, Ready) and starts answering for its pods.
-    fn start(s: &Server, name: &str, subnet: u8) -> StandInNode {
+    pub(crate) fn start(s: &Server, name: &str, subnet: u8) -> StandInNode {
         StandInNode::start_with_cpu(s, name, subnet, "4")
     }
 
@@ -107,7 +108,14 @@ async fn tend(
             continue;
         }
         let status = pod.status.clone().unwrap_or_default();
-        if status.phase.as_deref() == Some("Running") {
+        // Pods that do not restart (Jobs') run to completion at once.
+        let completes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            .is_some_and(|p| p != "Always");
+        let phase = if completes { "Succeeded" } else { "Running" };
+        if status.phase.as_deref() == Some(phase) {
             continue;
         }
         let ready = pod
@@ -120,9 +128,9 @@ async fn tend(
         let ip = format!("10.42.{subnet}.{next_ip}");
         *next_ip = next_ip.wrapping_add(1).max(2);
         let now = "2026-01-01T00:00:00Z";
-        let r = if ready { "True" } else { "False" };
+        let r = if ready && !completes { "True" } else { "False" };
         let patch = json!({"status": {
-            "phase": "Running",
+            "phase": phase,
             "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1", "startTime": now,
             "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},

@@ -2,9 +2,10 @@
 //! taints the pod tolerates — with the tolerations upstream adds to daemon pods), bound to the
 //! node directly; pods on ineligible nodes and extras are deleted; RollingUpdate replaces
 //! pods of an older template `maxUnavailable` at a time (OnDelete waits for the user); status
-//! counts `kubectl rollout status ds` reads.
+//! counts `kubectl rollout status ds` reads; a ControllerRevision per template (`history`),
+//! whose hash labels the pods, for `kubectl rollout history/undo`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -17,10 +18,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::history::{self, HASH_LABEL};
 use crate::scheduler::fit;
 use crate::{Ctx, Error, pods};
-
-const HASH_LABEL: &str = "controller-revision-hash";
 
 pub async fn run(client: Client) {
     let ctx = Ctx::new(&client, "daemonset-controller");
@@ -89,7 +89,25 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     };
     let ns = ds.namespace().unwrap_or_default();
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let hash = crate::deployment::template_hash(&spec.template, None);
+    let mut revisions = history::owned(&ctx.client, ds.as_ref(), &spec.selector).await?;
+    let cur_revision = history::update_revision(
+        &ctx.client,
+        ds.as_ref(),
+        &mut revisions,
+        &crate::deployment::template_hash(&spec.template, None),
+        history::patch_data(&spec.template)?,
+        spec.template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref()),
+    )
+    .await?;
+    // The hash of the revision found (a rollback keeps its old one).
+    let hash = cur_revision
+        .labels()
+        .get(HASH_LABEL)
+        .cloned()
+        .unwrap_or_else(|| crate::deployment::template_hash(&spec.template, None));
     let mut template = spec.template.clone();
     template
         .metadata
@@ -204,6 +222,27 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             delete(p).await?;
         }
     }
+    let pod_hashes: BTreeSet<&String> = owned
+        .iter()
+        .filter_map(|p| p.labels().get(HASH_LABEL))
+        .collect();
+    let live: BTreeSet<String> = revisions
+        .iter()
+        .filter(|r| {
+            r.name_any() == cur_revision.name_any()
+                || r.labels()
+                    .get(HASH_LABEL)
+                    .is_some_and(|h| pod_hashes.contains(h))
+        })
+        .map(|r| r.name_any())
+        .collect();
+    history::truncate(
+        &ctx.client,
+        &revisions,
+        &live,
+        spec.revision_history_limit.unwrap_or(10),
+    )
+    .await?;
     let status = ds.status.clone().unwrap_or_default();
     let new = json!({
         "desiredNumberScheduled": desired,

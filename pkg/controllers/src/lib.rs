@@ -3,18 +3,21 @@
 //! API a remote client sees; `kubox-server` hands them a [`kube::Client`] whose transport calls
 //! the API server in process.
 //!
-//! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `replicationcontroller`, `deployment`, `job`, `daemonset`, `statefulset`,
+//! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `replicationcontroller`, `deployment`, `job`, `cronjob`, `daemonset`, `statefulset`,
 //! `endpoints` (Endpoints and EndpointSlices), `serviceaccount` (the `default` ServiceAccount
 //! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
-//! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs).
+//! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs),
+//! `history` (ControllerRevisions of DaemonSets and StatefulSets).
 
 pub mod clusterroleaggregation;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod nodeipam;
 pub mod pods;
@@ -49,6 +52,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(replicationcontroller::run(client.clone())),
         tokio::spawn(deployment::run(client.clone())),
         tokio::spawn(job::run(client.clone())),
+        tokio::spawn(cronjob::run(client.clone())),
         tokio::spawn(daemonset::run(client.clone())),
         tokio::spawn(statefulset::run(client.clone())),
         tokio::spawn(endpoints::run(client.clone())),

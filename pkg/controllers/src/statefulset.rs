@@ -2,9 +2,11 @@
 //! PersistentVolumeClaim per volumeClaimTemplate and ordinal (kept when pods go), OrderedReady
 //! (one at a time, in order, each Running and Ready before the next; scale down from the top)
 //! or Parallel pod management, RollingUpdate from the highest ordinal down to `partition` (or
-//! OnDelete), and the status `kubectl rollout status sts` reads.
+//! OnDelete), and the status `kubectl rollout status sts` reads. Each template is a
+//! ControllerRevision (`history`) whose name labels the pods and fills
+//! `status.currentRevision`/`updateRevision`, for `kubectl rollout history/undo`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -18,9 +20,9 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::history::{self, HASH_LABEL};
 use crate::{Ctx, Error, pods};
 
-const HASH_LABEL: &str = "controller-revision-hash";
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
@@ -56,10 +58,20 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let name = sts.name_any();
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let replicas = spec.replicas.unwrap_or(1).max(0);
-    let revision = format!(
-        "{name}-{}",
-        crate::deployment::template_hash(&spec.template, None)
-    );
+    let mut revisions = history::owned(&ctx.client, sts.as_ref(), &spec.selector).await?;
+    let revision = history::update_revision(
+        &ctx.client,
+        sts.as_ref(),
+        &mut revisions,
+        &crate::deployment::template_hash(&spec.template, None),
+        history::patch_data(&spec.template)?,
+        spec.template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref()),
+    )
+    .await?
+    .name_any();
     let owned = crate::replicaset::claim_pods(&ctx.client, sts.as_ref(), &spec.selector).await?;
     let mut by_ordinal: BTreeMap<i32, &Pod> = BTreeMap::new();
     for p in &owned {
@@ -132,14 +144,22 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         .filter(|p| p.labels().get(HASH_LABEL) == Some(&revision))
         .count() as i32;
     let status = sts.status.clone().unwrap_or_default();
-    let current_revision = if updated == replicas {
-        revision.clone()
-    } else {
-        status
-            .current_revision
-            .clone()
-            .unwrap_or_else(|| revision.clone())
+    let current_revision = match status.current_revision.clone() {
+        Some(c) if updated != replicas && revisions.iter().any(|r| r.name_any() == c) => c,
+        _ => revision.clone(),
     };
+    let mut live: BTreeSet<String> = owned
+        .iter()
+        .filter_map(|p| p.labels().get(HASH_LABEL).cloned())
+        .collect();
+    live.extend([current_revision.clone(), revision.clone()]);
+    history::truncate(
+        &ctx.client,
+        &revisions,
+        &live,
+        spec.revision_history_limit.unwrap_or(10),
+    )
+    .await?;
     let new = json!({
         "replicas": live.len() as i32,
         "readyReplicas": ready,

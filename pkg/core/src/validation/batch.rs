@@ -161,7 +161,7 @@ pub(crate) fn validate_job(errs: &mut Vec<FieldError>, obj: &Value, old: Option<
     }
 }
 
-pub(crate) fn validate_cron_job(errs: &mut Vec<FieldError>, obj: &Value, _old: Option<&Value>) {
+pub(crate) fn validate_cron_job(errs: &mut Vec<FieldError>, obj: &Value, old: Option<&Value>) {
     let name = crate::meta::name(obj).unwrap_or("");
     if name.len() > 52 {
         errs.push(FieldError::invalid_str(
@@ -172,31 +172,36 @@ pub(crate) fn validate_cron_job(errs: &mut Vec<FieldError>, obj: &Value, _old: O
     }
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let schedule = s(spec, "schedule");
+    let time_zone = spec.get("timeZone").and_then(Value::as_str);
+    // An object that already had TZ in its schedule may keep it (upstream's AllowTZInSchedule).
+    let allow_tz = old
+        .and_then(|o| o.pointer("/spec/schedule"))
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.contains("TZ"));
     if schedule.is_empty() {
         errs.push(FieldError::required("spec.schedule", ""));
-    } else if schedule.contains("TZ") {
-        errs.push(FieldError::invalid_str(
-            "spec.schedule",
-            schedule,
-            "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
-        ));
-    } else if let Err(e) = parse_schedule(schedule) {
-        errs.push(FieldError::invalid_str("spec.schedule", schedule, &e));
-    }
-    if let Some(tz) = spec.get("timeZone").and_then(Value::as_str) {
-        if tz.is_empty() {
-            errs.push(FieldError::invalid_str(
-                "spec.timeZone",
-                tz,
-                "timeZone must be nil or non-empty string",
-            ));
-        } else if tz.contains(' ') || tz.starts_with('/') || tz.contains("..") {
-            errs.push(FieldError::invalid_str(
-                "spec.timeZone",
-                tz,
-                &format!("unknown time zone {tz}"),
-            ));
+    } else {
+        if let Err(e) = parse_schedule(schedule) {
+            errs.push(FieldError::invalid_str("spec.schedule", schedule, &e));
         }
+        if schedule.contains("TZ") {
+            if !allow_tz {
+                errs.push(FieldError::invalid_str(
+                    "spec.schedule",
+                    schedule,
+                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                ));
+            } else if time_zone.is_some() {
+                errs.push(FieldError::invalid_str(
+                    "spec.schedule",
+                    schedule,
+                    "cannot use both timeZone field and TZ or CRON_TZ in schedule",
+                ));
+            }
+        }
+    }
+    if let Some(tz) = time_zone {
+        validate_time_zone(errs, tz);
     }
     one_of(
         errs,
@@ -229,16 +234,77 @@ const MONTHS: [&str; 12] = [
 ];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
-/// Checks a cron schedule as upstream's `cron.ParseStandard`: five fields or a descriptor.
-/// Errors use robfig/cron's wording.
+/// upstream's `validateTimeZone`: an IANA name that loads (`Local` is refused), each part of
+/// at most 14 characters out of `[A-Za-z.-_0-9+]`.
+fn validate_time_zone(errs: &mut Vec<FieldError>, tz: &str) {
+    if tz.is_empty() {
+        errs.push(FieldError::invalid_str(
+            "spec.timeZone",
+            tz,
+            "timeZone must be nil or non-empty string",
+        ));
+        return;
+    }
+    let bad_part = |p: &str| {
+        p == "."
+            || p == ".."
+            || p.starts_with('-')
+            || p.is_empty()
+            || p.len() > 14
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_+".contains(&b))
+    };
+    if tz.split('/').any(bad_part) {
+        errs.push(FieldError::invalid_str(
+            "spec.timeZone",
+            tz,
+            &format!("unknown time zone {tz}"),
+        ));
+        return;
+    }
+    if tz.eq_ignore_ascii_case("Local") {
+        errs.push(FieldError::invalid_str(
+            "spec.timeZone",
+            tz,
+            "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones",
+        ));
+    } else if jiff::tz::TimeZone::get(tz).is_err() {
+        errs.push(FieldError::invalid_str(
+            "spec.timeZone",
+            tz,
+            &format!("unknown time zone {tz}"),
+        ));
+    }
+}
+
+/// Splits robfig/cron's `TZ=<zone> ` or `CRON_TZ=<zone> ` prefix off a schedule.
+pub fn split_tz_prefix(spec: &str) -> Option<(&str, &str)> {
+    let rest = spec
+        .strip_prefix("TZ=")
+        .or_else(|| spec.strip_prefix("CRON_TZ="))?;
+    let (zone, schedule) = rest.split_once(' ').unwrap_or((rest, ""));
+    Some((zone, schedule.trim()))
+}
+
+/// Checks a cron schedule as upstream's `cron.ParseStandard`: five fields or a descriptor,
+/// optionally behind a `TZ=`/`CRON_TZ=` prefix. Errors use robfig/cron's wording.
 pub fn parse_schedule(spec: &str) -> Result<(), String> {
-    let spec = spec.trim();
+    let mut spec = spec.trim();
     if spec.is_empty() {
         return Err("empty spec string".into());
     }
+    if let Some((zone, rest)) = split_tz_prefix(spec) {
+        if jiff::tz::TimeZone::get(zone).is_err() {
+            return Err(format!(
+                "provided bad location {zone}: unknown time zone {zone}"
+            ));
+        }
+        spec = rest;
+    }
     if let Some(d) = spec.strip_prefix('@') {
         if let Some(dur) = d.strip_prefix("every ") {
-            return parse_go_duration(dur.trim()).then_some(()).ok_or_else(|| {
+            return parse_go_duration(dur.trim()).map(|_| ()).ok_or_else(|| {
                 format!(
                     "failed to parse duration {spec}: time: invalid duration {}",
                     super::quote(dur.trim())
@@ -336,31 +402,36 @@ fn parse_range(expr: &str, min: u32, max: u32, names: &[&str]) -> Result<(), Str
     Ok(())
 }
 
-/// Whether `s` is a Go duration like `1h30m`, `90s`, `1.5h`.
-fn parse_go_duration(s: &str) -> bool {
+/// A Go duration like `1h30m`, `90s`, `1.5h` (`time.ParseDuration` without signs).
+pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
     let mut rest = s;
     if rest.is_empty() {
-        return false;
+        return None;
     }
+    let mut nanos = 0f64;
     while !rest.is_empty() {
         let num_len = rest
             .bytes()
             .take_while(|c| c.is_ascii_digit() || *c == b'.')
             .count();
-        if num_len == 0 {
-            return false;
-        }
+        let number: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
-            .iter()
-            .filter(|u| rest.starts_with(**u))
-            .max_by_key(|u| u.len());
-        match unit {
-            Some(u) => rest = &rest[u.len()..],
-            None => return false,
-        }
+        let (unit, scale) = [
+            ("ns", 1e0),
+            ("us", 1e3),
+            ("µs", 1e3),
+            ("ms", 1e6),
+            ("s", 1e9),
+            ("m", 60e9),
+            ("h", 3600e9),
+        ]
+        .into_iter()
+        .filter(|(u, _)| rest.starts_with(u))
+        .max_by_key(|(u, _)| u.len())?;
+        rest = &rest[unit.len()..];
+        nanos += number * scale;
     }
-    true
+    Some(std::time::Duration::from_nanos(nanos as u64))
 }
 
 #[cfg(test)]
@@ -483,5 +554,98 @@ mod tests {
             "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}}});
         let e = validate("batch", "v1", "CronJob", &cj, None);
         assert_eq!(fields(&e), vec!["metadata.name"]);
+    }
+
+    fn cron_job(schedule: &str, tz: Option<&str>) -> Value {
+        let mut cj = json!({"metadata": {"name": "c", "namespace": "d"}, "spec": {"schedule": schedule,
+            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}}});
+        if let Some(tz) = tz {
+            cj["spec"]["timeZone"] = json!(tz);
+        }
+        cj
+    }
+
+    #[test]
+    fn cronjob_time_zones_must_be_known_iana_names() {
+        for ok in ["Europe/Berlin", "America/New_York", "UTC", "Etc/GMT+5"] {
+            let e = validate(
+                "batch",
+                "v1",
+                "CronJob",
+                &cron_job("@daily", Some(ok)),
+                None,
+            );
+            assert!(e.is_empty(), "{ok}: {e:?}");
+        }
+        for (bad, msg) in [
+            ("", "timeZone must be nil or non-empty string"),
+            ("Mars/Olympus", "unknown time zone Mars/Olympus"),
+            ("../etc/passwd", "unknown time zone ../etc/passwd"),
+            (
+                "America/Argentina_Buenos_Aires",
+                "unknown time zone America/Argentina_Buenos_Aires",
+            ),
+            (
+                "local",
+                "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones",
+            ),
+        ] {
+            let e = validate(
+                "batch",
+                "v1",
+                "CronJob",
+                &cron_job("@daily", Some(bad)),
+                None,
+            );
+            assert_eq!(fields(&e), vec!["spec.timeZone"], "{bad}");
+            assert!(e[0].message.ends_with(msg), "{bad}: {}", e[0].message);
+        }
+    }
+
+    #[test]
+    fn tz_in_a_schedule_is_refused_unless_the_object_already_had_it() {
+        let sched = "CRON_TZ=Europe/Berlin 0 3 * * *";
+        let e = validate("batch", "v1", "CronJob", &cron_job(sched, None), None);
+        assert_eq!(fields(&e), vec!["spec.schedule"]);
+        assert!(
+            e[0].message.ends_with("use timeZone field instead"),
+            "{}",
+            e[0].message
+        );
+        let old = cron_job("TZ=UTC 0 * * * *", None);
+        let e = validate("batch", "v1", "CronJob", &cron_job(sched, None), Some(&old));
+        assert!(e.is_empty(), "{e:?}");
+        let e = validate(
+            "batch",
+            "v1",
+            "CronJob",
+            &cron_job(sched, Some("UTC")),
+            Some(&old),
+        );
+        assert!(
+            e[0].message
+                .ends_with("cannot use both timeZone field and TZ or CRON_TZ in schedule")
+        );
+        let e = validate(
+            "batch",
+            "v1",
+            "CronJob",
+            &cron_job("TZ=Nowhere/Land 0 * * * *", None),
+            Some(&old),
+        );
+        assert_eq!(
+            e[0].message,
+            "Invalid value: \"TZ=Nowhere/Land 0 * * * *\": provided bad location Nowhere/Land: unknown time zone Nowhere/Land"
+        );
+    }
+
+    #[test]
+    fn go_durations_have_values() {
+        use super::parse_go_duration;
+        use std::time::Duration;
+        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("90"), None);
+        assert_eq!(parse_go_duration("1d"), None);
     }
 }

@@ -13,6 +13,7 @@ pub mod quantity;
 
 use serde_json::Value;
 
+pub use batch::{parse_go_duration, parse_schedule, split_tz_prefix};
 pub use meta::{validate_label_selector, validate_labels};
 pub use quantity::{Quantity, parse_quantity};
 
