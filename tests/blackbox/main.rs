@@ -12,3 +12,4 @@ mod kubectl;
 mod node;
 mod python_client;
 mod security_and_errors;
+mod service_proxy;

@@ -6,7 +6,7 @@
 //! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `replicationcontroller`, `deployment`, `job`, `daemonset`, `statefulset`,
 //! `endpoints` (Endpoints and EndpointSlices), `serviceaccount` (the `default` ServiceAccount
 //! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
-//! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs).
+//! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs), `servicelb` (LoadBalancer ingress addresses, as k3s's servicelb).
 
 pub mod daemonset;
 pub mod deployment;
@@ -21,6 +21,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 
 pub use error::Error;
@@ -53,6 +54,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(endpoints::run(client.clone())),
         tokio::spawn(serviceaccount::run(client.clone(), cfg.root_ca_pem.clone())),
         tokio::spawn(nodeipam::run(client.clone(), cfg.cluster_cidr)),
+        tokio::spawn(servicelb::run(client.clone())),
         tokio::spawn(gc::run(client)),
     ]
 }
