@@ -19,7 +19,8 @@
 //! Session affinity (`ClientIP`) is a dynamic nft set per endpoint holding client addresses
 //! with a timeout: an endpoint chain adds (refreshes) its client, a picker first sends a known
 //! client back to its endpoint. Updates keep those sets: [`Ruleset::update_script`] flushes and
-//! refills the chains and maps in one transaction and deletes only what is gone;
+//! refills the chains and maps in one transaction and deletes only what is gone (or, with no
+//! affinity to keep, replaces the table, which nft does faster);
 //! [`Ruleset::replace_script`] (agent start) replaces the whole table, so rules of an earlier
 //! run never survive. Service ports without any usable endpoint are rejected (TCP reset / ICMP
 //! port unreachable). TCP, UDP and SCTP.
@@ -91,12 +92,14 @@ impl Ruleset {
     }
 
     /// The script moving the table from `prev` (the last applied ruleset) to this one in one
-    /// transaction, keeping the clients of affinity sets that stay.
+    /// transaction, keeping the clients of affinity sets that stay. Without such sets it is
+    /// the (faster) replacement.
     pub fn update_script(&self, prev: &Ruleset) -> String {
-        let mut s = format!("add table ip {TABLE}\n");
-        for c in &prev.chains {
-            let _ = writeln!(s, "flush chain ip {TABLE} {c}");
+        if prev.dynamic_sets.is_disjoint(&self.dynamic_sets) {
+            return self.replace_script();
         }
+        // `flush table` empties every chain but keeps sets and maps.
+        let mut s = format!("add table ip {TABLE}\nflush table ip {TABLE}\n");
         for (name, kind) in &prev.static_sets {
             let _ = writeln!(s, "flush {kind} ip {TABLE} {name}");
         }
@@ -591,5 +594,11 @@ mod tests {
             !s.contains(&format!("delete set ip kubox-proxy {kept}")),
             "{s}"
         );
+        // Nothing to keep: the table is replaced.
+        let plain = render(
+            &Config::default(),
+            &[sp(vec![(Ipv4Addr::new(10, 42, 0, 5), 8080)])],
+        );
+        assert_eq!(plain.update_script(&before), plain.replace_script());
     }
 }

@@ -200,3 +200,48 @@ fn the_host_port_table_is_accepted() {
     let listed = apply_and_list(&ns.0, &hostports::render(&[]), hostports::TABLE);
     assert!(!listed.contains("10.42.0.5"), "{listed}");
 }
+
+/// Prints how long rendering and applying a large table take (a measurement, not a check):
+/// `cargo test -p kubox-network --test proxy -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_large_tables() {
+    let ns = netns("proxy-measure");
+    let cfg = Config::default();
+    let services: Vec<ServicePort> = (0..2000u32)
+        .map(|i| {
+            let [_, _, hi, lo] = i.to_be_bytes();
+            let ep = |n: u8| (Ipv4Addr::new(10, 42, hi.wrapping_add(n), lo), 8080);
+            ServicePort {
+                id: format!("default/svc-{i}:http"),
+                protocol: "tcp".into(),
+                port: 80,
+                addresses: vec![Ipv4Addr::new(10, 43, hi, lo)],
+                node_port: u16::try_from(30000 + i).ok(),
+                endpoints: vec![ep(0), ep(8), ep(16)],
+                local_endpoints: vec![ep(0)],
+                affinity_timeout: (i % 2 == 0).then_some(600),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let first = render(&cfg, &services);
+    let render_time = t.elapsed();
+    let script = first.replace_script();
+    let t = std::time::Instant::now();
+    apply_and_list(&ns.0, &script, "kubox-proxy-none");
+    let replace_time = t.elapsed();
+    let mut changed = services.clone();
+    changed[7].endpoints.pop();
+    let second = render(&cfg, &changed);
+    let update = second.update_script(&first);
+    let t = std::time::Instant::now();
+    apply_and_list(&ns.0, &update, "kubox-proxy-none");
+    let update_time = t.elapsed();
+    println!(
+        "2000 service ports x 3 endpoints: render {render_time:?}, script {} KiB, replace {replace_time:?}, update {update_time:?} ({} KiB)",
+        script.len() / 1024,
+        update.len() / 1024
+    );
+}
