@@ -140,11 +140,13 @@ impl Server {
             self.port.to_string(),
             "--bind-address".into(),
             "127.0.0.1".into(),
-            "--node-ip".into(),
-            "127.0.0.1".into(),
             "--log-level".into(),
             "warn".into(),
         ]);
+        // A test may give the node an address of its own.
+        if !self.extra.iter().any(|a| a == "--node-ip") {
+            a.extend(["--node-ip".to_string(), "127.0.0.1".into()]);
+        }
         a.extend(self.extra.iter().cloned());
         a
     }

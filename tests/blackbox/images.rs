@@ -37,6 +37,12 @@ fn link(tar: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
 
 /// Writes `docker.io/library/busybox:<tag>` as an OCI layout tar to `out`.
 pub fn write_busybox_image(out: &Path, tag: &str) {
+    write_busybox_image_with(out, tag, &[]);
+}
+
+/// [`write_busybox_image`] with `extra` files (path in the image, content, mode; a path ending
+/// in `/` is a directory) in its layer.
+pub fn write_busybox_image_with(out: &Path, tag: &str, extra: &[(&str, &[u8], u32)]) {
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static at /bin/busybox");
     let mut layer = tar::Builder::new(Vec::new());
     for d in ["bin/", "tmp/", "www/", "etc/"] {
@@ -50,6 +56,13 @@ pub fn write_busybox_image(out: &Path, tag: &str) {
         link(&mut layer, &format!("bin/{applet}"), "busybox");
     }
     append(&mut layer, "www/index.html", b"hello from kubox\n", 0o644);
+    for (path, data, mode) in extra {
+        if path.ends_with('/') {
+            dir(&mut layer, path);
+        } else {
+            append(&mut layer, path, data, *mode);
+        }
+    }
     let layer = layer.into_inner().expect("layer tar");
     let layer_digest = digest(&layer);
     let config = serde_json::json!({

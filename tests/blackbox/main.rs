@@ -15,3 +15,4 @@ mod node;
 mod python_client;
 mod revisions;
 mod security_and_errors;
+mod service_proxy;

@@ -6,11 +6,11 @@ use std::time::Duration;
 use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server, eventually};
 use serde_json::Value;
 
-fn json(s: &str) -> Value {
+pub(crate) fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
-fn start_node() -> Server {
+pub(crate) fn start_node() -> Server {
     Server::start_node(&[], |data| {
         let images = data.join("agent").join("images");
         std::fs::create_dir_all(&images).unwrap();
@@ -19,7 +19,7 @@ fn start_node() -> Server {
 }
 
 /// A node whose Node object is Ready.
-fn ready_node() -> Server {
+pub(crate) fn ready_node() -> Server {
     let s = start_node();
     let ready = eventually(Duration::from_secs(120), || node_ready(&s).then_some(()));
     assert!(ready.is_some(), "node not ready:\n{}", s.log());
@@ -27,7 +27,7 @@ fn ready_node() -> Server {
 }
 
 /// GET `url` from the node (busybox wget, 5 s timeout): the body, or None.
-fn http_get(s: &Server, url: &str) -> Option<String> {
+pub(crate) fn http_get(s: &Server, url: &str) -> Option<String> {
     let out = s
         .command("timeout")
         .args(["5", "/bin/busybox", "wget", "-qO-", url])
@@ -38,7 +38,7 @@ fn http_get(s: &Server, url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-fn node_ready(s: &Server) -> bool {
+pub(crate) fn node_ready(s: &Server) -> bool {
     let out = s.kubectl(KUBECTL_NEW, &["get", "node", "node-1", "-o", "json"]);
     if !out.status.success() {
         return false;

@@ -4,9 +4,11 @@
 //!
 //! Entry point: [`run`]. Modules: [`node`] (Node object, status, lease), [`pods`] (one worker
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
-//! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy), [`volumes`], [`env`].
+//! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy), [`hostports`] (pods' host ports), [`volumes`],
+//! [`env`].
 
 pub mod env;
+pub mod hostports;
 pub mod node;
 pub mod pods;
 pub mod probes;
@@ -134,7 +136,13 @@ pub async fn run(
         runtime_version,
     ));
     let network = tokio::spawn(network(client.clone(), cfg.clone(), node));
-    let service_proxy = tokio::spawn(proxy::run(client.clone()));
+    let proxy_cfg = kubox_network::proxy::Config {
+        cluster_cidr: kubox_core::net::Ipv4Cidr::parse(&cfg.cluster_cidr)
+            .ok()
+            .map(|c| (c.addr, c.prefix)),
+    };
+    let service_proxy = tokio::spawn(proxy::run(client.clone(), cfg.node_name.clone(), proxy_cfg));
+    let host_ports = tokio::spawn(hostports::run(client.clone(), cfg.node_name.clone()));
     let ctx = Arc::new(pods::Ctx {
         client: client.clone(),
         cri: cri.clone(),
@@ -155,6 +163,7 @@ pub async fn run(
     heartbeat.abort();
     network.abort();
     service_proxy.abort();
+    host_ports.abort();
     import.abort();
     containerd.stop().await;
     tracing::info!("node agent stopped");

@@ -242,6 +242,10 @@ fn assign(ctx: &Ctx, old: Option<&Value>, obj: &mut Value, used: &InUse) -> ApiR
         spec.remove("clusterIPs");
     }
     let needs_ports = needs_node_ports(obj);
+    // `allocateLoadBalancerNodePorts: false`: only node ports asked for (or held) are kept.
+    let allocate_missing = !(obj.pointer("/spec/type").and_then(Value::as_str)
+        == Some("LoadBalancer")
+        && obj.pointer("/spec/allocateLoadBalancerNodePorts") == Some(&json!(false)));
     let mut taken = used.ports.clone();
     let old_ports: Vec<Value> = old
         .and_then(|o| o.pointer("/spec/ports"))
@@ -295,6 +299,12 @@ fn assign(ctx: &Ctx, old: Option<&Value>, obj: &mut Value, used: &InUse) -> ApiR
                 }
                 None => match previous {
                     Some(n) => n,
+                    None if !allocate_missing => {
+                        if let Some(m) = p.as_object_mut() {
+                            m.remove("nodePort");
+                        }
+                        continue;
+                    }
                     None => pick_port(ctx, &taken).ok_or_else(|| {
                         ApiError::new(
                             500,

@@ -7,7 +7,9 @@
 //! `endpoints` (Endpoints and EndpointSlices), `serviceaccount` (the `default` ServiceAccount
 //! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
 //! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs),
-//! `history` (ControllerRevisions of DaemonSets and StatefulSets).
+//! `history` (ControllerRevisions of DaemonSets and StatefulSets), `servicelb` (LoadBalancer
+//! ingress addresses, as k3s's servicelb), `clusterroleaggregation` (rules of aggregated
+//! ClusterRoles such as admin/edit/view).
 
 pub mod clusterroleaggregation;
 pub mod cronjob;
@@ -25,6 +27,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 
 pub use error::Error;
@@ -59,6 +62,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(serviceaccount::run(client.clone(), cfg.root_ca_pem.clone())),
         tokio::spawn(nodeipam::run(client.clone(), cfg.cluster_cidr)),
         tokio::spawn(clusterroleaggregation::run(client.clone())),
+        tokio::spawn(servicelb::run(client.clone())),
         tokio::spawn(gc::run(client)),
     ]
 }
