@@ -178,9 +178,9 @@ fn config_path(args: &[OsString]) -> (PathBuf, bool) {
 }
 
 /// Long flag names of `kubox server` with their env vars and whether they take values.
-fn server_flags() -> Vec<(String, Option<String>, bool)> {
+fn subcommand_flags(name: &str) -> Vec<(String, Option<String>, bool)> {
     let cmd = crate::Cli::command();
-    let Some(server) = cmd.find_subcommand("server") else {
+    let Some(server) = cmd.find_subcommand(name) else {
         return Vec::new();
     };
     server
@@ -205,9 +205,10 @@ fn scalar(v: &Value) -> Option<String> {
 /// Inserts the config file's settings as flags right after `server`, so that command-line
 /// flags (which come later) win. Keys whose env var is set are skipped (env beats file).
 pub fn args_with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let Some(pos) = args.iter().position(|a| a == "server") else {
+    let Some(pos) = args.iter().position(|a| a == "server" || a == "agent") else {
         return Ok(args);
     };
+    let subcommand = args[pos].to_string_lossy().to_string();
     if args[1..pos]
         .iter()
         .any(|a| !a.to_string_lossy().starts_with('-'))
@@ -237,12 +238,12 @@ pub fn args_with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, Strin
             path.display()
         ));
     };
-    let flags = server_flags();
+    let flags = subcommand_flags(&subcommand);
     let mut injected: Vec<OsString> = Vec::new();
     for (key, value) in map {
         let Some((long, env, takes_value)) = flags.iter().find(|(l, _, _)| *l == key) else {
             return Err(format!(
-                "unknown key {key:?} in the config file {}: keys are `kubox server` flag names without dashes",
+                "unknown key {key:?} in the config file {}: keys are `kubox {subcommand}` flag names without dashes",
                 path.display()
             ));
         };
@@ -286,4 +287,141 @@ pub fn args_with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, Strin
     out.extend(injected);
     out.extend(args[pos + 1..].iter().cloned());
     Ok(out)
+}
+
+/// `kubox agent` flags (k3s agent's names), also settable in the config file and as `KUBOX_*`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Config file whose keys are these flags' long names.
+    #[arg(long, short = 'c', env = "KUBOX_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long, short = 's', visible_alias = "server", env = "KUBOX_URL")]
+    pub join: Option<String>,
+    /// The join token (the server's <data-dir>/server/token).
+    #[arg(long, short = 't', env = "KUBOX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the join token.
+    #[arg(long, env = "KUBOX_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Folder to hold state.
+    #[arg(
+        long,
+        short = 'd',
+        env = "KUBOX_DATA_DIR",
+        default_value = "/var/lib/kubox"
+    )]
+    pub data_dir: PathBuf,
+    /// Node name (default: the hostname).
+    #[arg(long, env = "KUBOX_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// IP address(es) to advertise for the node.
+    #[arg(
+        long = "node-ip",
+        short = 'i',
+        env = "KUBOX_NODE_IP",
+        value_delimiter = ','
+    )]
+    pub node_ip: Vec<IpAddr>,
+    /// Label to register the node with (key=value; repeatable).
+    #[arg(long = "node-label", value_parser = parse_label)]
+    pub node_label: Vec<(String, String)>,
+    /// Taint to register the node with (key[=value]:Effect; repeatable).
+    #[arg(long = "node-taint", value_parser = parse_taint)]
+    pub node_taint: Vec<Value>,
+    #[arg(long, hide = true, env = "KUBOX_RUN_DIR", default_value = "/run/kubox")]
+    pub run_dir: PathBuf,
+    /// Log level.
+    #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not a label (expected key=value)"))?;
+    let key_ok = match k.rsplit_once('/') {
+        Some((prefix, name)) => {
+            kubox_core::names::is_dns1123_subdomain(prefix)
+                && kubox_core::names::is_qualified_name_part(name)
+        }
+        None => kubox_core::names::is_qualified_name_part(k),
+    };
+    if !key_ok || !kubox_core::names::is_label_value(v) {
+        return Err(format!("{s:?} is not a valid label"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_taint(s: &str) -> Result<Value, String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not a taint (expected key[=value]:Effect)"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!(
+            "{s:?}: the taint effect must be NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    if key.is_empty() {
+        return Err(format!("{s:?}: the taint needs a key"));
+    }
+    let mut t = serde_json::json!({"key": key, "effect": effect});
+    if !value.is_empty() {
+        t["value"] = serde_json::json!(value);
+    }
+    Ok(t)
+}
+
+impl AgentArgs {
+    pub fn to_config(&self) -> Result<kubox_agent::JoiningAgent, String> {
+        let server = self.join.clone().ok_or(
+            "kubox agent needs the server to join: --join https://SERVER:6443 (or KUBOX_URL)",
+        )?;
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read the token file {}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+            (None, None) => {
+                return Err(
+                    "kubox agent needs the join token: --token TOKEN (or KUBOX_TOKEN), from the server's <data-dir>/server/token".into(),
+                );
+            }
+        };
+        if !server.starts_with("https://") {
+            return Err(format!("--join {server:?} must be an https:// URL"));
+        }
+        if !self.data_dir.is_absolute() {
+            return Err(format!(
+                "--data-dir {} must be an absolute path",
+                self.data_dir.display()
+            ));
+        }
+        let node_name = self.node_name.clone().unwrap_or_else(kubox_agent::hostname);
+        if !kubox_core::names::is_dns1123_subdomain(&node_name) {
+            return Err(format!(
+                "--node-name {node_name:?} must be a lowercase RFC 1123 subdomain"
+            ));
+        }
+        let node_ips = if self.node_ip.is_empty() {
+            vec![kubox_agent::primary_ip()]
+        } else {
+            self.node_ip.clone()
+        };
+        Ok(kubox_agent::JoiningAgent {
+            join: kubox_agent::join::JoinConfig {
+                server,
+                token,
+                node_name,
+                node_ips,
+                data_dir: self.data_dir.clone(),
+            },
+            run_dir: self.run_dir.clone(),
+            labels: self.node_label.iter().cloned().collect(),
+            taints: self.node_taint.clone(),
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/kubox")),
+        })
+    }
 }

@@ -30,6 +30,8 @@ const fn version_string() -> &'static str {
 enum Command {
     /// Run the control plane (and, unless --disable-agent, the node agent).
     Server(Box<config::ServerArgs>),
+    /// Run a node agent that joins a server (`--join https://SERVER:6443 --token TOKEN`).
+    Agent(Box<config::AgentArgs>),
     /// Run kubectl against this server with the admin kubeconfig.
     #[command(disable_help_flag = true)]
     Kubectl {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Server(args) => run_server(*args),
+        Command::Agent(args) => run_agent(*args),
         Command::Kubectl { args } => run_kubectl(args),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kubox", &mut std::io::stdout());
@@ -109,7 +112,46 @@ fn run_server(args: config::ServerArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(&args.log_level);
+    run_async(&args.log_level, kubox_server::run(cfg, shutdown_signal()))
+}
+
+fn run_agent(args: config::AgentArgs) -> ExitCode {
+    let cfg = match args.to_config() {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("kubox: {msg}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if !is_root() {
+        eprintln!(
+            "kubox: kubox agent must run as root (it manages containerd, network interfaces and nftables); run it with sudo or from the systemd unit"
+        );
+        return ExitCode::FAILURE;
+    }
+    run_async(
+        &args.log_level,
+        kubox_agent::join_and_run(cfg, shutdown_signal()),
+    )
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Logging, the TLS provider and a runtime, then `main` to completion.
+fn run_async<E: std::fmt::Display>(
+    log_level: &str,
+    main: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    init_logging(log_level);
     if let Err(e) = rustls::crypto::ring::default_provider().install_default() {
         tracing::debug!(?e, "a rustls crypto provider was already installed");
     }
@@ -123,8 +165,7 @@ fn run_server(args: config::ServerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(kubox_server::run(cfg, shutdown_signal()));
-    match result {
+    match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kubox: {e}");

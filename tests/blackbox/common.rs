@@ -159,22 +159,7 @@ impl Server {
             .expect("server log");
         let mut cmd = match &self.netns {
             None => Command::new(kubox_bin()),
-            Some(ns) => {
-                // PID 1 of a new PID namespace: when it dies, so does every process of the
-                // node. tmpfs over /run/netns and /run/containerd keeps containerd's pod netns
-                // files and shim sockets private.
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}"))
-                    .args(["unshare", "--mount", "--propagation", "private", "--pid", "--fork"])
-                    .args(["--kill-child", "--mount-proc", "sh", "-c"])
-                    .arg(format!(
-                        "mkdir -p /run/netns /run/containerd && mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /run/containerd && \
-                         while :; do \"$0\" \"$@\"; [ -e {flag} ] || exit; rm -f {flag}; done",
-                        flag = self.restart_flag().display()
-                    ))
-                    .arg(kubox_bin());
-                c
-            }
+            Some(ns) => in_node_namespaces(ns, &self.restart_flag()),
         };
         let child = cmd
             .args(self.args())
@@ -183,11 +168,7 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("spawn kubox server");
-        let _ = std::fs::create_dir_all(PID_DIR);
-        let _ = std::fs::write(
-            Path::new(PID_DIR).join(child.id().to_string()),
-            self.dir.path().display().to_string(),
-        );
+        record_pid(&child, self.dir.path());
         self.child = Some(child);
         self.wait_ready();
     }
@@ -224,7 +205,7 @@ impl Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
-            let _ = std::fs::remove_file(Path::new(PID_DIR).join(c.id().to_string()));
+            forget_pid(&c);
         }
     }
 
@@ -235,7 +216,7 @@ impl Server {
                 .arg("-TERM")
                 .arg(c.id().to_string())
                 .status();
-            let _ = std::fs::remove_file(Path::new(PID_DIR).join(c.id().to_string()));
+            forget_pid(&c);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -403,6 +384,38 @@ impl Drop for Server {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
     }
+}
+
+/// The kubox binary run as PID 1's child of new PID and mount namespaces inside network
+/// namespace `ns`: when PID 1 dies, so does every process of the node. tmpfs over /run/netns
+/// and /run/containerd keeps containerd's pod netns files and shim sockets private. While
+/// `restart_flag` exists, PID 1 starts kubox again when it exits.
+pub fn in_node_namespaces(ns: &str, restart_flag: &Path) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}"))
+        .args(["unshare", "--mount", "--propagation", "private", "--pid", "--fork"])
+        .args(["--kill-child", "--mount-proc", "sh", "-c"])
+        .arg(format!(
+            "mkdir -p /run/netns /run/containerd && mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /run/containerd && \
+             while :; do \"$0\" \"$@\"; [ -e {flag} ] || exit; rm -f {flag}; done",
+            flag = restart_flag.display()
+        ))
+        .arg(kubox_bin());
+    c
+}
+
+/// Records a started process so that CI can end it if this run is interrupted.
+pub fn record_pid(child: &Child, dir: &Path) {
+    let _ = std::fs::create_dir_all(PID_DIR);
+    let _ = std::fs::write(
+        Path::new(PID_DIR).join(child.id().to_string()),
+        dir.display().to_string(),
+    );
+}
+
+/// Forgets a process recorded by [`record_pid`].
+pub fn forget_pid(child: &Child) {
+    let _ = std::fs::remove_file(Path::new(PID_DIR).join(child.id().to_string()));
 }
 
 /// Polls `f` until it returns Some or `timeout` passes.

@@ -10,6 +10,7 @@ mod crate_graph;
 mod cronjob;
 mod durability_and_watch;
 mod images;
+mod join;
 mod kubectl;
 mod node;
 mod python_client;

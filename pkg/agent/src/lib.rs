@@ -9,6 +9,7 @@
 
 pub mod env;
 pub mod hostports;
+pub mod join;
 pub mod node;
 pub mod pods;
 pub mod probes;
@@ -62,6 +63,8 @@ pub enum Error {
     Containerd(#[from] kubox_containerd::supervisor::Error),
     #[error("cannot reach containerd: {0}")]
     Connect(String),
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     #[error("cannot register node {node}: {source}")]
     Register { node: String, source: kube::Error },
     #[error("cannot prepare {path}: {source}")]
@@ -82,6 +85,88 @@ impl AgentConfig {
             .join("cni")
             .join("net.d")
     }
+}
+
+/// The name of this host (`/proc/sys/kernel/hostname`, lowercased), the default node name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The address other hosts would reach us on: the source address the kernel picks for an
+/// outbound route. A UDP `connect` only looks up the route; nothing is sent.
+pub fn primary_ip() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect("192.0.2.1:9")?;
+        Ok(s.local_addr()?.ip())
+    };
+    probe().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// `kubox agent`: what a joining node is told on its command line.
+#[derive(Debug, Clone)]
+pub struct JoiningAgent {
+    pub join: join::JoinConfig,
+    pub run_dir: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Value>,
+    pub exe: PathBuf,
+}
+
+/// Joins the cluster (retrying while the server cannot be reached), then runs the agent with
+/// the node's own credentials until `shutdown` resolves.
+pub async fn join_and_run(
+    cfg: JoiningAgent,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    tokio::pin!(shutdown);
+    let joined = loop {
+        match join::join(&cfg.join).await {
+            Ok(j) => break j,
+            Err(join::JoinError::Refused(m)) => return Err(Error::Join(m)),
+            Err(join::JoinError::Unreachable(m)) => {
+                tracing::warn!("{m}; retrying in 5 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    _ = &mut shutdown => return Ok(()),
+                }
+            }
+        }
+    };
+    tracing::info!(server = %cfg.join.server, node = %cfg.join.node_name, "joined the cluster");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&joined.kubeconfig)
+        .map_err(|e| Error::Join(format!("reading {}: {e}", joined.kubeconfig.display())))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| Error::Join(format!("loading {}: {e}", joined.kubeconfig.display())))?;
+    let client = Client::try_from(config)
+        .map_err(|e| Error::Join(format!("building the API client: {e}")))?;
+    let service_cidr = kubox_core::net::Ipv4Cidr::parse(&joined.service_cidr)
+        .map_err(|e| Error::Join(format!("the server's service CIDR: {e}")))?;
+    let agent = AgentConfig {
+        node_name: cfg.join.node_name.clone(),
+        node_ip: cfg
+            .join
+            .node_ips
+            .first()
+            .copied()
+            .unwrap_or_else(primary_ip),
+        data_dir: cfg.join.data_dir.clone(),
+        run_dir: cfg.run_dir,
+        cluster_cidr: joined.cluster_cidr,
+        service_cidr: (service_cidr.addr, service_cidr.prefix),
+        cluster_dns: joined.cluster_dns,
+        cluster_domain: joined.cluster_domain,
+        kubernetes_service: joined.kubernetes_service,
+        labels: cfg.labels,
+        taints: cfg.taints,
+        exe: cfg.exe,
+    };
+    run(client, agent, shutdown).await
 }
 
 /// Runs the node agent until `shutdown` resolves. Running containers survive a restart of

@@ -158,6 +158,15 @@ async fn authenticate_and_route(
     parts: http::request::Parts,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if path == crate::join::PATH {
+        // Authenticated by the join token itself.
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed("use POST to join"));
+        }
+        let body = read_body(body).await?;
+        let answer = crate::join::join(state, &parts.headers, &body).await?;
+        return Ok(crate::handlers::json_response(StatusCode::OK, &answer));
+    }
     if user.is_anonymous()
         && let Some(token) = crate::authn::bearer_token(&parts.headers)
     {
@@ -167,15 +176,6 @@ async fn authenticate_and_route(
     }
     if anonymous_allowed(path) {
         return route(state, user, method, path, parts, body).await;
-    }
-    if path == crate::join::PATH {
-        // Authenticated by the join token itself.
-        if method != Method::POST {
-            return Err(ApiError::method_not_allowed("use POST to join"));
-        }
-        let body = read_body(body).await?;
-        let answer = crate::join::join(state, &parts.headers, &body).await?;
-        return Ok(crate::handlers::json_response(StatusCode::OK, &answer));
     }
     if user.is_anonymous() {
         return Err(ApiError::unauthorized());

@@ -131,24 +131,7 @@ impl ServerConfig {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_lowercase())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// The address other hosts would reach us on: the source address the kernel picks for an
-/// outbound route. A UDP `connect` only looks up the route; nothing is sent.
-fn primary_ip() -> IpAddr {
-    let probe = || -> std::io::Result<IpAddr> {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        s.connect("192.0.2.1:9")?;
-        Ok(s.local_addr()?.ip())
-    };
-    probe().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
+use kubox_agent::{hostname, primary_ip};
 
 fn check_writable(dir: &Path) -> Result<(), Error> {
     let err = |source| Error::DataDir {
