@@ -434,3 +434,364 @@ async fn tcp_connection(stream: TcpStream, handler: Arc<Handler>) {
     drop(tx);
     let _ = writer.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::tests::{headless, service, web};
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Instant;
+
+    /// A server on a free loopback port with `records` and `upstreams`.
+    async fn start(records: Records, upstreams: Vec<SocketAddr>) -> SocketAddr {
+        let listeners = Listeners::bind(&[(Ipv4Addr::LOCALHOST, 0).into()])
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listeners.local_addrs()[0];
+        let handler = Arc::new(Handler::new(Arc::new(records), upstreams));
+        tokio::spawn(serve(listeners, handler, std::future::pending()));
+        addr
+    }
+
+    fn query(name: &str, t: RecordType, edns: Option<u16>) -> Message {
+        let mut m = Message::query();
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap_or_default(), t));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        m
+    }
+
+    async fn udp(server: SocketAddr, m: &Message) -> (Message, usize) {
+        let sock = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sock.send_to(&m.to_vec().unwrap_or_default(), server)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = vec![0u8; 65535];
+        let n = tokio::time::timeout(Duration::from_secs(8), sock.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no answer"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let resp = Message::from_vec(&buf[..n]).unwrap_or_else(|e| panic!("bad answer: {e}"));
+        assert_eq!(resp.metadata.id, m.metadata.id);
+        (resp, n)
+    }
+
+    async fn tcp(server: SocketAddr, msgs: &[Message]) -> Vec<Message> {
+        let mut s = TcpStream::connect(server)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for m in msgs {
+            let b = m.to_vec().unwrap_or_default();
+            let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&b);
+            s.write_all(&framed).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut out = Vec::new();
+        for _ in msgs {
+            let n = s.read_u16().await.unwrap_or_else(|e| panic!("{e}"));
+            let mut buf = vec![0u8; usize::from(n)];
+            s.read_exact(&mut buf)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            out.push(Message::from_vec(&buf).unwrap_or_else(|e| panic!("{e}")));
+        }
+        out
+    }
+
+    fn ips(m: &Message) -> Vec<IpAddr> {
+        m.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn store() -> Records {
+        let r = Records::new("cluster.local");
+        r.apply_service(&web());
+        let (svc, sl) = headless(3);
+        r.apply_service(&svc);
+        r.apply_slice(&sl);
+        r
+    }
+
+    #[tokio::test]
+    async fn answers_in_cluster_names_over_udp_and_tcp() {
+        let server = start(store(), vec![]).await;
+        let (m, _) = udp(
+            server,
+            &query("web.default.svc.cluster.local.", RecordType::A, None),
+        )
+        .await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative && m.metadata.recursion_available);
+        assert_eq!(ips(&m), vec![IpAddr::from([10, 43, 0, 20])]);
+        assert_eq!(m.answers[0].ttl, TTL);
+        assert_eq!(
+            m.answers[0].name.to_ascii(),
+            "web.default.svc.cluster.local."
+        );
+
+        // NXDOMAIN and NODATA carry the zone's SOA.
+        let (m, _) = udp(
+            server,
+            &query("nope.default.svc.cluster.local.", RecordType::A, None),
+        )
+        .await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(m.answers.is_empty());
+        assert!(matches!(
+            m.authorities.first().map(|r| &r.data),
+            Some(RData::SOA(_))
+        ));
+        let (m, _) = udp(
+            server,
+            &query("web.default.svc.cluster.local.", RecordType::AAAA, None),
+        )
+        .await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+        assert!(matches!(
+            m.authorities.first().map(|r| &r.data),
+            Some(RData::SOA(_))
+        ));
+
+        // SRV with the targets' addresses in the additional section; PTR.
+        let (m, _) = udp(
+            server,
+            &query(
+                "_pg._tcp.db.data.svc.cluster.local.",
+                RecordType::SRV,
+                Some(1232),
+            ),
+        )
+        .await;
+        assert_eq!(m.answers.len(), 3);
+        assert!(
+            m.answers
+                .iter()
+                .all(|r| matches!(&r.data, RData::SRV(s) if s.port == 5432))
+        );
+        assert_eq!(m.additionals.len(), 3, "{m:?}");
+        let (m, _) = udp(
+            server,
+            &query("20.0.43.10.in-addr.arpa.", RecordType::PTR, None),
+        )
+        .await;
+        assert!(
+            matches!(&m.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "web.default.svc.cluster.local.")
+        );
+
+        // TCP, two pipelined queries on one connection.
+        let answers = tcp(
+            server,
+            &[
+                query("db.data.svc.cluster.local.", RecordType::A, None),
+                query("10-1-2-3.x.pod.cluster.local.", RecordType::A, None),
+            ],
+        )
+        .await;
+        let mut all: Vec<IpAddr> = answers.iter().flat_map(ips).collect();
+        all.sort();
+        assert_eq!(
+            all,
+            ["10.1.2.3", "10.42.0.10", "10.42.0.11", "10.42.0.12"].map(|s| s
+                .parse::<IpAddr>()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+        );
+    }
+
+    #[tokio::test]
+    async fn large_udp_answers_are_truncated_to_the_clients_size() {
+        let r = Records::new("cluster.local");
+        let (svc, sl) = headless(120);
+        r.apply_service(&svc);
+        r.apply_slice(&sl);
+        let server = start(r, vec![]).await;
+        let name = "db.data.svc.cluster.local.";
+        let (m, n) = udp(server, &query(name, RecordType::A, None)).await;
+        assert!(m.metadata.truncation, "TC set");
+        assert!(n <= 512, "{n} bytes");
+        assert!(!m.answers.is_empty() && m.answers.len() < 120);
+        let (m, n) = udp(server, &query(name, RecordType::A, Some(1232))).await;
+        assert!(m.metadata.truncation && n <= 1232 && n > 512, "{n}");
+        let (m, _) = udp(server, &query(name, RecordType::A, Some(4096))).await;
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 120);
+        assert!(m.edns.is_some(), "EDNS answered with EDNS");
+        let m = &tcp(server, &[query(name, RecordType::A, None)]).await[0];
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 120);
+    }
+
+    /// How a fake upstream behaves.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fake {
+        /// Answers A 192.0.2.1 for any name.
+        Answer,
+        /// Never answers.
+        Silent,
+        /// Answers UDP with TC and no records; TCP with 40 records.
+        Truncating,
+    }
+
+    /// A fake upstream on loopback (UDP, and TCP on the same port).
+    async fn upstream(kind: Fake) -> SocketAddr {
+        let l = Listeners::bind(&[(Ipv4Addr::LOCALHOST, 0).into()])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = l.local_addrs()[0];
+        let Listeners { mut udp, mut tcp } = l;
+        let (sock, listener) = (udp.remove(0), tcp.remove(0));
+        let answer = move |q: &[u8], over_tcp: bool| -> Option<Vec<u8>> {
+            let q = Message::from_vec(q).ok()?;
+            let mut m = Message::response(q.metadata.id, OpCode::Query);
+            m.metadata.recursion_available = true;
+            m.add_queries(q.queries.clone());
+            let name = q.queries[0].name().clone();
+            let count = match kind {
+                Fake::Truncating if !over_tcp => {
+                    m.metadata.truncation = true;
+                    0
+                }
+                Fake::Truncating => 40,
+                _ => 1,
+            };
+            for i in 0..count {
+                m.add_answer(Record::from_rdata(
+                    name.clone(),
+                    60,
+                    RData::A(A(Ipv4Addr::new(192, 0, 2, 1 + i))),
+                ));
+            }
+            m.to_vec().ok()
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+                if kind == Fake::Silent {
+                    continue;
+                }
+                if let Some(a) = answer(&buf[..n], false) {
+                    let _ = sock.send_to(&a, peer).await;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let Ok(n) = s.read_u16().await else { continue };
+                let mut buf = vec![0u8; usize::from(n)];
+                if s.read_exact(&mut buf).await.is_err() {
+                    continue;
+                }
+                if let Some(a) = answer(&buf, true) {
+                    let mut framed = (a.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&a);
+                    let _ = s.write_all(&framed).await;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn other_names_are_forwarded_with_tcp_retry_and_next_upstream() {
+        let silent = upstream(Fake::Silent).await;
+        let good = upstream(Fake::Answer).await;
+        let trunc = upstream(Fake::Truncating).await;
+
+        // A silent upstream times out; the next one answers.
+        let server = start(store(), vec![silent, good]).await;
+        let (m, _) = udp(server, &query("example.com.", RecordType::A, None)).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(ips(&m), vec![IpAddr::from([192, 0, 2, 1])]);
+        assert!(!m.metadata.authoritative);
+        // Unknown reverse names fall through to upstream too.
+        let (m, _) = udp(
+            server,
+            &query("1.0.0.127.in-addr.arpa.", RecordType::PTR, None),
+        )
+        .await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+
+        // A slow upstream does not hold up other queries.
+        let slow = start(store(), vec![silent]).await;
+        let pending =
+            tokio::spawn(
+                async move { udp(slow, &query("example.org.", RecordType::A, None)).await },
+            );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = Instant::now();
+        let (m, _) = udp(
+            slow,
+            &query("web.default.svc.cluster.local.", RecordType::A, None),
+        )
+        .await;
+        assert_eq!(ips(&m), vec![IpAddr::from([10, 43, 0, 20])]);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        let (m, _) = pending.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::ServFail,
+            "no upstream answered"
+        );
+
+        // A truncated upstream answer is fetched again over TCP, then truncated to the
+        // client's size (UDP) or given whole (TCP, EDNS).
+        let server = start(store(), vec![trunc]).await;
+        let (m, n) = udp(server, &query("many.example.", RecordType::A, None)).await;
+        assert!(
+            m.metadata.truncation && n <= 512 && !m.answers.is_empty(),
+            "{n} {m:?}"
+        );
+        let (m, _) = udp(server, &query("many.example.", RecordType::A, Some(4096))).await;
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 40);
+        let m = &tcp(server, &[query("many.example.", RecordType::A, None)]).await[0];
+        assert_eq!(m.answers.len(), 40);
+
+        // An ExternalName out of the cluster: the CNAME, then what upstream says of the target.
+        let r = store();
+        r.apply_service(&service(
+            serde_json::json!({"metadata": {"name": "ext", "namespace": "default"},
+            "spec": {"type": "ExternalName", "externalName": "example.net"}}),
+        ));
+        let server = start(r, vec![good]).await;
+        let (m, _) = udp(
+            server,
+            &query("ext.default.svc.cluster.local.", RecordType::A, None),
+        )
+        .await;
+        assert!(
+            matches!(&m.answers[0].data, RData::CNAME(c) if c.0.to_ascii() == "example.net."),
+            "{m:?}"
+        );
+        assert_eq!(ips(&m), vec![IpAddr::from([192, 0, 2, 1])]);
+        assert_eq!(m.answers[1].name.to_ascii(), "example.net.");
+    }
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let text = "# generated\nsearch example.com\nnameserver 10.0.0.2\nnameserver  fe80::1%eth0\nnameserver 2001:db8::53\noptions ndots:2\nnameserver 10.0.0.2\n";
+        assert_eq!(
+            crate::upstreams_from_resolv_conf(text),
+            vec![
+                "10.0.0.2:53"
+                    .parse::<SocketAddr>()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                "[2001:db8::53]:53"
+                    .parse::<SocketAddr>()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            ]
+        );
+    }
+}
