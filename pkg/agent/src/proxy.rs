@@ -1,6 +1,7 @@
 //! The Service proxy: watches Services and EndpointSlices and keeps kubox's nftables table in
 //! step (see `kubox_network::proxy`). Rewritten at start (stale rules of a previous run go)
-//! and after every change, debounced.
+//! and after every change, debounced. One special case, [`LocalDns`]: the cluster DNS
+//! address is answered by this node's own DNS server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -15,7 +16,27 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubox_network::proxy::{self, ServicePort};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+
+/// The node-local cluster DNS: traffic for `cluster_dns` port 53 (UDP and TCP; the ports of
+/// the `kube-system/kube-dns` Service) goes to `target:53` (kubox-dns on the pod bridge's
+/// gateway, once it runs) instead of to the Service's endpoints, which it has none of. Every
+/// node answers its own pods, as NodeLocal DNSCache would.
+pub struct LocalDns {
+    pub cluster_dns: Option<Ipv4Addr>,
+    pub target: watch::Receiver<Option<Ipv4Addr>>,
+}
+
+/// Points the cluster DNS address's port-53 service ports at the node-local DNS `target`.
+pub fn redirect_cluster_dns(ports: &mut [ServicePort], cluster_dns: Ipv4Addr, target: Ipv4Addr) {
+    for sp in ports.iter_mut().filter(|sp| {
+        sp.port == 53
+            && sp.addresses.contains(&cluster_dns)
+            && matches!(sp.protocol.as_str(), "udp" | "tcp")
+    }) {
+        sp.endpoints = vec![(target, 53)];
+    }
+}
 
 /// The service ports of `services`, with ready endpoints from `slices`.
 pub fn model(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<ServicePort> {
@@ -132,13 +153,13 @@ pub fn model(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<Se
 }
 
 /// Runs until the task is dropped.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, dns: LocalDns) {
     let kick = Arc::new(Notify::new());
     let services = watched::<Service>(&client, &kick);
     let slices = watched::<EndpointSlice>(&client, &kick);
     let _ = services.wait_until_ready().await;
     let _ = slices.wait_until_ready().await;
-    sync_loop(services, slices, kick).await;
+    sync_loop(services, slices, kick, dns).await;
 }
 
 /// A store of every `K`, kept by a watch that wakes `kick` on each change.
@@ -169,10 +190,19 @@ where
     store
 }
 
-async fn sync_loop(services: Store<Service>, slices: Store<EndpointSlice>, kick: Arc<Notify>) {
+async fn sync_loop(
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    kick: Arc<Notify>,
+    mut dns: LocalDns,
+) {
     let mut applied = String::new();
     loop {
-        let script = proxy::render(&model(&services.state(), &slices.state()));
+        let mut ports = model(&services.state(), &slices.state());
+        if let (Some(ip), Some(target)) = (dns.cluster_dns, *dns.target.borrow_and_update()) {
+            redirect_cluster_dns(&mut ports, ip, target);
+        }
+        let script = proxy::render(&ports);
         if script != applied {
             match proxy::apply(&script) {
                 Ok(()) => {
@@ -184,8 +214,39 @@ async fn sync_loop(services: Store<Service>, slices: Store<EndpointSlice>, kick:
         }
         tokio::select! {
             _ = kick.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(()) = dns.target.changed() => {}
             // Retry a failed apply.
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_cluster_dns_address_goes_to_the_node_local_dns() {
+        let kube_dns: Service = serde_json::from_value(json!({
+            "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+            "spec": {"clusterIP": "10.43.0.10", "clusterIPs": ["10.43.0.10"], "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                {"name": "metrics", "port": 9153, "protocol": "TCP"}]}}))
+        .unwrap_or_default();
+        let mut ports = model(&[Arc::new(kube_dns)], &[]);
+        assert!(ports.iter().all(|p| p.endpoints.is_empty()));
+        let gw = Ipv4Addr::new(10, 42, 0, 1);
+        redirect_cluster_dns(&mut ports, Ipv4Addr::new(10, 43, 0, 10), gw);
+        let by_id = |id: &str| {
+            ports
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.endpoints.clone())
+        };
+        assert_eq!(by_id("kube-system/kube-dns:dns"), Some(vec![(gw, 53)]));
+        assert_eq!(by_id("kube-system/kube-dns:dns-tcp"), Some(vec![(gw, 53)]));
+        assert_eq!(by_id("kube-system/kube-dns:metrics"), Some(vec![]));
     }
 }
