@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod controllers;
 mod crate_graph;
+mod dns;
 mod durability_and_watch;
 mod images;
 mod kubectl;

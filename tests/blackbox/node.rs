@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server, eventually};
 use serde_json::Value;
 
-fn json(s: &str) -> Value {
+pub(crate) fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
@@ -19,7 +19,7 @@ fn start_node() -> Server {
 }
 
 /// A node whose Node object is Ready.
-fn ready_node() -> Server {
+pub(crate) fn ready_node() -> Server {
     let s = start_node();
     let ready = eventually(Duration::from_secs(120), || node_ready(&s).then_some(()));
     assert!(ready.is_some(), "node not ready:\n{}", s.log());
