@@ -151,6 +151,7 @@ pub async fn run(
         dns: spec::DnsSettings {
             cluster_dns: cfg.cluster_dns.clone(),
             cluster_domain: cfg.cluster_domain.clone(),
+            host: spec::host_dns(&std::fs::read_to_string(RESOLV_CONF).unwrap_or_default()),
         },
         pods_dir: cfg.data_dir.join("agent").join("pods"),
         kubernetes_service: cfg.kubernetes_service.clone(),
@@ -260,7 +261,8 @@ fn gateway_of(pod_cidr: &str) -> Option<(Ipv4Addr, u8)> {
     Some((net.nth(1)?, net.prefix))
 }
 
-/// Where names outside the cluster domain go: the node's own resolvers.
+/// The node's resolvers: where names outside the cluster domain go, and what dnsPolicy
+/// Default pods start from.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Runs the node-local cluster DNS on `gateway:53` until aborted (binding again every 2 s
