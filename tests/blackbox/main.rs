@@ -8,6 +8,7 @@ mod common;
 mod controllers;
 mod crate_graph;
 mod cronjob;
+mod dns;
 mod durability_and_watch;
 mod images;
 mod join;

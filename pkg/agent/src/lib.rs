@@ -4,8 +4,9 @@
 //!
 //! Entry point: [`run`]. Modules: [`node`] (Node object, status, lease), [`pods`] (one worker
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
-//! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy), [`hostports`] (pods' host ports), [`volumes`],
-//! [`env`].
+//! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy),
+//! [`hostports`] (pods' host ports), [`join`] (`kubox agent --join`), [`volumes`], [`env`].
+//! The node-local cluster DNS (kubox-dns) listens on the pod bridge's gateway address.
 
 pub mod env;
 pub mod hostports;
@@ -20,7 +21,7 @@ pub mod status;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,13 +221,22 @@ pub async fn run(
         cfg.clone(),
         runtime_version,
     ));
-    let network = tokio::spawn(network(client.clone(), cfg.clone(), node));
+    let (local_dns, local_dns_rx) = tokio::sync::watch::channel(None);
+    let network = tokio::spawn(network(client.clone(), cfg.clone(), node, local_dns));
     let proxy_cfg = kubox_network::proxy::Config {
         cluster_cidr: kubox_core::net::Ipv4Cidr::parse(&cfg.cluster_cidr)
             .ok()
             .map(|c| (c.addr, c.prefix)),
     };
-    let service_proxy = tokio::spawn(proxy::run(client.clone(), cfg.node_name.clone(), proxy_cfg));
+    let service_proxy = tokio::spawn(proxy::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        proxy_cfg,
+        proxy::LocalDns {
+            cluster_dns: cfg.cluster_dns.parse().ok(),
+            target: local_dns_rx,
+        },
+    ));
     let host_ports = tokio::spawn(hostports::run(client.clone(), cfg.node_name.clone()));
     let ctx = Arc::new(pods::Ctx {
         client: client.clone(),
@@ -236,6 +246,7 @@ pub async fn run(
         dns: spec::DnsSettings {
             cluster_dns: cfg.cluster_dns.clone(),
             cluster_domain: cfg.cluster_domain.clone(),
+            host: spec::host_dns(&std::fs::read_to_string(RESOLV_CONF).unwrap_or_default()),
         },
         pods_dir: cfg.data_dir.join("agent").join("pods"),
         kubernetes_service: cfg.kubernetes_service.clone(),
@@ -256,10 +267,19 @@ pub async fn run(
 }
 
 /// Sets up the node's pod network once node IPAM has given it a podCIDR (learnt from a watch
-/// of the Node), and keeps the service CIDR routed to the bridge (checked every 2 s until the
-/// bridge exists with the first pod, then every 30 s).
-async fn network(client: Client, cfg: AgentConfig, node: Node) {
-    let nodes: Api<Node> = Api::all(client);
+/// of the Node): the CNI config, the bridge with its gateway address, the node-local cluster
+/// DNS on that address (announced on `local_dns` for the Service proxy), and keeps the service
+/// CIDR routed to the bridge (checked every 2 s until that works, then every 30 s).
+async fn network(
+    client: Client,
+    cfg: AgentConfig,
+    node: Node,
+    local_dns: tokio::sync::watch::Sender<Option<Ipv4Addr>>,
+) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    // The DNS task goes with this one (a JoinSet aborts its tasks when dropped).
+    let mut dns_task = tokio::task::JoinSet::new();
+    let mut dns: Option<Ipv4Addr> = None;
     let ipam_dir = cfg.data_dir.join("agent").join("cni").join("ipam");
     let watch_cfg = watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
     let mut updates = watcher(nodes, watch_cfg)
@@ -289,6 +309,24 @@ async fn network(client: Client, cfg: AgentConfig, node: Node) {
                 Err(e) => tracing::warn!(error = %e, "writing the CNI config failed"),
             }
         }
+        if let Some(gateway) = configured.as_deref().and_then(gateway_of)
+            && dns != Some(gateway.0)
+        {
+            match kubox_network::cni::ensure_gateway(
+                setup::BRIDGE,
+                setup::MTU,
+                gateway.0,
+                gateway.1,
+            ) {
+                Ok(()) => {
+                    dns_task.abort_all();
+                    dns_task.spawn(cluster_dns(client.clone(), cfg.clone(), gateway.0));
+                    dns = Some(gateway.0);
+                    local_dns.send_replace(dns);
+                }
+                Err(e) => tracing::warn!(error = %e, "creating the pod bridge failed"),
+            }
+        }
         if configured.is_some() {
             let ok =
                 kubox_network::proxy::ensure_service_route(cfg.service_cidr, setup::BRIDGE).is_ok();
@@ -297,7 +335,8 @@ async fn network(client: Client, cfg: AgentConfig, node: Node) {
             }
             routed = ok;
         }
-        let wait = Duration::from_secs(if routed || configured.is_none() {
+        let pending = configured.is_some() && dns.is_none();
+        let wait = Duration::from_secs(if (routed && !pending) || configured.is_none() {
             30
         } else {
             2
@@ -310,6 +349,48 @@ async fn network(client: Client, cfg: AgentConfig, node: Node) {
             },
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// The gateway (first address) of a podCIDR, with the prefix length.
+fn gateway_of(pod_cidr: &str) -> Option<(Ipv4Addr, u8)> {
+    let net = kubox_core::net::Ipv4Cidr::parse(pod_cidr).ok()?;
+    Some((net.nth(1)?, net.prefix))
+}
+
+/// The node's resolvers: where names outside the cluster domain go, and what dnsPolicy
+/// Default pods start from.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Runs the node-local cluster DNS on `gateway:53` until aborted (binding again every 2 s
+/// while that fails). The node's resolv.conf gives the upstreams; the cluster DNS address and
+/// the gateway itself are left out of them (they would loop back here).
+async fn cluster_dns(client: Client, cfg: AgentConfig, gateway: Ipv4Addr) {
+    let cluster_dns: Option<IpAddr> = cfg.cluster_dns.parse().ok();
+    let upstreams: Vec<SocketAddr> = std::fs::read_to_string(RESOLV_CONF)
+        .map(|t| kubox_dns::upstreams_from_resolv_conf(&t))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| Some(a.ip()) != cluster_dns && a.ip() != IpAddr::V4(gateway))
+        .collect();
+    if upstreams.is_empty() {
+        tracing::warn!(
+            resolv_conf = RESOLV_CONF,
+            "no usable nameserver for the cluster DNS to forward to: names outside {} will get SERVFAIL",
+            cfg.cluster_domain
+        );
+    }
+    let dns_cfg = kubox_dns::DnsConfig {
+        listen: vec![SocketAddr::new(IpAddr::V4(gateway), 53)],
+        cluster_domain: cfg.cluster_domain.clone(),
+        upstreams,
+    };
+    loop {
+        match kubox_dns::run(client.clone(), dns_cfg.clone(), std::future::pending()).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "cluster DNS cannot start; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

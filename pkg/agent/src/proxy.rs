@@ -17,7 +17,28 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubox_network::proxy::{self, Ruleset, ServicePort};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+
+/// The node-local cluster DNS: traffic for `cluster_dns` port 53 (UDP and TCP; the ports of
+/// the `kube-system/kube-dns` Service) goes to `target:53` (kubox-dns on the pod bridge's
+/// gateway, once it runs) instead of to the Service's endpoints, which it has none of. Every
+/// node answers its own pods, as NodeLocal DNSCache would.
+pub struct LocalDns {
+    pub cluster_dns: Option<Ipv4Addr>,
+    pub target: watch::Receiver<Option<Ipv4Addr>>,
+}
+
+/// Points the cluster DNS address's port-53 service ports at the node-local DNS `target`.
+pub fn redirect_cluster_dns(ports: &mut [ServicePort], cluster_dns: Ipv4Addr, target: Ipv4Addr) {
+    for sp in ports.iter_mut().filter(|sp| {
+        sp.port == 53
+            && sp.addresses.contains(&cluster_dns)
+            && matches!(sp.protocol.as_str(), "udp" | "tcp")
+    }) {
+        sp.endpoints = vec![(target, 53)];
+        sp.local_endpoints = vec![(target, 53)];
+    }
+}
 
 /// The service ports of `services`, with the usable endpoints of `slices` (those on
 /// `node` apart).
@@ -188,13 +209,13 @@ fn usable_endpoints(
 }
 
 /// Runs until the task is dropped; `node` is this node's name (endpoints on it are local).
-pub async fn run(client: Client, node: String, cfg: proxy::Config) {
+pub async fn run(client: Client, node: String, cfg: proxy::Config, dns: LocalDns) {
     let kick = Arc::new(Notify::new());
     let services = watched::<Service>(&client, watcher::Config::default(), &kick);
     let slices = watched::<EndpointSlice>(&client, watcher::Config::default(), &kick);
     let _ = services.wait_until_ready().await;
     let _ = slices.wait_until_ready().await;
-    sync_loop(services, slices, kick, &node, &cfg).await;
+    sync_loop(services, slices, kick, &node, &cfg, dns).await;
 }
 
 /// A store of the `K` that `config` selects, kept by a watch that wakes `kick` on each change.
@@ -228,12 +249,17 @@ async fn sync_loop(
     kick: Arc<Notify>,
     node: &str,
     cfg: &proxy::Config,
+    mut dns: LocalDns,
 ) {
     // The last ruleset applied; None at start and after a failure, when the whole table is
     // replaced (stale rules of an earlier run go) instead of updated.
     let mut applied: Option<Ruleset> = None;
     loop {
-        let rules = proxy::render(cfg, &model(&services.state(), &slices.state(), node));
+        let mut ports = model(&services.state(), &slices.state(), node);
+        if let (Some(ip), Some(target)) = (dns.cluster_dns, *dns.target.borrow_and_update()) {
+            redirect_cluster_dns(&mut ports, ip, target);
+        }
+        let rules = proxy::render(cfg, &ports);
         if applied.as_ref() != Some(&rules) {
             let script = match &applied {
                 Some(prev) => rules.update_script(prev),
@@ -252,6 +278,7 @@ async fn sync_loop(
         }
         tokio::select! {
             _ = kick.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(()) = dns.target.changed() => {}
             // Retry a failed apply.
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
@@ -387,5 +414,29 @@ mod tests {
         );
         assert!(sp.external_addresses.is_empty(), "{sp:?}");
         assert_eq!(sp.affinity_timeout, Some(30));
+    }
+
+    #[test]
+    fn the_cluster_dns_address_goes_to_the_node_local_dns() {
+        let kube_dns = service(
+            json!({"clusterIP": "10.43.0.10", "clusterIPs": ["10.43.0.10"], "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                {"name": "metrics", "port": 9153, "protocol": "TCP"}]}),
+            json!({}),
+        );
+        let mut ports = model(&[kube_dns], &[], "node-1");
+        assert!(ports.iter().all(|p| p.endpoints.is_empty()));
+        let gw = Ipv4Addr::new(10, 42, 0, 1);
+        redirect_cluster_dns(&mut ports, Ipv4Addr::new(10, 43, 0, 10), gw);
+        let by_port = |name: &str| {
+            ports
+                .iter()
+                .find(|p| p.id.ends_with(name))
+                .map(|p| p.endpoints.clone())
+        };
+        assert_eq!(by_port(":dns"), Some(vec![(gw, 53)]));
+        assert_eq!(by_port(":dns-tcp"), Some(vec![(gw, 53)]));
+        assert_eq!(by_port(":metrics"), Some(vec![]));
     }
 }

@@ -18,6 +18,26 @@ pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 pub struct DnsSettings {
     pub cluster_dns: String,
     pub cluster_domain: String,
+    /// The node's own resolv.conf (see [`host_dns`]): the base of dnsPolicy Default when the
+    /// pod adds a dnsConfig, and search domains appended to the ClusterFirst ones (kubelet's
+    /// `--resolv-conf`).
+    pub host: api::DnsConfig,
+}
+
+/// The nameservers, search domains (the last `search` or `domain` line) and options of a
+/// resolv.conf.
+pub fn host_dns(resolv_conf: &str) -> api::DnsConfig {
+    let mut cfg = api::DnsConfig::default();
+    for line in resolv_conf.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => cfg.servers.extend(words.next().map(str::to_string)),
+            Some("search" | "domain") => cfg.searches = words.map(str::to_string).collect(),
+            Some("options") => cfg.options.extend(words.map(str::to_string)),
+            _ => {}
+        }
+    }
+    cfg
 }
 
 pub fn pod_uid(pod: &Pod) -> String {
@@ -129,9 +149,11 @@ fn protocol(p: Option<&str>) -> api::Protocol {
     }
 }
 
-/// resolv.conf settings per dnsPolicy: ClusterFirst (default) → cluster DNS with the search
-/// path `<ns>.svc.<domain> svc.<domain> <domain>` and `ndots:5`; Default → the node's own
-/// (None from CRI's point of view); None → only dnsConfig.
+/// resolv.conf settings per dnsPolicy, as kubelet's: ClusterFirst (default) → cluster DNS with
+/// the search path `<ns>.svc.<domain> svc.<domain> <domain>` (then the node's search domains)
+/// and `ndots:5`; Default → the node's own (None for CRI, which copies the node's file, unless
+/// a dnsConfig adds to it); None → only dnsConfig. A dnsConfig's nameservers and searches are
+/// appended (duplicates dropped), its options override by name.
 pub fn dns_config(pod: &Pod, dns: &DnsSettings) -> Option<api::DnsConfig> {
     let spec = pod.spec.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -142,16 +164,20 @@ pub fn dns_config(pod: &Pod, dns: &DnsSettings) -> Option<api::DnsConfig> {
     let mut cfg = match policy {
         _ if cluster_first => api::DnsConfig {
             servers: vec![dns.cluster_dns.clone()],
-            searches: vec![
+            searches: [
                 format!("{ns}.svc.{}", dns.cluster_domain),
                 format!("svc.{}", dns.cluster_domain),
                 dns.cluster_domain.clone(),
-            ],
+            ]
+            .into_iter()
+            .chain(dns.host.searches.iter().cloned())
+            .collect(),
             options: vec!["ndots:5".into()],
         },
         "None" => api::DnsConfig::default(),
         // Default: the node's own resolv.conf.
-        _ => return None,
+        _ if spec.dns_config.is_none() => return None,
+        _ => dns.host.clone(),
     };
     if let Some(extra) = spec.dns_config {
         cfg.servers.extend(extra.nameservers.unwrap_or_default());
@@ -165,6 +191,10 @@ pub fn dns_config(pod: &Pod, dns: &DnsSettings) -> Option<api::DnsConfig> {
                 None => name,
             });
         }
+    }
+    for list in [&mut cfg.servers, &mut cfg.searches] {
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|x| seen.insert(x.clone()));
     }
     Some(cfg)
 }
@@ -251,6 +281,7 @@ mod tests {
         DnsSettings {
             cluster_dns: "10.43.0.10".into(),
             cluster_domain: "cluster.local".into(),
+            host: host_dns("nameserver 192.0.2.53\nsearch corp.example\noptions edns0\n"),
         }
     }
 
@@ -265,7 +296,8 @@ mod tests {
             vec![
                 "web.svc.cluster.local",
                 "svc.cluster.local",
-                "cluster.local"
+                "cluster.local",
+                "corp.example"
             ]
         );
         assert_eq!(cfg.options, vec!["ndots:5"]);
@@ -276,6 +308,23 @@ mod tests {
         let cfg = dns_config(&custom, &dns()).unwrap_or_default();
         assert_eq!(cfg.servers, vec!["1.1.1.1"]);
         assert_eq!(cfg.options, vec!["ndots:2"]);
+        // Default: the node's file as CRI copies it, or its settings plus a dnsConfig.
+        let node_default = pod(
+            json!({"metadata": {"name": "a", "namespace": "web"}, "spec": {"containers": [], "dnsPolicy": "Default"}}),
+        );
+        assert_eq!(dns_config(&node_default, &dns()), None);
+        let host_net = pod(
+            json!({"metadata": {"name": "a", "namespace": "web"}, "spec": {"containers": [], "hostNetwork": true}}),
+        );
+        assert_eq!(dns_config(&host_net, &dns()), None);
+        let added = pod(
+            json!({"metadata": {"name": "a", "namespace": "web"}, "spec": {"containers": [], "dnsPolicy": "Default",
+            "dnsConfig": {"nameservers": ["192.0.2.53", "192.0.2.54"], "searches": ["x.example"]}}}),
+        );
+        let cfg = dns_config(&added, &dns()).unwrap_or_default();
+        assert_eq!(cfg.servers, vec!["192.0.2.53", "192.0.2.54"]);
+        assert_eq!(cfg.searches, vec!["corp.example", "x.example"]);
+        assert_eq!(cfg.options, vec!["edns0"]);
     }
 
     #[test]

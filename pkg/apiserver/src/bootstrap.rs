@@ -1,6 +1,7 @@
 //! Objects every cluster has from its first boot: the four system namespaces, the
-//! `default/kubernetes` Service with Endpoints and EndpointSlice pointing at the API server, and
-//! the bootstrap RBAC policy (`embedded/rbac/bootstrap-policy.yaml`).
+//! `default/kubernetes` Service with Endpoints and EndpointSlice pointing at the API server,
+//! the `kube-system/kube-dns` Service on the cluster DNS address (served by every node's
+//! agent, see kubox-dns), and the bootstrap RBAC policy (`embedded/rbac/bootstrap-policy.yaml`).
 
 use crate::state::ApiState;
 use crate::storage;
@@ -36,6 +37,43 @@ fn kubernetes_service(state: &ApiState) -> Value {
         },
         "spec": {
             "ports": [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": state.config.port}],
+            "clusterIP": ip,
+            "clusterIPs": [ip],
+            "type": "ClusterIP",
+            "sessionAffinity": "None",
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster",
+        },
+        "status": {"loadBalancer": {}},
+    })
+}
+
+/// k3s's `kube-dns` Service (its CoreDNS manifest), on the reserved cluster DNS address.
+fn kube_dns_service(state: &ApiState) -> Value {
+    let ip = state.config.cluster_dns.to_string();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": meta::now_rfc3339(),
+            "labels": {
+                "k8s-app": "kube-dns",
+                "kubernetes.io/cluster-service": "true",
+                "kubernetes.io/name": "CoreDNS",
+            },
+            "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"},
+        },
+        "spec": {
+            "selector": {"k8s-app": "kube-dns"},
+            "ports": [
+                {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 53},
+                {"name": "dns-tcp", "protocol": "TCP", "port": 53, "targetPort": 53},
+                {"name": "metrics", "protocol": "TCP", "port": 9153, "targetPort": 9153},
+            ],
             "clusterIP": ip,
             "clusterIPs": [ip],
             "type": "ClusterIP",
@@ -265,6 +303,10 @@ pub async fn ensure(state: &ApiState) -> Result<(), kubox_store::Error> {
     }
     let key = format!("{}core/services/default/kubernetes", storage::PREFIX);
     ensure_exists(state, &key, &kubernetes_service(state)).await?;
+    let key = format!("{}core/services/kube-system/kube-dns", storage::PREFIX);
+    if ensure_exists(state, &key, &kube_dns_service(state)).await? {
+        tracing::info!(ip = %state.config.cluster_dns, "created the kube-dns Service");
+    }
     let key = format!("{}core/endpoints/default/kubernetes", storage::PREFIX);
     ensure_field(state, &key, &endpoints(state), &["subsets"]).await?;
     let key = format!(

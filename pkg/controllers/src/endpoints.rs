@@ -95,6 +95,9 @@ struct Member<'a> {
     ready: bool,
     serving: bool,
     terminating: bool,
+    /// `spec.hostname` of a pod whose `spec.subdomain` names the Service (a StatefulSet's
+    /// pods): its DNS name under the Service.
+    hostname: Option<String>,
     /// Resolved port per service port (same order as the Service's ports).
     ports: Vec<Option<i32>>,
 }
@@ -145,6 +148,12 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 ready,
                 serving: serving || publish_not_ready,
                 terminating,
+                hostname: pod
+                    .spec
+                    .as_ref()
+                    .filter(|s| s.subdomain.as_deref() == svc.metadata.name.as_deref())
+                    .and_then(|s| s.hostname.clone())
+                    .filter(|h| !h.is_empty()),
                 ports: ports.iter().map(|p| resolve_target_port(p, pod)).collect(),
             })
         })
@@ -160,6 +169,9 @@ fn target_ref(pod: &Pod) -> Value {
 
 fn address(m: &Member<'_>) -> Value {
     let mut a = json!({"ip": m.ip, "targetRef": target_ref(m.pod)});
+    if let Some(h) = &m.hostname {
+        a["hostname"] = json!(h);
+    }
     if let Some(node) = m.pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
         a["nodeName"] = json!(node);
     }
@@ -277,6 +289,9 @@ async fn write_slice(
                 "conditions": {"ready": m.ready, "serving": m.serving, "terminating": m.terminating},
                 "targetRef": target_ref(m.pod),
             });
+            if let Some(h) = &m.hostname {
+                e["hostname"] = json!(h);
+            }
             if let Some(node) = m.pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
                 e["nodeName"] = json!(node);
             }

@@ -221,6 +221,17 @@ pub fn conflist(pod_cidr: &str, bridge: &str, mtu: u32, state_dir: &Path) -> Str
     serde_json::to_string_pretty(&conf).unwrap_or_else(|_| conf.to_string())
 }
 
+/// Creates the node's pod bridge as the first ADD of [`conflist`]'s network would (`bridge`
+/// with `mtu`, up, holding the gateway `gateway/prefix`), so that node services can listen on
+/// the gateway before any pod exists (the node-local cluster DNS does). Idempotent.
+pub fn ensure_gateway(bridge: &str, mtu: u32, gateway: Ipv4Addr, prefix: u8) -> Result<(), String> {
+    netlink::run(None, |h| async move {
+        let link = netlink::ensure_bridge(&h, bridge, Some(mtu), false).await?;
+        netlink::ensure_address(&h, link.header.index, gateway, prefix).await
+    })
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
