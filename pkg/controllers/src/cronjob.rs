@@ -732,6 +732,12 @@ async fn reconcile(obj: Arc<CronJob>, ctx: Arc<crate::Ctx>) -> Result<Action, Er
                 replace,
                 requeue,
             } => {
+                // The cache may lag behind a change made just before the due time (a
+                // suspend, a new schedule): decide again once it has caught up.
+                let stored = api.get(&cj.name_any()).await?;
+                if stored.metadata.resource_version != cj.metadata.resource_version {
+                    return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+                }
                 start(&ctx, &mut cj, scheduled, replace).await?;
                 action = Action::requeue(requeue);
             }
