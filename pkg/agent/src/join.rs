@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 /// What joining needs.
@@ -75,122 +75,19 @@ fn host_port(url: &str) -> Result<(String, u16), JoinError> {
     Ok((host, port))
 }
 
-/// Accepts any certificate: used only to fetch `/cacerts`, whose content is then checked
-/// against the hash in the token before anything secret is sent.
-#[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn insecure_tls() -> Result<rustls::ClientConfig, JoinError> {
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| JoinError::Refused(format!("TLS setup: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider())))
-        .with_no_client_auth())
-}
-
-fn pinned_tls(ca_pem: &str) -> Result<rustls::ClientConfig, JoinError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let mut rest = ca_pem.as_bytes();
-    while let Ok((r, pem)) = x509_parser::pem::parse_x509_pem(rest) {
-        roots
-            .add(rustls::pki_types::CertificateDer::from(pem.contents))
-            .map_err(|e| JoinError::Refused(format!("the server CA is unusable: {e}")))?;
-        rest = r;
-        if rest.iter().all(u8::is_ascii_whitespace) {
-            break;
-        }
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| JoinError::Refused(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// One HTTPS request; returns (status, body).
+/// One HTTPS request to the server; returns (status, body).
 async fn request(
     server: &str,
-    tls: rustls::ClientConfig,
+    ca_pem: Option<&str>,
     method: http::Method,
     path: &str,
     bearer: Option<&str>,
     body: Vec<u8>,
 ) -> Result<(u16, Vec<u8>), JoinError> {
+    use kubox_pki::client::HttpsError;
     let (host, port) = host_port(server)?;
-    let unreachable = |what: &str, e: &dyn std::fmt::Display| {
-        JoinError::Unreachable(format!("{what} {server} failed: {e}"))
-    };
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .map_err(|e| unreachable("connecting to", &e))?
-    .map_err(|e| unreachable("connecting to", &e))?;
-    let name = rustls::pki_types::ServerName::try_from(host.clone())
-        .map_err(|e| JoinError::Refused(format!("{host:?} is not a server name: {e}")))?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .map_err(
-            |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                Some(rustls::Error::InvalidCertificate(c)) => JoinError::Refused(format!(
-                    "the server {server} presented a certificate its CA does not vouch for: {c:?}"
-                )),
-                _ => unreachable("a TLS handshake with", &e),
-            },
-        )?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable("an HTTP handshake with", &e))?;
-    tokio::spawn(conn);
+    let tls =
+        kubox_pki::client::tls_config(ca_pem).map_err(|e| JoinError::Refused(e.to_string()))?;
     let mut req = http::Request::builder()
         .method(method)
         .uri(path)
@@ -200,21 +97,21 @@ async fn request(
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {b}"));
     }
     let req = req
-        .body(Full::new(bytes::Bytes::from(body)))
+        .body(body)
         .map_err(|e| JoinError::Refused(format!("building the request: {e}")))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| unreachable("a request to", &e))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unreachable("reading an answer from", &e))?
-        .to_bytes()
-        .to_vec();
-    Ok((status, body))
+    kubox_pki::client::request(
+        &host,
+        port,
+        &host,
+        Arc::new(tls),
+        req,
+        Duration::from_secs(15),
+    )
+    .await
+    .map_err(|e| match e {
+        HttpsError::Transport(m) => JoinError::Unreachable(m),
+        HttpsError::Certificate(m) | HttpsError::Invalid(m) => JoinError::Refused(m),
+    })
 }
 
 /// This node's password: made once, kept in `<data-dir>/agent/node-password` (0600).
@@ -267,9 +164,10 @@ pub async fn join(cfg: &JoinConfig) -> Result<Joined, JoinError> {
             "the join token must be the full token from the server's <data-dir>/server/token (K10<ca-hash>::server:<secret>), so that the server's CA can be verified".into(),
         ));
     };
+    // Fetched unverified, then checked against the hash in the token.
     let (status, ca) = request(
         &cfg.server,
-        insecure_tls()?,
+        None,
         http::Method::GET,
         "/cacerts",
         None,
@@ -298,7 +196,7 @@ pub async fn join(cfg: &JoinConfig) -> Result<Joined, JoinError> {
     });
     let (status, answer) = request(
         &cfg.server,
-        pinned_tls(&ca_pem)?,
+        Some(&ca_pem),
         http::Method::POST,
         "/v1-kubox/join",
         Some(&token.password),

@@ -2,7 +2,7 @@
 //!
 //! Entry points: [`state::ApiState::new`] (store + configuration), [`bootstrap::ensure`]
 //! (system namespaces, the `kubernetes` Service, the bootstrap RBAC policy), [`crds::run`]
-//! (serves CRDs as they come and go), [`rbac::run`] / [`nodeauth::run`] (the authorizers'
+//! (serves CRDs as they come and go), [`mirror::start`] (the authorizers'
 //! in-memory views), and [`http::serve`] (the TLS listener). Requests are routed in [`http`]:
 //! health, version and `/cacerts` are anonymous; everything else is authenticated ([`authn`]:
 //! client certificates, service-account and bootstrap tokens) and authorized ([`authz`]); discovery ([`discovery`]) and OpenAPI are served from
@@ -23,6 +23,7 @@ pub mod handlers;
 pub mod http;
 pub mod join;
 pub mod managed;
+pub mod mirror;
 pub mod namespaces;
 pub mod negotiate;
 pub mod nodeauth;

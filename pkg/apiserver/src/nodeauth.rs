@@ -1,15 +1,14 @@
 //! The Node authorizer and NodeRestriction: a node (`system:node:<name>` in `system:nodes`)
 //! reads only the Secrets, ConfigMaps, PersistentVolumeClaims and service-account tokens of pods
 //! bound to it, and writes only its own Node, Lease, CSINode and pods. The pod graph is kept in
-//! memory from one watch of the stored pods, as upstream keeps its node graph from informers.
+//! memory (a [`crate::mirror`] of the stored pods), as upstream keeps its node graph from
+//! informers.
 
 use crate::rbac::Attributes;
 use crate::state::ApiState;
-use futures::StreamExt;
-use kubox_store::EventKind;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 const PODS: &str = "/registry/core/pods/";
 
@@ -192,62 +191,18 @@ impl NodeGraph {
     }
 }
 
-/// Loads the graph from the stored pods; returns the revision to watch from.
-pub async fn load(state: &ApiState) -> Result<i64, kubox_store::Error> {
-    let res = state.store.list(PODS, None, None, None).await?;
-    for kv in &res.items {
-        if let (Some((ns, name)), Ok(pod)) = (
-            parse_key(&kv.key),
-            serde_json::from_slice::<Value>(&kv.value),
-        ) {
-            state.node_graph.set(ns, name, Some(&pod));
+impl crate::mirror::Mirror for NodeGraph {
+    const PREFIX: &'static str = PODS;
+    const WHAT: &'static str = "node graph";
+    fn apply(&self, key: &str, pod: Option<&Value>) {
+        if let Some((ns, name)) = key.strip_prefix(PODS).and_then(|k| k.split_once('/')) {
+            self.set(ns, name, pod);
         }
     }
-    Ok(res.revision)
-}
-
-async fn reload(state: &ApiState) -> Result<i64, kubox_store::Error> {
-    if let Ok(mut g) = state.node_graph.graph.write() {
-        *g = Graph::default();
-    }
-    load(state).await
-}
-
-fn parse_key(key: &str) -> Option<(&str, &str)> {
-    key.strip_prefix(PODS)?.split_once('/')
-}
-
-/// Follows pod changes into the graph until the store closes.
-pub async fn run(state: Arc<ApiState>, mut from: i64) {
-    loop {
-        let r = async {
-            let mut events = state.store.watch(PODS, from).await?;
-            while let Some(ev) = events.next().await {
-                let ev = ev?;
-                from = ev.kv.mod_revision;
-                let Some((ns, name)) = parse_key(&ev.kv.key) else {
-                    continue;
-                };
-                match ev.kind {
-                    EventKind::Delete => state.node_graph.set(ns, name, None),
-                    _ => {
-                        let pod = serde_json::from_slice::<Value>(&ev.kv.value).ok();
-                        state.node_graph.set(ns, name, pod.as_ref());
-                    }
-                }
-            }
-            Ok::<(), kubox_store::Error>(())
+    fn clear(&self) {
+        if let Ok(mut g) = self.graph.write() {
+            *g = Graph::default();
         }
-        .await;
-        match r {
-            Ok(()) => return,
-            Err(kubox_store::Error::Compacted { .. }) => match reload(&state).await {
-                Ok(rev) => from = rev,
-                Err(e) => tracing::warn!(error = %e, "reloading the node graph failed"),
-            },
-            Err(e) => tracing::warn!(error = %e, "node graph watch ended; restarting"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 

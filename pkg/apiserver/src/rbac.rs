@@ -1,11 +1,8 @@
-//! The RBAC authorizer: Roles, ClusterRoles and their bindings, held in memory and kept in step
-//! with the store by one watch of `/registry/rbac.authorization.k8s.io/` (no store reads per
-//! request), evaluated as upstream's `rbac.authorizer` does.
+//! The RBAC authorizer: Roles, ClusterRoles and their bindings, held in memory (a
+//! [`crate::mirror`] of `/registry/rbac.authorization.k8s.io/`, no store reads per request),
+//! evaluated as upstream's `rbac.authorizer` does.
 
 use crate::authn::User;
-use crate::state::ApiState;
-use futures::StreamExt;
-use kubox_store::EventKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -138,6 +135,19 @@ fn parse_key(key: &str) -> Option<(&str, Option<&str>, &str)> {
         [kind, ns, name] => Some((kind, Some(ns), name)),
         [kind, name] => Some((kind, None, name)),
         _ => None,
+    }
+}
+
+impl crate::mirror::Mirror for Rbac {
+    const PREFIX: &'static str = PREFIX;
+    const WHAT: &'static str = "RBAC policy";
+    fn apply(&self, key: &str, obj: Option<&Value>) {
+        Rbac::apply(self, key, obj);
+    }
+    fn clear(&self) {
+        if let Ok(mut p) = self.policy.write() {
+            *p = Policy::default();
+        }
     }
 }
 
@@ -367,55 +377,6 @@ pub fn covers(owner: &[PolicyRule], rule: &PolicyRule) -> bool {
         }
     }
     true
-}
-
-/// Loads the current policy into memory and returns its revision (before serving requests).
-pub async fn load(state: &ApiState) -> Result<i64, kubox_store::Error> {
-    let res = state.store.list(PREFIX, None, None, None).await?;
-    for kv in &res.items {
-        if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) {
-            state.rbac.apply(&kv.key, Some(&obj));
-        }
-    }
-    Ok(res.revision)
-}
-
-/// Follows policy changes after revision `from` until the store closes (reloading when the
-/// watch falls behind compaction).
-pub async fn run(state: Arc<ApiState>, mut from: i64) {
-    loop {
-        let r = async {
-            let mut events = state.store.watch(PREFIX, from).await?;
-            while let Some(ev) = events.next().await {
-                let ev = ev?;
-                from = ev.kv.mod_revision;
-                match ev.kind {
-                    EventKind::Delete => state.rbac.apply(&ev.kv.key, None),
-                    _ => {
-                        if let Ok(obj) = serde_json::from_slice::<Value>(&ev.kv.value) {
-                            state.rbac.apply(&ev.kv.key, Some(&obj));
-                        }
-                    }
-                }
-            }
-            Ok::<(), kubox_store::Error>(())
-        }
-        .await;
-        match r {
-            Ok(()) => return,
-            Err(kubox_store::Error::Compacted { .. }) => {
-                if let Ok(mut p) = state.rbac.policy.write() {
-                    *p = Policy::default();
-                }
-                match load(&state).await {
-                    Ok(rev) => from = rev,
-                    Err(e) => tracing::warn!(error = %e, "reloading the RBAC policy failed"),
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "RBAC policy watch ended; restarting"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }
 
 #[cfg(test)]

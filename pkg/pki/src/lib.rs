@@ -18,6 +18,7 @@ mod server;
 mod tls;
 mod token;
 
+pub mod client;
 pub use error::{Error, Result};
 pub use kubeconfig::{render_kubeconfig, write_kubeconfig};
 pub use server::{ServerPki, ServerPkiConfig, ensure_server_pki, files};

@@ -268,14 +268,9 @@ pub async fn run(
         path: db_path.clone(),
         message: e.to_string(),
     };
-    let rbac_rev = kubox_apiserver::rbac::load(&state)
+    kubox_apiserver::mirror::start(&state)
         .await
         .map_err(store_err)?;
-    tokio::spawn(kubox_apiserver::rbac::run(state.clone(), rbac_rev));
-    let pods_rev = kubox_apiserver::nodeauth::load(&state)
-        .await
-        .map_err(store_err)?;
-    tokio::spawn(kubox_apiserver::nodeauth::run(state.clone(), pods_rev));
     kubox_apiserver::namespaces::resume_all(state.clone()).await;
     tokio::spawn(kubox_apiserver::crds::run(state.clone()));
 

@@ -1,0 +1,83 @@
+//! In-memory views of stored objects that the request path consults without store reads (the
+//! RBAC policy, the Node authorizer's pod graph, admission webhook configurations): each is
+//! loaded before the first request is served and kept in step by one store watch of its
+//! prefix, reloaded whole if the watch falls behind compaction.
+
+use crate::state::ApiState;
+use futures::StreamExt;
+use kubox_store::EventKind;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A view of every object under [`Mirror::PREFIX`].
+pub trait Mirror: Send + Sync + 'static {
+    const PREFIX: &'static str;
+    /// What the view holds, for log lines.
+    const WHAT: &'static str;
+    /// The object at `key` is now `obj` (None: deleted).
+    fn apply(&self, key: &str, obj: Option<&Value>);
+    /// Forgets everything (before a reload).
+    fn clear(&self);
+}
+
+/// Loads every object of `M` into `view`; returns the revision to watch from.
+async fn load<M: Mirror>(state: &ApiState, view: &M) -> Result<i64, kubox_store::Error> {
+    let res = state.store.list(M::PREFIX, None, None, None).await?;
+    for kv in &res.items {
+        if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) {
+            view.apply(&kv.key, Some(&obj));
+        }
+    }
+    Ok(res.revision)
+}
+
+/// Follows changes after `from` until the store closes.
+async fn follow<M: Mirror>(state: Arc<ApiState>, view: fn(&ApiState) -> &M, mut from: i64) {
+    loop {
+        let r = async {
+            let mut events = state.store.watch(M::PREFIX, from).await?;
+            while let Some(ev) = events.next().await {
+                let ev = ev?;
+                from = ev.kv.mod_revision;
+                match ev.kind {
+                    EventKind::Delete => view(&state).apply(&ev.kv.key, None),
+                    _ => {
+                        if let Ok(obj) = serde_json::from_slice::<Value>(&ev.kv.value) {
+                            view(&state).apply(&ev.kv.key, Some(&obj));
+                        }
+                    }
+                }
+            }
+            Ok::<(), kubox_store::Error>(())
+        }
+        .await;
+        match r {
+            Ok(()) => return,
+            Err(kubox_store::Error::Compacted { .. }) => {
+                view(&state).clear();
+                match load(&state, view(&state)).await {
+                    Ok(rev) => from = rev,
+                    Err(e) => tracing::warn!(error = %e, view = M::WHAT, "reloading failed"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, view = M::WHAT, "watch ended; restarting"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn start_one<M: Mirror>(
+    state: &Arc<ApiState>,
+    view: fn(&ApiState) -> &M,
+) -> Result<(), kubox_store::Error> {
+    let rev = load(state, view(state)).await?;
+    tokio::spawn(follow(state.clone(), view, rev));
+    Ok(())
+}
+
+/// Loads every view and keeps them in step (call before serving requests).
+pub async fn start(state: &Arc<ApiState>) -> Result<(), kubox_store::Error> {
+    start_one(state, |s| &s.rbac).await?;
+    start_one(state, |s| &s.node_graph).await?;
+    Ok(())
+}
