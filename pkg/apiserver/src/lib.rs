@@ -33,6 +33,7 @@ pub mod reviews;
 pub mod state;
 pub mod storage;
 pub mod tokens;
+pub mod webhooks;
 
 pub use error::{ApiError, ApiResult};
 pub use state::{ApiConfig, ApiState};

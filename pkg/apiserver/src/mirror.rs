@@ -79,5 +79,6 @@ async fn start_one<M: Mirror>(
 pub async fn start(state: &Arc<ApiState>) -> Result<(), kubox_store::Error> {
     start_one(state, |s| &s.rbac).await?;
     start_one(state, |s| &s.node_graph).await?;
+    start_one(state, |s| &s.webhooks).await?;
     Ok(())
 }

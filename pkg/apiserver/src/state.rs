@@ -59,6 +59,8 @@ pub struct ApiState {
     pub rbac: crate::rbac::Rbac,
     /// Pods by node, for the Node authorizer (kept in step by `nodeauth::run`).
     pub node_graph: crate::nodeauth::NodeGraph,
+    /// Admission webhook configurations (kept in step by `mirror::start`).
+    pub webhooks: crate::webhooks::Webhooks,
     /// Recently verified bearer tokens.
     pub token_cache: crate::authn::TokenCache,
     gc_running: AtomicBool,
@@ -78,6 +80,7 @@ impl ApiState {
             discovery_generation: AtomicU64::new(1),
             rbac: Default::default(),
             node_graph: Default::default(),
+            webhooks: Default::default(),
             token_cache: Default::default(),
             gc_running: AtomicBool::new(false),
         })

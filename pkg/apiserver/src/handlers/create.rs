@@ -61,6 +61,10 @@ pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> A
     crate::crds::admit(ctx, &mut obj)?;
     default_and_validate(&ctx.def, &mut obj, None)?;
     crate::admission::admit(ctx, &mut obj, None).await?;
+    if crate::webhooks::admit(ctx, true, "CREATE", &mut obj, None, dry_run).await? {
+        default_and_validate(&ctx.def, &mut obj, None)?;
+    }
+    crate::webhooks::admit(ctx, false, "CREATE", &mut obj, None, dry_run).await?;
     let _alloc = crate::allocate::on_create(ctx, &mut obj).await?;
     let manager = ctx
         .query

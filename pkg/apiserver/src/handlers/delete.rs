@@ -121,6 +121,11 @@ fn returns_object(ctx: &Ctx) -> bool {
 }
 
 /// Deletes (or starts deleting) one object named `name`.
+fn already_terminating(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+}
+
 pub(crate) async fn delete_one(
     ctx: &Ctx,
     name: &str,
@@ -159,11 +164,14 @@ pub(crate) async fn delete_one(
                 ),
             ));
         }
+        if !already_terminating(&obj) {
+            let mut subject = obj.clone();
+            crate::webhooks::admit(ctx, false, "DELETE", &mut subject, Some(&obj), opts.dry_run)
+                .await?;
+        }
         let mut pending = obj.clone();
         let mut finalizers = meta::finalizers(&obj);
-        let already_deleting = obj
-            .pointer("/metadata/deletionTimestamp")
-            .is_some_and(|v| !v.is_null());
+        let already_deleting = already_terminating(&obj);
         // Propagation finalizers are honoured only while a garbage collector runs to remove them.
         if ctx.state.gc_running() {
             match opts.propagation.as_deref() {

@@ -85,6 +85,12 @@ pub(crate) async fn write_update(
         default_and_validate(&ctx.def, &mut new, Some(old))?;
     }
     crate::admission::admit(ctx, &mut new, Some(old)).await?;
+    if crate::webhooks::admit(ctx, true, "UPDATE", &mut new, Some(old), dry_run).await?
+        && (ctx.info.subresource.is_none() || ctx.info.subresource.as_deref() == Some("scale"))
+    {
+        default_and_validate(&ctx.def, &mut new, Some(old))?;
+    }
+    crate::webhooks::admit(ctx, false, "UPDATE", &mut new, Some(old), dry_run).await?;
     let _alloc = crate::allocate::on_update(ctx, old, &mut new).await?;
     crate::managed::record(ctx, Some(old), &mut new, manager, "Update");
     let mut cmp_new = new.clone();
