@@ -15,6 +15,7 @@ mod join;
 mod kubectl;
 mod node;
 mod python_client;
+mod quota;
 mod revisions;
 mod security_and_errors;
 mod service_proxy;

@@ -25,7 +25,11 @@ pub async fn admit(ctx: &Ctx, obj: &mut Value, old: Option<&Value>) -> ApiResult
         ("", "nodes") | ("coordination.k8s.io", "leases") | ("storage.k8s.io", "csinodes") => {
             node_restriction(ctx, obj)
         }
+        ("", "persistentvolumeclaims") if old.is_none() => {
+            crate::quota::limit_ranger(ctx, obj).await
+        }
         ("", "pods") if old.is_none() => {
+            crate::quota::limit_ranger(ctx, obj).await?;
             service_account(ctx, obj).await?;
             priority(ctx, obj).await?;
             default_toleration_seconds(obj);

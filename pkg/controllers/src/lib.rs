@@ -25,6 +25,7 @@ pub mod nodeipam;
 pub mod pods;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod servicelb;
@@ -63,6 +64,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(nodeipam::run(client.clone(), cfg.cluster_cidr)),
         tokio::spawn(clusterroleaggregation::run(client.clone())),
         tokio::spawn(servicelb::run(client.clone())),
+        tokio::spawn(resourcequota::run(client.clone())),
         tokio::spawn(gc::run(client)),
     ]
 }

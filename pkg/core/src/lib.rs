@@ -12,6 +12,7 @@ pub mod names;
 pub mod net;
 pub mod printers;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod selectors;
 pub mod validation;
