@@ -682,3 +682,71 @@ fn admission_sets_priority_and_default_tolerations_and_fills_token_secrets() {
     });
     assert!(refused.is_some(), "the token outlived its secret");
 }
+
+#[test]
+fn pod_security_levels_enforce_and_warn() {
+    let s = Server::start();
+    s.k(KUBECTL_NEW, &["create", "namespace", "locked"]);
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "label",
+            "namespace",
+            "locked",
+            "pod-security.kubernetes.io/enforce=baseline",
+            "pod-security.kubernetes.io/warn=restricted",
+        ],
+    );
+    eventually(Duration::from_secs(20), || {
+        s.kubectl(
+            KUBECTL_NEW,
+            &["-n", "locked", "get", "serviceaccount", "default"],
+        )
+        .status
+        .success()
+        .then_some(())
+    })
+    .expect("the default service account");
+    let privileged = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"root"},"spec":{"hostNetwork":true,
+        "containers":[{"name":"c","image":"busybox","securityContext":{"privileged":true}}]}}"#;
+    let out = s.kubectl_stdin(
+        KUBECTL_NEW,
+        &["-n", "locked", "create", "-f", "-"],
+        privileged,
+    );
+    let e = stderr(&out);
+    assert!(
+        e.contains("violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true), privileged (container \"c\" must not set securityContext.privileged=true)"),
+        "{e}"
+    );
+    // Baseline-clean but not restricted: admitted with the warn level's warning.
+    let plain = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"plain"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    let out = s.kubectl_stdin(KUBECTL_NEW, &["-n", "locked", "create", "-f", "-"], plain);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // A Deployment whose template the enforce level refuses is admitted with a warning.
+    let out = s.kubectl(
+        KUBECTL_NEW,
+        &[
+            "-n",
+            "locked",
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Unlabelled namespaces are privileged.
+    let out = s.kubectl_stdin(KUBECTL_NEW, &["create", "-f", "-"], privileged);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

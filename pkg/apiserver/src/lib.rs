@@ -27,6 +27,7 @@ pub mod mirror;
 pub mod namespaces;
 pub mod negotiate;
 pub mod nodeauth;
+pub mod podsecurity;
 pub mod quota;
 pub mod rbac;
 pub mod request;

@@ -65,6 +65,7 @@ pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> A
         default_and_validate(&ctx.def, &mut obj, None)?;
     }
     crate::webhooks::admit(ctx, false, "CREATE", &mut obj, None, dry_run).await?;
+    crate::podsecurity::admit(ctx, &obj).await?;
     crate::quota::resource_quota(ctx, &obj, dry_run).await?;
     let _alloc = crate::allocate::on_create(ctx, &mut obj).await?;
     let manager = ctx

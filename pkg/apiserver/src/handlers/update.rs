@@ -91,6 +91,10 @@ pub(crate) async fn write_update(
         default_and_validate(&ctx.def, &mut new, Some(old))?;
     }
     crate::webhooks::admit(ctx, false, "UPDATE", &mut new, Some(old), dry_run).await?;
+    // Pods are checked when created; their later updates cannot change what is checked.
+    if !(ctx.def.group.is_empty() && ctx.def.plural == "pods") {
+        crate::podsecurity::admit(ctx, &new).await?;
+    }
     let _alloc = crate::allocate::on_update(ctx, old, &mut new).await?;
     crate::managed::record(ctx, Some(old), &mut new, manager, "Update");
     let mut cmp_new = new.clone();
