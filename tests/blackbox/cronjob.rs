@@ -200,6 +200,19 @@ spec:
         suspended_at < scheduled + 60,
         "suspended after the next boundary"
     );
+    // History is ordered by `status.startTime`, whole seconds, ties broken by name (upstream's
+    // byJobStartTime): the manual Jobs must start in a later second than the scheduled one,
+    // else `manual-1` sorts before `tick-…` and goes first. The stand-in node runs all of this
+    // within a second or two of the boundary.
+    let started = seconds(
+        &get(
+            &s,
+            &["get", "job", first["metadata"]["name"].as_str().unwrap()],
+        )["status"]["startTime"],
+    );
+    while unix_now() <= started {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for name in ["manual-1", "manual-2"] {
         let manual = get(&s, &["create", "job", name, "--from=cronjob/tick"]);
         assert_eq!(
@@ -225,6 +238,12 @@ spec:
         events.contains(&format!("Deleted job tick-{}", scheduled / 60)),
         "{events}"
     );
+    // Manual Jobs are unexpected to the controller on every sync; the recorder aggregates
+    // the repeats into one Event with a count, as client-go's does.
+    for name in ["manual-1", "manual-2"] {
+        let unexpected = format!("did not create or forgot: {name}");
+        assert_eq!(events.matches(&unexpected).count(), 1, "{events}");
+    }
 
     // The next boundary passes: held (running) starts its Job, suspended tick does not.
     let held_next = eventually(Duration::from_secs(80), || {

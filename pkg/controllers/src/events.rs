@@ -1,20 +1,51 @@
 //! Recording core/v1 Events (what `kubectl describe` and `kubectl get events` show).
+//!
+//! As client-go's event correlator does, an event identical to one this recorder already
+//! wrote (same source, object, type, reason and message) is not written again: the stored
+//! Event's `count` and `lastTimestamp` are patched instead.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
+
+/// How many distinct events a recorder remembers for aggregation (client-go's LRU size);
+/// beyond it the memory starts over.
+const REMEMBERED: usize = 4096;
 
 /// Who records: `default-scheduler`, `deployment-controller`, ...
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: &'static str,
+    /// Event key -> (stored Event's name, its count).
+    seen: Arc<Mutex<HashMap<String, (String, i32)>>>,
 }
 
 impl Recorder {
     pub fn new(client: Client, component: &'static str) -> Recorder {
-        Recorder { client, component }
+        Recorder {
+            client,
+            component,
+            seen: Arc::default(),
+        }
+    }
+
+    /// The stored Event and count of an identical earlier event, if any.
+    fn earlier(&self, key: &str) -> Option<(String, i32)> {
+        self.seen.lock().ok()?.get(key).cloned()
+    }
+
+    fn remember(&self, key: String, name: String, count: i32) {
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= REMEMBERED && !seen.contains_key(&key) {
+                seen.clear();
+            }
+            seen.insert(key, (name, count));
+        }
     }
 
     /// Records a `Normal` or `Warning` event about `obj`. Failures are logged, never returned:
@@ -26,9 +57,41 @@ impl Recorder {
         let reference = object_reference(obj);
         let ns = obj.namespace().unwrap_or_else(|| "default".into());
         let now = jiff::Timestamp::now();
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        // client-go's getEventKey: the object without its resourceVersion.
+        let key = [
+            self.component,
+            reference.kind.as_deref().unwrap_or_default(),
+            reference.namespace.as_deref().unwrap_or_default(),
+            reference.name.as_deref().unwrap_or_default(),
+            reference.uid.as_deref().unwrap_or_default(),
+            reference.api_version.as_deref().unwrap_or_default(),
+            type_,
+            reason,
+            &message,
+        ]
+        .join("\u{0}");
+        if let Some((name, count)) = self.earlier(&key) {
+            let patch = serde_json::json!({
+                "count": count + 1,
+                "lastTimestamp": kubox_core::meta::format_time(now),
+            });
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.remember(key, name, count + 1);
+                    return;
+                }
+                // Gone (expired, deleted): record it afresh.
+                Err(e) => tracing::debug!(error = %e, reason, "aggregating an event failed"),
+            }
+        }
+        let name = format!("{}.{:x}", obj.name_any(), now.as_nanosecond());
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", obj.name_any(), now.as_nanosecond())),
+                name: Some(name.clone()),
                 namespace: Some(ns.clone()),
                 ..ObjectMeta::default()
             },
@@ -47,9 +110,9 @@ impl Recorder {
             reporting_instance: Some(self.component.into()),
             ..Event::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(error = %e, reason, "recording an event failed");
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => self.remember(key, name, 1),
+            Err(e) => tracing::debug!(error = %e, reason, "recording an event failed"),
         }
     }
 }
