@@ -243,6 +243,23 @@ fn kubectl_exec_and_port_forward_reach_into_the_pod() {
         );
     }
 
+    // attach: stdin to the container's own process (`stdinOnce`: its end ends the process).
+    for (v, pod) in [(KUBECTL_OLD, "echo-old"), (KUBECTL_NEW, "echo-new")] {
+        s.k_in(
+            KUBECTL_NEW,
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: docker.io/library/busybox:test, stdin: true, stdinOnce: true, command: [cat]}}\n"
+            ),
+        );
+        wait_running(&s, pod);
+        assert_eq!(
+            s.k_in(v, &["attach", "-i", pod], "through attach\n"),
+            "through attach\n",
+            "{v}"
+        );
+    }
+
     // port-forward inside the node's network namespace, then a GET through it.
     for v in [KUBECTL_OLD, KUBECTL_NEW] {
         let port = free_port();
