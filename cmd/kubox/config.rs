@@ -114,6 +114,9 @@ pub struct ServerArgs {
     /// Seconds between datastore compactions (tests, tuning).
     #[arg(long, hide = true, default_value = "60")]
     pub datastore_compact_interval: u64,
+    /// Port of the node's kubelet API (logs, exec, attach, port-forward).
+    #[arg(long, env = "KUBOX_KUBELET_PORT", default_value = "10250", value_parser = parse_port)]
+    pub kubelet_port: u16,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -147,6 +150,7 @@ impl ServerArgs {
             datastore_compact_interval: std::time::Duration::from_secs(
                 self.datastore_compact_interval.max(1),
             ),
+            kubelet_port: self.kubelet_port,
         };
         cfg.check().map_err(|e| e.to_string())?;
         if !cfg.data_dir.is_absolute() {
@@ -331,6 +335,9 @@ pub struct AgentArgs {
     pub node_taint: Vec<Value>,
     #[arg(long, hide = true, env = "KUBOX_RUN_DIR", default_value = "/run/kubox")]
     pub run_dir: PathBuf,
+    /// Port of the node's kubelet API (logs, exec, attach, port-forward).
+    #[arg(long, env = "KUBOX_KUBELET_PORT", default_value = "10250", value_parser = parse_port)]
+    pub kubelet_port: u16,
     /// Log level.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -422,6 +429,7 @@ impl AgentArgs {
             labels: self.node_label.iter().cloned().collect(),
             taints: self.node_taint.clone(),
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/kubox")),
+            kubelet_port: self.kubelet_port,
         })
     }
 }

@@ -198,6 +198,14 @@ fn an_agent_joins_with_the_token_and_runs_pods_with_its_own_credentials() {
     })
     .unwrap_or_else(|| panic!("the pod did not run:\n{}", agent.log()));
     assert_eq!(running["spec"]["nodeName"], "node-2");
+    // The API server reaches the joined node's kubelet API (its joined serving certificate).
+    assert_eq!(
+        s.k(
+            KUBECTL_NEW,
+            &["exec", "edge-web", "--", "cat", "/etc/hostname"]
+        ),
+        "edge-web\n"
+    );
 
     // Another agent cannot take the name: it lacks the node's password.
     let e = String::from_utf8_lossy(&agent_fails(&s, &token, "node-2").stderr).to_string();

@@ -14,6 +14,7 @@ mod images;
 mod join;
 mod kubectl;
 mod node;
+mod pod_io;
 mod python_client;
 mod quota;
 mod revisions;

@@ -33,6 +33,8 @@ pub struct Joined {
     pub cluster_dns: String,
     pub cluster_domain: String,
     pub kubernetes_service: (String, u16),
+    /// The node's kubelet serving certificate and key, and the client CA (on the default port).
+    pub kubelet: crate::kubelet::KubeletServing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +262,12 @@ pub async fn join(cfg: &JoinConfig) -> Result<Joined, JoinError> {
     let setting = |k: &str| s[k].as_str().unwrap_or_default().to_string();
     Ok(Joined {
         kubeconfig,
+        kubelet: crate::kubelet::KubeletServing {
+            port: crate::kubelet::DEFAULT_PORT,
+            cert_pem: field("servingCert")?,
+            key_pem: field("servingKey")?,
+            client_ca_pem: field("clientCA")?,
+        },
         cluster_cidr: setting("clusterCIDR"),
         service_cidr: setting("serviceCIDR"),
         cluster_dns: setting("clusterDNS"),

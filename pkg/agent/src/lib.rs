@@ -5,12 +5,14 @@
 //! Entry point: [`run`]. Modules: [`node`] (Node object, status, lease), [`pods`] (one worker
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
 //! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy),
-//! [`hostports`] (pods' host ports), [`join`] (`kubox agent --join`), [`volumes`], [`env`].
+//! [`hostports`] (pods' host ports), [`join`] (`kubox agent --join`), [`kubelet`] (the kubelet
+//! API: logs, exec, attach, port-forward), [`volumes`], [`env`].
 //! The node-local cluster DNS (kubox-dns) listens on the pod bridge's gateway address.
 
 pub mod env;
 pub mod hostports;
 pub mod join;
+pub mod kubelet;
 pub mod node;
 pub mod pods;
 pub mod probes;
@@ -56,6 +58,8 @@ pub struct AgentConfig {
     pub taints: Vec<Value>,
     /// The kubox binary (CNI plugin links point at it).
     pub exe: PathBuf,
+    /// The kubelet API (logs, exec, attach, port-forward for the API server).
+    pub kubelet: kubelet::KubeletServing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,8 @@ pub struct JoiningAgent {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Value>,
     pub exe: PathBuf,
+    /// Port of the kubelet API.
+    pub kubelet_port: u16,
 }
 
 /// Joins the cluster (retrying while the server cannot be reached), then runs the agent with
@@ -166,6 +172,10 @@ pub async fn join_and_run(
         labels: cfg.labels,
         taints: cfg.taints,
         exe: cfg.exe,
+        kubelet: kubelet::KubeletServing {
+            port: cfg.kubelet_port,
+            ..joined.kubelet
+        },
     };
     run(client, agent, shutdown).await
 }
@@ -238,6 +248,11 @@ pub async fn run(
         },
     ));
     let host_ports = tokio::spawn(hostports::run(client.clone(), cfg.node_name.clone()));
+    let kubelet_api = tokio::spawn(kubelet::serve(
+        cfg.kubelet.clone(),
+        cfg.node_ip,
+        cri.clone(),
+    ));
     let ctx = Arc::new(pods::Ctx {
         client: client.clone(),
         cri: cri.clone(),
@@ -260,6 +275,7 @@ pub async fn run(
     network.abort();
     service_proxy.abort();
     host_ports.abort();
+    kubelet_api.abort();
     import.abort();
     containerd.stop().await;
     tracing::info!("node agent stopped");

@@ -112,7 +112,7 @@ pub fn status(
             {"type": "InternalIP", "address": cfg.node_ip.to_string()},
             {"type": "Hostname", "address": cfg.node_name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet.port}},
         "nodeInfo": {
             "machineID": std::fs::read_to_string("/etc/machine-id").map(|s| s.trim().to_string()).unwrap_or_default(),
             "systemUUID": "",

@@ -39,8 +39,17 @@ pub fn attributes(
                     }
                 }
             }
+            // Streaming into a pod over GET (websocket) needs `create`, as upstream's
+            // AuthorizePodWebsocketUpgradeCreatePermission.
+            let streams = i.verb == "get"
+                && i.group.is_empty()
+                && i.resource == "pods"
+                && matches!(
+                    i.subresource.as_deref(),
+                    Some("exec" | "attach" | "portforward")
+                );
             Attributes::resource(
-                &i.verb,
+                if streams { "create" } else { &i.verb },
                 &i.group,
                 &i.resource,
                 i.subresource.as_deref().unwrap_or_default(),

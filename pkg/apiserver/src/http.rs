@@ -303,9 +303,15 @@ async fn route(
     }
     let query = Query::parse(parts.uri.query());
     let info = parse_resource_path(method, path, &query).ok_or_else(ApiError::not_found_path)?;
+    let mut parts = parts;
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let body = read_body(body).await?;
-    Ok(
-        crate::handlers::serve_resource(state.clone(), info, query, parts.headers, body, user)
-            .await,
-    )
+    let req = crate::handlers::ResourceRequest {
+        info,
+        query,
+        headers: parts.headers,
+        body,
+        upgrade,
+    };
+    Ok(crate::handlers::serve_resource(state.clone(), req, user).await)
 }

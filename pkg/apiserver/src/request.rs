@@ -108,17 +108,26 @@ pub fn parse_resource_path(
 #[derive(Debug, Clone, Default)]
 pub struct Query {
     map: HashMap<String, String>,
+    /// Every pair in order, repeated keys included (`command` of exec).
+    pairs: Vec<(String, String)>,
 }
 
 impl Query {
     pub fn parse(raw: Option<&str>) -> Query {
         let mut map = HashMap::new();
-        if let Some(raw) = raw {
-            for (k, v) in form_urlencoded_parse(raw) {
-                map.entry(k).or_insert(v);
-            }
+        let pairs = raw.map(kubox_core::net::parse_query).unwrap_or_default();
+        for (k, v) in &pairs {
+            map.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        Query { map }
+        Query { map, pairs }
+    }
+    /// Every value of a repeated parameter, in order.
+    pub fn all(&self, key: &str) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
     pub fn get(&self, key: &str) -> Option<&str> {
         self.map
@@ -150,42 +159,6 @@ impl Query {
             ))),
         }
     }
-}
-
-fn form_urlencoded_parse(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The media type of a Content-Type header, without parameters, lowercased.

@@ -30,6 +30,9 @@ pub struct ApiConfig {
     pub token_signer: Option<Arc<crate::tokens::TokenSigner>>,
     /// Admits agents at `/v1-kubox/join` (None: joining is off).
     pub join: Option<Arc<crate::join::JoinAuthority>>,
+    /// How the API server reaches kubelets (pods' log, exec, attach, portforward): its own
+    /// client certificate, trusting the server CA (None: those subresources answer 503).
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A CRD's per-version serving details that the generic REST path needs.

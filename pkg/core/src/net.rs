@@ -1,4 +1,4 @@
-//! Address ranges from configuration: CIDRs and port ranges.
+//! Address ranges from configuration: CIDRs and port ranges; URL query strings.
 
 use std::net::Ipv4Addr;
 
@@ -77,9 +77,76 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     Ok((lo, hi))
 }
 
+/// The `key=value` pairs of a URL query string (`application/x-www-form-urlencoded`: `+` is a
+/// space, `%XX` a byte), in order, repeated keys included.
+pub fn parse_query(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Escapes a URL query component: every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`)
+/// becomes `%XX`.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes and `+` (a space) of a URL query component.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_components_round_trip() {
+        let raw = "2024-05-01T10:00:00+02:00 a/b&c=d";
+        let q = format!("sinceTime={}&x=1+2&x=%ZZ", percent_encode(raw));
+        assert_eq!(
+            parse_query(&q),
+            vec![
+                ("sinceTime".to_string(), raw.to_string()),
+                ("x".to_string(), "1 2".to_string()),
+                ("x".to_string(), "%ZZ".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn cidrs_parse_normalise_and_contain() {

@@ -22,7 +22,9 @@ pub mod client;
 pub use error::{Error, Result};
 pub use kubeconfig::{render_kubeconfig, write_kubeconfig};
 pub use server::{ServerPki, ServerPkiConfig, ensure_server_pki, files};
-pub use tls::{Identity, identity_from_cert_der, server_tls_config};
+pub use tls::{
+    Identity, client_tls_config, identity_from_cert_der, server_tls_config, serving_tls_config,
+};
 pub use token::{JoinToken, ca_hash, parse_token};
 
 #[cfg(test)]

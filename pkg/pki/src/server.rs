@@ -76,6 +76,8 @@ pub struct ServerPki {
     serving_key_pem: String,
     admin_cert_pem: String,
     admin_key_pem: String,
+    apiserver_client_cert_pem: String,
+    apiserver_client_key_pem: String,
     sa_key_pem: String,
     sa_pub_pem: String,
 }
@@ -108,6 +110,17 @@ impl ServerPki {
     /// Admin client private key PEM.
     pub fn admin_key_pem(&self) -> &str {
         &self.admin_key_pem
+    }
+
+    /// kube-apiserver's own client certificate PEM (CN=system:kube-apiserver,
+    /// O=system:masters): what it presents to kubelets.
+    pub fn apiserver_client_cert_pem(&self) -> &str {
+        &self.apiserver_client_cert_pem
+    }
+
+    /// kube-apiserver's own client private key PEM.
+    pub fn apiserver_client_key_pem(&self) -> &str {
+        &self.apiserver_client_key_pem
     }
 
     /// kube-apiserver serving certificate PEM.
@@ -388,7 +401,7 @@ pub fn ensure_server_pki(cfg: &ServerPkiConfig) -> Result<ServerPki> {
         &client_ca,
         &client_spec("system:admin", &masters),
     )?;
-    ensure_leaf(
+    let (apiserver_client_cert_pem, apiserver_client_key_pem) = ensure_leaf(
         &tls_dir,
         files::CLIENT_APISERVER,
         &client_ca,
@@ -421,6 +434,8 @@ pub fn ensure_server_pki(cfg: &ServerPkiConfig) -> Result<ServerPki> {
         serving_key_pem,
         admin_cert_pem,
         admin_key_pem,
+        apiserver_client_cert_pem,
+        apiserver_client_key_pem,
         sa_key_pem,
         sa_pub_pem,
     })

@@ -47,29 +47,64 @@ pub(crate) fn certs_from_pem(what: &Path, pem: &str) -> Result<Vec<CertificateDe
 /// optional client certificates verified against the client CA, ALPN
 /// `h2`/`http/1.1`, using the ring crypto provider explicitly.
 pub fn server_tls_config(pki: &ServerPki) -> Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = serving_tls_config(
+        &pki.file(&format!("{}.crt", files::SERVING_APISERVER)),
+        pki.serving_cert_pem(),
+        pki.serving_key_pem(),
+        &pki.client_ca_pem,
+    )?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
 
-    let ca_path = pki.file(&format!("{}.crt", files::CLIENT_CA));
+/// A TLS server configuration serving `cert_pem`/`key_pem` (`what` names them in errors),
+/// with optional client certificates verified against `client_ca_pem` (the peer's identity
+/// is then read from its certificate; requests without one are anonymous). No ALPN.
+pub fn serving_tls_config(
+    what: &Path,
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    for cert in certs_from_pem(&ca_path, &pki.client_ca_pem)? {
+    for cert in certs_from_pem(what, client_ca_pem)? {
         roots
             .add(cert)
-            .map_err(|e| Error::invalid(&ca_path, format!("unusable CA certificate: {e}")))?;
+            .map_err(|e| Error::invalid(what, format!("unusable client CA certificate: {e}")))?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
-
-    let crt_path = pki.file(&format!("{}.crt", files::SERVING_APISERVER));
-    let key_path = pki.file(&format!("{}.key", files::SERVING_APISERVER));
-    let chain = certs_from_pem(&crt_path, pki.serving_cert_pem())?;
-    let key = PrivateKeyDer::from_pem_slice(pki.serving_key_pem().as_bytes())
-        .map_err(|e| Error::invalid(&key_path, format!("bad PEM private key: {e}")))?;
-
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let chain = certs_from_pem(what, cert_pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| Error::invalid(what, format!("bad PEM private key: {e}")))?;
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+        .with_single_cert(chain, key)?)
+}
+
+/// A TLS client configuration trusting `ca_pem` and presenting `cert_pem`/`key_pem` (`what`
+/// names them in errors): how the API server reaches kubelets.
+pub fn client_tls_config(
+    what: &Path,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for cert in certs_from_pem(what, ca_pem)? {
+        roots
+            .add(cert)
+            .map_err(|e| Error::invalid(what, format!("unusable CA certificate: {e}")))?;
+    }
+    let chain = certs_from_pem(what, cert_pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| Error::invalid(what, format!("bad PEM private key: {e}")))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?)
 }

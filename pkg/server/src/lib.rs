@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// Revisions of history kept for watches before compaction.
     pub datastore_history: i64,
     pub datastore_compact_interval: std::time::Duration,
+    /// Port of the node agent's kubelet API.
+    pub kubelet_port: u16,
 }
 
 impl ServerConfig {
@@ -81,6 +83,7 @@ impl ServerConfig {
             exe: PathBuf::from("/usr/local/bin/kubox"),
             datastore_history: 10_000,
             datastore_compact_interval: std::time::Duration::from_secs(60),
+            kubelet_port: kubox_agent::kubelet::DEFAULT_PORT,
         }
     }
 
@@ -204,6 +207,19 @@ pub async fn run(
         message: e.to_string(),
     })?;
 
+    // What the API server presents to kubelets (logs, exec, attach, port-forward), trusting
+    // the server CA their serving certificates come from.
+    let kubelet_client = kubox_pki::client_tls_config(
+        &pki.file(kubox_pki::files::CLIENT_APISERVER),
+        &pki.server_ca_pem,
+        pki.apiserver_client_cert_pem(),
+        pki.apiserver_client_key_pem(),
+    )
+    .map_err(|e| Error::Pki {
+        path: tls_dir.clone(),
+        message: e.to_string(),
+    })?;
+
     let db_path = server_dir.join("db").join("state.db");
     let store = kubox_store::sqlite::SqliteBackend::open(
         &db_path,
@@ -242,6 +258,7 @@ pub async fn run(
             port: cfg.https_listen_port,
             server_ca_pem: pki.server_ca_pem.clone(),
             token_signer: Some(std::sync::Arc::new(token_signer)),
+            kubelet_client: Some(Arc::new(kubelet_client)),
             join: Some(std::sync::Arc::new(kubox_apiserver::join::JoinAuthority {
                 pki: pki.clone(),
                 token_secret: kubox_pki::parse_token(&pki.token)
@@ -337,9 +354,18 @@ pub async fn run(
     ));
     if !cfg.disable_agent {
         let node_name = cfg.node_name.clone().unwrap_or_else(hostname);
+        let node_ip = node_ips.first().copied().unwrap_or(advertise);
+        let mut sans = vec![node_name.clone(), "localhost".to_string()];
+        sans.extend(node_ips.iter().map(|ip| ip.to_string()));
+        let (cert_pem, key_pem) = pki
+            .issue_serving_cert(&node_name, &sans, 365)
+            .map_err(|e| Error::Pki {
+                path: tls_dir.clone(),
+                message: format!("issuing the kubelet serving certificate: {e}"),
+            })?;
         let agent_cfg = kubox_agent::AgentConfig {
             node_name: node_name.clone(),
-            node_ip: node_ips.first().copied().unwrap_or(advertise),
+            node_ip,
             data_dir: cfg.data_dir.clone(),
             run_dir: cfg.run_dir.clone(),
             cluster_cidr: cfg.cluster_cidr.to_string(),
@@ -360,6 +386,12 @@ pub async fn run(
             .into(),
             taints: Vec::new(),
             exe: cfg.exe.clone(),
+            kubelet: kubox_agent::kubelet::KubeletServing {
+                port: cfg.kubelet_port,
+                cert_pem,
+                key_pem,
+                client_ca_pem: pki.client_ca_pem.clone(),
+            },
         };
         let client = kube::Client::new(
             kubox_apiserver::http::in_process(

@@ -1,5 +1,6 @@
 //! REST handlers for resource paths: one file per verb, dispatched from [`serve_resource`].
 
+mod connect;
 mod create;
 mod delete;
 mod get;
@@ -36,6 +37,8 @@ pub struct Ctx {
     pub user: User,
     /// Warnings for the client (`Warning: 299 - "..."` response headers).
     pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The connection's upgrade, for the streaming subresources (exec, attach, portforward).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl Ctx {
@@ -67,29 +70,32 @@ impl Ctx {
     }
 }
 
+/// One resource request after authentication: what it names, its query and headers, its
+/// body and the connection's upgrade (None in process).
+pub struct ResourceRequest {
+    pub info: RequestInfo,
+    pub query: Query,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
 /// Serves one resource request after authentication.
-pub async fn serve_resource(
-    state: Arc<ApiState>,
-    info: RequestInfo,
-    query: Query,
-    headers: HeaderMap,
-    body: Bytes,
-    user: User,
-) -> Response {
-    match dispatch(state, info, query, headers, body, user).await {
+pub async fn serve_resource(state: Arc<ApiState>, req: ResourceRequest, user: User) -> Response {
+    match dispatch(state, req, user).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn dispatch(
-    state: Arc<ApiState>,
-    info: RequestInfo,
-    query: Query,
-    headers: HeaderMap,
-    body: Bytes,
-    user: User,
-) -> ApiResult<Response> {
+async fn dispatch(state: Arc<ApiState>, req: ResourceRequest, user: User) -> ApiResult<Response> {
+    let ResourceRequest {
+        info,
+        query,
+        headers,
+        body,
+        upgrade,
+    } = req;
     let def = {
         let reg = state
             .registry
@@ -114,6 +120,7 @@ async fn dispatch(
         accept,
         user,
         warnings: Arc::default(),
+        upgrade,
     };
     let result = run_verb(&ctx, body).await;
     let warnings = ctx.warnings.lock().map(|w| w.clone()).unwrap_or_default();
@@ -178,6 +185,10 @@ async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         ("patch", None | Some("status") | Some("scale") | Some("approval")) => {
             patch::patch(&ctx, body).await
         }
+        ("get", Some("log")) if is_pods(&ctx.def) => connect::log(&ctx).await,
+        ("get" | "create", Some("exec" | "attach" | "portforward")) if is_pods(&ctx.def) => {
+            connect::stream(&ctx).await
+        }
         ("delete", None) => delete::delete(&ctx, body).await,
         ("deletecollection", None) => delete::delete_collection(&ctx, body).await,
         _ => Err(ApiError::method_not_allowed(format!(
@@ -186,6 +197,10 @@ async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             sub.unwrap_or_default()
         ))),
     }
+}
+
+fn is_pods(def: &ResourceDef) -> bool {
+    def.group.is_empty() && def.plural == "pods"
 }
 
 /// Review kinds (answered from the request, never stored).

@@ -175,6 +175,7 @@ fn ctx_for_initial(ctx: &Ctx) -> Ctx {
         accept: ctx.accept.clone(),
         user: ctx.user.clone(),
         warnings: ctx.warnings.clone(),
+        upgrade: None,
     }
 }
 
