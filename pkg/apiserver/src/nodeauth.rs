@@ -2,6 +2,10 @@
 //! reads only the Secrets, ConfigMaps, PersistentVolumeClaims and service-account tokens of pods
 //! bound to it, and writes only its own Node, Lease, CSINode and pods. The pod graph is kept in
 //! memory from one watch of the stored pods, as upstream keeps its node graph from informers.
+//! PersistentVolumes join it by their `claimRef` (pv → pvc, as upstream's graph): a node gets
+//! the PVs bound to claims its pods use. Unlike upstream, a node may also list and watch PVs
+//! and update or patch those whose node affinity pins them to it: the agent removes a
+//! local-path volume's directory and then the PV's cleanup finalizer.
 
 use crate::rbac::Attributes;
 use crate::state::ApiState;
@@ -12,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 const PODS: &str = "/registry/core/pods/";
+const PVS: &str = "/registry/core/persistentvolumes/";
 
 /// What one pod makes readable by its node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +31,43 @@ struct Graph {
     pods: HashMap<(String, String), PodRefs>,
     /// (node, resource, namespace, name) -> number of pods referencing it.
     edges: HashMap<(String, &'static str, String, String), usize>,
+    /// PV name -> its claim (namespace, name) and the one node its affinity pins it to.
+    pvs: HashMap<String, PvRefs>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PvRefs {
+    claim: Option<(String, String)>,
+    node: Option<String>,
+}
+
+fn pv_refs(pv: &Value) -> PvRefs {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
+    let claim = pv
+        .pointer("/spec/claimRef")
+        .and_then(|c| Some((s(c.get("namespace"))?, s(c.get("name"))?)));
+    // One term whose one requirement is `kubernetes.io/hostname In [node]` (local-path PVs).
+    let terms = pv
+        .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")
+        .and_then(Value::as_array);
+    let node = match terms.map(Vec::as_slice) {
+        Some([t]) => match t
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
+            Some([r])
+                if r["key"] == "kubernetes.io/hostname"
+                    && r["operator"] == "In"
+                    && r["values"].as_array().is_some_and(|v| v.len() == 1) =>
+            {
+                s(r.pointer("/values/0"))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    PvRefs { claim, node }
 }
 
 /// The node → pod → referenced-object graph.
@@ -183,6 +225,33 @@ impl NodeGraph {
             .contains_key(&(node.to_string(), res, ns.to_string(), name.to_string()))
     }
 
+    fn set_pv(&self, name: &str, pv: Option<&Value>) {
+        if let Ok(mut g) = self.graph.write() {
+            match pv {
+                Some(pv) => g.pvs.insert(name.to_string(), pv_refs(pv)),
+                None => g.pvs.remove(name),
+            };
+        }
+    }
+
+    /// Whether PV `name` is bound to a claim a pod on `node` uses.
+    pub fn pv_used_by(&self, node: &str, name: &str) -> bool {
+        let claim = match self.graph.read() {
+            Ok(g) => g.pvs.get(name).and_then(|p| p.claim.clone()),
+            Err(_) => None,
+        };
+        claim.is_some_and(|(ns, c)| self.references(node, "persistentvolumeclaims", &ns, &c))
+    }
+
+    /// Whether PV `name`'s node affinity pins it to `node` alone.
+    pub fn pv_local_to(&self, node: &str, name: &str) -> bool {
+        self.graph
+            .read()
+            .ok()
+            .and_then(|g| g.pvs.get(name).and_then(|p| p.node.clone()))
+            .is_some_and(|n| n == node)
+    }
+
     /// The node a pod is bound to.
     pub fn pod_node(&self, ns: &str, name: &str) -> Option<String> {
         let g = self.graph.read().ok()?;
@@ -203,6 +272,15 @@ pub async fn load(state: &ApiState) -> Result<i64, kubox_store::Error> {
             state.node_graph.set(ns, name, Some(&pod));
         }
     }
+    // Listed after the pods: replaying PV events from the pods' revision is harmless.
+    for kv in &state.store.list(PVS, None, None, None).await?.items {
+        if let (Some(name), Ok(pv)) = (
+            kv.key.strip_prefix(PVS),
+            serde_json::from_slice::<Value>(&kv.value),
+        ) {
+            state.node_graph.set_pv(name, Some(&pv));
+        }
+    }
     Ok(res.revision)
 }
 
@@ -217,24 +295,33 @@ fn parse_key(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(PODS)?.split_once('/')
 }
 
-/// Follows pod changes into the graph until the store closes.
-pub async fn run(state: Arc<ApiState>, mut from: i64) {
+/// Follows pod and PV changes into the graph until the store closes.
+pub async fn run(state: Arc<ApiState>, from: i64) {
+    tokio::join!(follow(state.clone(), PODS, from), follow(state, PVS, from));
+}
+
+fn apply(state: &ApiState, prefix: &str, key: &str, value: Option<&[u8]>) {
+    let obj = value.and_then(|v| serde_json::from_slice::<Value>(v).ok());
+    if prefix == PVS {
+        if let Some(name) = key.strip_prefix(PVS) {
+            state.node_graph.set_pv(name, obj.as_ref());
+        }
+    } else if let Some((ns, name)) = parse_key(key) {
+        state.node_graph.set(ns, name, obj.as_ref());
+    }
+}
+
+/// One watch into the graph. After a reload by one watch the other goes on from its own
+/// revision: replaying older events over the reloaded graph converges to the same state.
+async fn follow(state: Arc<ApiState>, prefix: &'static str, mut from: i64) {
     loop {
         let r = async {
-            let mut events = state.store.watch(PODS, from).await?;
+            let mut events = state.store.watch(prefix, from).await?;
             while let Some(ev) = events.next().await {
                 let ev = ev?;
                 from = ev.kv.mod_revision;
-                let Some((ns, name)) = parse_key(&ev.kv.key) else {
-                    continue;
-                };
-                match ev.kind {
-                    EventKind::Delete => state.node_graph.set(ns, name, None),
-                    _ => {
-                        let pod = serde_json::from_slice::<Value>(&ev.kv.value).ok();
-                        state.node_graph.set(ns, name, pod.as_ref());
-                    }
-                }
+                let value = (ev.kind != EventKind::Delete).then_some(ev.kv.value.as_slice());
+                apply(&state, prefix, &ev.kv.key, value);
             }
             Ok::<(), kubox_store::Error>(())
         }
@@ -268,6 +355,12 @@ pub fn decide(state: &ApiState, node: &str, a: &Attributes) -> Option<bool> {
         ("", "secrets" | "configmaps" | "persistentvolumeclaims", "") => Some(
             read && !a.name.is_empty() && g.references(node, &a.resource, &a.namespace, &a.name),
         ),
+        ("", "persistentvolumes", "") => Some(match a.verb.as_str() {
+            "get" => g.pv_used_by(node, &a.name),
+            "list" | "watch" => true,
+            "update" | "patch" => g.pv_local_to(node, &a.name),
+            _ => false,
+        }),
         ("", "serviceaccounts", "token") => {
             Some(a.verb == "create" && g.references(node, "serviceaccounts", &a.namespace, &a.name))
         }
@@ -346,7 +439,22 @@ mod tests {
         }
         assert!(!g.references("n1", "secrets", "dev", "other"));
         assert_eq!(g.pod_node("dev", "web-1").as_deref(), Some("n1"));
+        let pv = json!({"spec": {"claimRef": {"namespace": "dev", "name": "data"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}});
+        g.set_pv("pv1", Some(&pv));
+        assert!(g.pv_used_by("n1", "pv1"));
+        assert!(!g.pv_used_by("n2", "pv1"));
+        assert!(g.pv_local_to("n1", "pv1"));
+        assert!(!g.pv_local_to("n2", "pv1"));
         g.set("dev", "web-1", None);
+        assert!(
+            !g.pv_used_by("n1", "pv1"),
+            "no pod on n1 uses the claim any more"
+        );
+        assert!(g.pv_local_to("n1", "pv1"));
+        g.set_pv("pv1", None);
+        assert!(!g.pv_local_to("n1", "pv1"));
         assert!(!g.references("n1", "secrets", "dev", "tls"));
         assert_eq!(g.pod_node("dev", "web-1"), None);
     }
