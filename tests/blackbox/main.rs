@@ -18,3 +18,4 @@ mod python_client;
 mod revisions;
 mod security_and_errors;
 mod service_proxy;
+mod storage;
