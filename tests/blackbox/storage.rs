@@ -36,11 +36,6 @@ fn phase(s: &Server, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn logs(s: &Server, pod: &str) -> String {
-    let out = s.kubectl(KUBECTL_NEW, &["logs", pod]);
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 fn pod(name: &str, claim: &str, script: &str) -> String {
     format!(
         r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
@@ -141,7 +136,7 @@ fn local_path_claims_are_provisioned_on_the_node_kept_across_pods_and_removed_wi
         &pod("reader", "data", "cat /data/greeting && sleep 3600"),
     );
     wait_for(&s, "the reader to print the file", || {
-        logs(&s, "reader") == "hello\n"
+        crate::dns::container_log(&s, "reader", "c") == "hello"
     });
 
     // Deleting the claim deletes the volume and its directory on the node.
