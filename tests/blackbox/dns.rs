@@ -47,7 +47,7 @@ fn the_kube_dns_service_holds_the_cluster_dns_address() {
 }
 
 /// What a container printed (its CRI log under the node's data dir, without the CRI prefix).
-fn container_log(s: &Server, pod: &str, container: &str) -> String {
+pub(crate) fn container_log(s: &Server, pod: &str, container: &str) -> String {
     let p = json(&s.k(KUBECTL_NEW, &["get", "pod", pod, "-o", "json"]));
     let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
     let path = s

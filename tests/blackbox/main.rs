@@ -20,4 +20,5 @@ mod quota;
 mod revisions;
 mod security_and_errors;
 mod service_proxy;
+mod storage;
 mod webhooks;

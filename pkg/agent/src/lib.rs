@@ -266,7 +266,12 @@ pub async fn run(
         pods_dir: cfg.data_dir.join("agent").join("pods"),
         kubernetes_service: cfg.kubernetes_service.clone(),
         tokens: Default::default(),
+        claims: Default::default(),
     });
+    let local_paths = tokio::spawn(volumes::clean_local_paths(
+        client.clone(),
+        cfg.node_name.clone(),
+    ));
     tokio::select! {
         _ = watch_pods(client, cri, ctx, cfg.node_name.clone()) => {}
         _ = shutdown => {}
@@ -276,6 +281,7 @@ pub async fn run(
     service_proxy.abort();
     host_ports.abort();
     kubelet_api.abort();
+    local_paths.abort();
     import.abort();
     containerd.stop().await;
     tracing::info!("node agent stopped");

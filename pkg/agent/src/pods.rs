@@ -28,6 +28,8 @@ pub struct Ctx {
     pub kubernetes_service: (String, u16),
     /// Service-account tokens projected into pods, refreshed before they expire.
     pub tokens: crate::volumes::TokenCache,
+    /// Host paths of the pods' claim volumes, resolved when the volumes are prepared.
+    pub claims: crate::volumes::ClaimPaths,
 }
 
 /// What a pod worker is told: the latest pod object, or `None` once it is gone from the API

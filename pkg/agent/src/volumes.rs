@@ -6,12 +6,23 @@
 //! does: into a fresh timestamped directory, published by swapping the `..data` symlink, with
 //! each key a symlink through `..data`, so updates of a ConfigMap or Secret reach running
 //! pods whole.
+//!
+//! `persistentVolumeClaim` and `ephemeral` volumes (claim `<pod>-<volume>`) are resolved
+//! claim → bound volume (the pod waits in ContainerCreating while the claim is unbound) and
+//! bind-mount the volume's `hostPath` (created when its type is `DirectoryOrCreate`, mode 0777
+//! as k3s's local-path provisioner makes it) or `local` path; the claim's `readOnly` makes every
+//! mount of it read-only. [`clean_local_paths`] removes the directories of deleted local-path
+//! volumes pinned to this node, then their cleanup finalizer.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Volume};
-use kube::api::Api;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume,
+};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kubox_containerd::cri::api;
 
 use crate::pods::Ctx;
@@ -51,11 +62,179 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod) -> Result<(), String> {
                 std::fs::create_dir_all(&hp.path)
                     .map_err(|e| format!("hostPath {}: {e}", hp.path))?;
             }
+        } else if let Some(claim) = claim_name(pod, v) {
+            let path = claim_path(ctx, pod, &claim).await?;
+            if let Ok(mut m) = ctx.claims.lock() {
+                m.insert((crate::spec::pod_uid(pod), v.name.clone()), path);
+            }
         } else if let Some(files) = content(ctx, pod, v).await? {
             write_atomic(&dir, &files).map_err(|e| format!("volume {}: {e}", v.name))?;
         }
     }
     Ok(())
+}
+
+/// The claim a volume uses: `persistentVolumeClaim.claimName`, or `<pod>-<volume>` for an
+/// ephemeral volume.
+fn claim_name(pod: &Pod, v: &Volume) -> Option<String> {
+    if let Some(c) = &v.persistent_volume_claim {
+        return Some(c.claim_name.clone());
+    }
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    v.ephemeral
+        .as_ref()
+        .map(|_| format!("{pod_name}-{}", v.name))
+}
+
+/// Resolved host paths of claim volumes: (pod uid, volume name) → path.
+pub type ClaimPaths = std::sync::Mutex<BTreeMap<(String, String), PathBuf>>;
+
+/// The host directory of `claim`'s bound volume, created for `DirectoryOrCreate` hostPaths.
+async fn claim_path(ctx: &Ctx, pod: &Pod, claim: &str) -> Result<PathBuf, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(claim)
+        .await
+        .map_err(|e| format!("getting persistentvolumeclaim \"{claim}\": {e}"))?
+        .ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" not found"))?;
+    let phase = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    let volume = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .unwrap_or_default();
+    if phase != "Bound" || volume.is_empty() {
+        // kubelet's words.
+        return Err(format!(
+            "PVC {ns}/{claim} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName ({volume:?})"
+        ));
+    }
+    let pv = Api::<PersistentVolume>::all(ctx.client.clone())
+        .get(&volume)
+        .await
+        .map_err(|e| format!("getting persistentvolume \"{volume}\": {e}"))?;
+    let spec = pv.spec.unwrap_or_default();
+    if let Some(hp) = spec.host_path {
+        if hp.type_.as_deref() == Some("DirectoryOrCreate") && !Path::new(&hp.path).exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(&hp.path)
+                .and_then(|()| {
+                    std::fs::set_permissions(&hp.path, std::fs::Permissions::from_mode(0o777))
+                })
+                .map_err(|e| format!("persistentvolume {volume} ({}): {e}", hp.path))?;
+        }
+        return Ok(PathBuf::from(hp.path));
+    }
+    if let Some(local) = spec.local {
+        if !Path::new(&local.path).is_dir() {
+            return Err(format!(
+                "persistentvolume {volume}: local path {} does not exist",
+                local.path
+            ));
+        }
+        return Ok(PathBuf::from(local.path));
+    }
+    Err(format!(
+        "persistentvolume {volume}: only hostPath and local volumes are supported"
+    ))
+}
+
+/// The finalizer kubox's local-path provisioner puts on its volumes (kubox-controllers'
+/// `localpath::CLEANUP_FINALIZER`): this node's agent removes it once the directory is gone.
+const LOCAL_PATH_FINALIZER: &str = "kubox.io/local-path-cleanup";
+
+/// The one node a volume's affinity pins it to (`kubernetes.io/hostname In [node]`).
+fn pinned_node(pv: &PersistentVolume) -> Option<&str> {
+    let terms = &pv
+        .spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
+    let [term] = terms.as_slice() else {
+        return None;
+    };
+    let [req] = term.match_expressions.as_deref()? else {
+        return None;
+    };
+    match req.values.as_deref() {
+        Some([node]) if req.key == "kubernetes.io/hostname" && req.operator == "In" => Some(node),
+        _ => None,
+    }
+}
+
+/// The directory of a deleted local-path volume of `node` to remove, if it is one: only a
+/// path ending in `<claim uid>_<namespace>_<claim>` is ever removed.
+fn local_path_to_remove(pv: &PersistentVolume, node: &str) -> Option<PathBuf> {
+    pv.metadata.deletion_timestamp.as_ref()?;
+    if !pv
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == LOCAL_PATH_FINALIZER)
+        || pinned_node(pv) != Some(node)
+    {
+        return None;
+    }
+    let spec = pv.spec.as_ref()?;
+    let c = spec.claim_ref.as_ref()?;
+    let dir_name = format!(
+        "{}_{}_{}",
+        c.uid.as_deref()?,
+        c.namespace.as_deref()?,
+        c.name.as_deref()?
+    );
+    let path = PathBuf::from(&spec.host_path.as_ref()?.path);
+    (path.is_absolute() && path.file_name()?.to_str()? == dir_name).then_some(path)
+}
+
+/// Removes the directories of deleted local-path volumes of this node, then their finalizer.
+pub async fn clean_local_paths(client: kube::Client, node: String) {
+    let api = Api::<PersistentVolume>::all(client);
+    let mut events = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(ev) = events.next().await {
+        let Ok(pv) = ev else { continue };
+        let Some(path) = local_path_to_remove(&pv, &node) else {
+            continue;
+        };
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(volume = %name, path = %path.display(), "removed local-path volume")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(volume = %name, error = %e, "removing a local-path volume failed");
+                continue;
+            }
+        }
+        let finalizers: Vec<String> = pv
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != LOCAL_PATH_FINALIZER)
+            .cloned()
+            .collect();
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers,
+            "resourceVersion": pv.metadata.resource_version}});
+        if let Err(e) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(volume = %name, error = %e, "removing the local-path finalizer failed");
+        }
+    }
 }
 
 fn is_mountpoint(dir: &Path) -> bool {
@@ -133,6 +312,9 @@ async fn service_account_token(
 pub fn cleanup(ctx: &Ctx, uid: &str) {
     if let Ok(mut m) = ctx.tokens.entries.lock() {
         m.retain(|(pod_uid, _, _), _| pod_uid != uid);
+    }
+    if let Ok(mut m) = ctx.claims.lock() {
+        m.retain(|(pod_uid, _), _| pod_uid != uid);
     }
     let root = ctx.pods_dir.join(uid).join("volumes");
     if let Ok(entries) = std::fs::read_dir(&root) {
@@ -411,9 +593,21 @@ pub fn mounts(ctx: &Ctx, pod: &Pod, c: &Container) -> Vec<api::Mount> {
         let Some(v) = volumes.get(&m.name) else {
             continue;
         };
-        let base = match &v.host_path {
-            Some(hp) => PathBuf::from(&hp.path),
-            None => volume_dir(ctx, pod, &v.name),
+        let claim_read_only = v
+            .persistent_volume_claim
+            .as_ref()
+            .is_some_and(|c| c.read_only == Some(true));
+        let claim_path = claim_name(pod, v).and_then(|_| {
+            ctx.claims
+                .lock()
+                .ok()?
+                .get(&(crate::spec::pod_uid(pod), v.name.clone()))
+                .cloned()
+        });
+        let base = match (&v.host_path, claim_path) {
+            (Some(hp), _) => PathBuf::from(&hp.path),
+            (None, Some(p)) => p,
+            (None, None) => volume_dir(ctx, pod, &v.name),
         };
         let content = v.config_map.is_some()
             || v.secret.is_some()
@@ -431,7 +625,7 @@ pub fn mounts(ctx: &Ctx, pod: &Pod, c: &Container) -> Vec<api::Mount> {
         out.push(api::Mount {
             container_path: m.mount_path.clone(),
             host_path: host.display().to_string(),
-            readonly: m.read_only == Some(true) || content,
+            readonly: m.read_only == Some(true) || content || claim_read_only,
             ..Default::default()
         });
     }
@@ -441,6 +635,28 @@ pub fn mounts(ctx: &Ctx, pod: &Pod, c: &Container) -> Vec<api::Mount> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_deleted_local_path_dirs_of_this_node_are_removed() {
+        let pv = |path: &str, deleting: bool| -> PersistentVolume {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pvc-u1", "finalizers": [LOCAL_PATH_FINALIZER],
+                    "deletionTimestamp": if deleting { Some("2024-01-01T00:00:00Z") } else { None }},
+                "spec": {"hostPath": {"path": path},
+                    "claimRef": {"uid": "u1", "namespace": "ns", "name": "data"},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}}))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let good = "/var/lib/kubox/storage/u1_ns_data";
+        assert_eq!(
+            local_path_to_remove(&pv(good, true), "n1"),
+            Some(PathBuf::from(good))
+        );
+        assert_eq!(local_path_to_remove(&pv(good, true), "n2"), None);
+        assert_eq!(local_path_to_remove(&pv(good, false), "n1"), None);
+        assert_eq!(local_path_to_remove(&pv("/etc", true), "n1"), None);
+    }
 
     #[test]
     fn the_atomic_writer_publishes_whole_generations_through_data() {

@@ -4,7 +4,8 @@
 //! the ServiceAccount plugin (pods run as an existing service account and get the
 //! `kube-api-access-*` token volume), Priority (priorityClassName -> priority),
 //! DefaultTolerationSeconds (300 s for not-ready/unreachable), and the token controller's
-//! work on `kubernetes.io/service-account-token` Secrets (filled when created).
+//! work on `kubernetes.io/service-account-token` Secrets (filled when created),
+//! DefaultStorageClass (a claim without `storageClassName` gets the default class).
 
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::Ctx;
@@ -36,8 +37,58 @@ pub async fn admit(ctx: &Ctx, obj: &mut Value, old: Option<&Value>) -> ApiResult
             Ok(())
         }
         ("", "secrets") if old.is_none() => legacy_token_secret(ctx, obj).await,
+        ("", "persistentvolumeclaims") if old.is_none() => default_storage_class(ctx, obj).await,
         _ => Ok(()),
     }
+}
+
+/// DefaultStorageClass: a new claim with no `storageClassName` (an empty one is an explicit
+/// choice of no class) gets the class annotated as default, the newest when several are.
+async fn default_storage_class(ctx: &Ctx, pvc: &mut Value) -> ApiResult<()> {
+    if pvc
+        .pointer("/spec/storageClassName")
+        .is_some_and(|c| !c.is_null())
+    {
+        return Ok(());
+    }
+    let list = ctx
+        .state
+        .store
+        .list("/registry/storage.k8s.io/storageclasses/", None, None, None)
+        .await
+        .map_err(|e| ApiError::internal(format!("listing storage classes: {e}")))?;
+    let default = list
+        .items
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .filter(|sc| {
+            ["", "beta."].iter().any(|b| {
+                sc.pointer(&format!(
+                    "/metadata/annotations/storageclass.{b}kubernetes.io~1is-default-class"
+                ))
+                .and_then(Value::as_str)
+                    == Some("true")
+            })
+        })
+        .max_by(|a, b| {
+            let ts = |v: &Value| {
+                v.pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            // Newest first; on equal times the first name wins, as upstream sorts.
+            ts(a)
+                .cmp(&ts(b))
+                .then_with(|| meta::name(b).cmp(&meta::name(a)))
+        });
+    if let (Some(sc), Some(spec)) = (default, pvc.get_mut("spec").and_then(Value::as_object_mut)) {
+        spec.insert(
+            "storageClassName".into(),
+            json!(meta::name(&sc).unwrap_or_default()),
+        );
+    }
+    Ok(())
 }
 
 fn rules(obj: &Value) -> Vec<PolicyRule> {

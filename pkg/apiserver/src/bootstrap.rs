@@ -1,7 +1,9 @@
 //! Objects every cluster has from its first boot: the four system namespaces, the
 //! `default/kubernetes` Service with Endpoints and EndpointSlice pointing at the API server,
 //! the `kube-system/kube-dns` Service on the cluster DNS address (served by every node's
-//! agent, see kubox-dns), and the bootstrap RBAC policy (`embedded/rbac/bootstrap-policy.yaml`).
+//! agent, see kubox-dns), k3s's default StorageClass `local-path` (served by the local-path
+//! provisioner in kubox-controllers), and the bootstrap RBAC policy
+//! (`embedded/rbac/bootstrap-policy.yaml`).
 
 use crate::state::ApiState;
 use crate::storage;
@@ -274,6 +276,25 @@ fn priority_class(name: &str, value: i64, description: &str) -> Value {
     })
 }
 
+/// k3s's default StorageClass: node-local directories from the local-path provisioner, bound
+/// once a pod using the claim is scheduled. Created when missing (a deleted class comes back
+/// at the next start, as k3s's manifests do).
+fn local_path_storage_class() -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": "local-path",
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": meta::now_rfc3339(),
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": "rancher.io/local-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    })
+}
+
 /// Ensures the bootstrap objects exist and point at this API server.
 pub async fn ensure(state: &ApiState) -> Result<(), kubox_store::Error> {
     ensure_rbac(state).await?;
@@ -303,6 +324,13 @@ pub async fn ensure(state: &ApiState) -> Result<(), kubox_store::Error> {
     }
     let key = format!("{}core/services/default/kubernetes", storage::PREFIX);
     ensure_exists(state, &key, &kubernetes_service(state)).await?;
+    let key = format!(
+        "{}storage.k8s.io/storageclasses/local-path",
+        storage::PREFIX
+    );
+    if ensure_exists(state, &key, &local_path_storage_class()).await? {
+        tracing::info!("created the local-path StorageClass");
+    }
     let key = format!("{}core/services/kube-system/kube-dns", storage::PREFIX);
     if ensure_exists(state, &key, &kube_dns_service(state)).await? {
         tracing::info!(ip = %state.config.cluster_dns, "created the kube-dns Service");

@@ -9,9 +9,9 @@ use kubox_store::EventKind;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// A view of every object under [`Mirror::PREFIX`].
+/// A view of every object under [`Mirror::PREFIXES`].
 pub trait Mirror: Send + Sync + 'static {
-    const PREFIX: &'static str;
+    const PREFIXES: &'static [&'static str];
     /// What the view holds, for log lines.
     const WHAT: &'static str;
     /// The object at `key` is now `obj` (None: deleted).
@@ -20,22 +20,32 @@ pub trait Mirror: Send + Sync + 'static {
     fn clear(&self);
 }
 
-/// Loads every object of `M` into `view`; returns the revision to watch from.
+/// Loads every object of `M` into `view`; returns the revision to watch from (that of the
+/// first list: replaying a later prefix's events from it converges to the same state).
 async fn load<M: Mirror>(state: &ApiState, view: &M) -> Result<i64, kubox_store::Error> {
-    let res = state.store.list(M::PREFIX, None, None, None).await?;
-    for kv in &res.items {
-        if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) {
-            view.apply(&kv.key, Some(&obj));
+    let mut first = None;
+    for prefix in M::PREFIXES {
+        let res = state.store.list(prefix, None, None, None).await?;
+        for kv in &res.items {
+            if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) {
+                view.apply(&kv.key, Some(&obj));
+            }
         }
+        first.get_or_insert(res.revision);
     }
-    Ok(res.revision)
+    Ok(first.unwrap_or(0))
 }
 
-/// Follows changes after `from` until the store closes.
-async fn follow<M: Mirror>(state: Arc<ApiState>, view: fn(&ApiState) -> &M, mut from: i64) {
+/// Follows changes under `prefix` after `from` until the store closes.
+async fn follow<M: Mirror>(
+    state: Arc<ApiState>,
+    view: fn(&ApiState) -> &M,
+    prefix: &'static str,
+    mut from: i64,
+) {
     loop {
         let r = async {
-            let mut events = state.store.watch(M::PREFIX, from).await?;
+            let mut events = state.store.watch(prefix, from).await?;
             while let Some(ev) = events.next().await {
                 let ev = ev?;
                 from = ev.kv.mod_revision;
@@ -71,7 +81,9 @@ async fn start_one<M: Mirror>(
     view: fn(&ApiState) -> &M,
 ) -> Result<(), kubox_store::Error> {
     let rev = load(state, view(state)).await?;
-    tokio::spawn(follow(state.clone(), view, rev));
+    for prefix in M::PREFIXES {
+        tokio::spawn(follow(state.clone(), view, prefix, rev));
+    }
     Ok(())
 }
 

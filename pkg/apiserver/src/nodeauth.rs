@@ -1,8 +1,12 @@
 //! The Node authorizer and NodeRestriction: a node (`system:node:<name>` in `system:nodes`)
 //! reads only the Secrets, ConfigMaps, PersistentVolumeClaims and service-account tokens of pods
 //! bound to it, and writes only its own Node, Lease, CSINode and pods. The pod graph is kept in
-//! memory (a [`crate::mirror`] of the stored pods), as upstream keeps its node graph from
-//! informers.
+//! memory (a [`crate::mirror`] of the stored pods and PersistentVolumes), as upstream keeps its
+//! node graph from informers.
+//! PersistentVolumes join it by their `claimRef` (pv → pvc, as upstream's graph): a node gets
+//! the PVs bound to claims its pods use. Unlike upstream, a node may also list and watch PVs
+//! and update or patch those whose node affinity pins them to it: the agent removes a
+//! local-path volume's directory and then the PV's cleanup finalizer.
 
 use crate::rbac::Attributes;
 use crate::state::ApiState;
@@ -11,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 const PODS: &str = "/registry/core/pods/";
+const PVS: &str = "/registry/core/persistentvolumes/";
 
 /// What one pod makes readable by its node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +30,43 @@ struct Graph {
     pods: HashMap<(String, String), PodRefs>,
     /// (node, resource, namespace, name) -> number of pods referencing it.
     edges: HashMap<(String, &'static str, String, String), usize>,
+    /// PV name -> its claim (namespace, name) and the one node its affinity pins it to.
+    pvs: HashMap<String, PvRefs>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PvRefs {
+    claim: Option<(String, String)>,
+    node: Option<String>,
+}
+
+fn pv_refs(pv: &Value) -> PvRefs {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
+    let claim = pv
+        .pointer("/spec/claimRef")
+        .and_then(|c| Some((s(c.get("namespace"))?, s(c.get("name"))?)));
+    // One term whose one requirement is `kubernetes.io/hostname In [node]` (local-path PVs).
+    let terms = pv
+        .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")
+        .and_then(Value::as_array);
+    let node = match terms.map(Vec::as_slice) {
+        Some([t]) => match t
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
+            Some([r])
+                if r["key"] == "kubernetes.io/hostname"
+                    && r["operator"] == "In"
+                    && r["values"].as_array().is_some_and(|v| v.len() == 1) =>
+            {
+                s(r.pointer("/values/0"))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    PvRefs { claim, node }
 }
 
 /// The node → pod → referenced-object graph.
@@ -182,6 +224,33 @@ impl NodeGraph {
             .contains_key(&(node.to_string(), res, ns.to_string(), name.to_string()))
     }
 
+    fn set_pv(&self, name: &str, pv: Option<&Value>) {
+        if let Ok(mut g) = self.graph.write() {
+            match pv {
+                Some(pv) => g.pvs.insert(name.to_string(), pv_refs(pv)),
+                None => g.pvs.remove(name),
+            };
+        }
+    }
+
+    /// Whether PV `name` is bound to a claim a pod on `node` uses.
+    pub fn pv_used_by(&self, node: &str, name: &str) -> bool {
+        let claim = match self.graph.read() {
+            Ok(g) => g.pvs.get(name).and_then(|p| p.claim.clone()),
+            Err(_) => None,
+        };
+        claim.is_some_and(|(ns, c)| self.references(node, "persistentvolumeclaims", &ns, &c))
+    }
+
+    /// Whether PV `name`'s node affinity pins it to `node` alone.
+    pub fn pv_local_to(&self, node: &str, name: &str) -> bool {
+        self.graph
+            .read()
+            .ok()
+            .and_then(|g| g.pvs.get(name).and_then(|p| p.node.clone()))
+            .is_some_and(|n| n == node)
+    }
+
     /// The node a pod is bound to.
     pub fn pod_node(&self, ns: &str, name: &str) -> Option<String> {
         let g = self.graph.read().ok()?;
@@ -192,11 +261,13 @@ impl NodeGraph {
 }
 
 impl crate::mirror::Mirror for NodeGraph {
-    const PREFIX: &'static str = PODS;
+    const PREFIXES: &'static [&'static str] = &[PODS, PVS];
     const WHAT: &'static str = "node graph";
-    fn apply(&self, key: &str, pod: Option<&Value>) {
-        if let Some((ns, name)) = key.strip_prefix(PODS).and_then(|k| k.split_once('/')) {
-            self.set(ns, name, pod);
+    fn apply(&self, key: &str, obj: Option<&Value>) {
+        if let Some(name) = key.strip_prefix(PVS) {
+            self.set_pv(name, obj);
+        } else if let Some((ns, name)) = key.strip_prefix(PODS).and_then(|k| k.split_once('/')) {
+            self.set(ns, name, obj);
         }
     }
     fn clear(&self) {
@@ -223,6 +294,12 @@ pub fn decide(state: &ApiState, node: &str, a: &Attributes) -> Option<bool> {
         ("", "secrets" | "configmaps" | "persistentvolumeclaims", "") => Some(
             read && !a.name.is_empty() && g.references(node, &a.resource, &a.namespace, &a.name),
         ),
+        ("", "persistentvolumes", "") => Some(match a.verb.as_str() {
+            "get" => g.pv_used_by(node, &a.name),
+            "list" | "watch" => true,
+            "update" | "patch" => g.pv_local_to(node, &a.name),
+            _ => false,
+        }),
         ("", "serviceaccounts", "token") => {
             Some(a.verb == "create" && g.references(node, "serviceaccounts", &a.namespace, &a.name))
         }
@@ -301,7 +378,22 @@ mod tests {
         }
         assert!(!g.references("n1", "secrets", "dev", "other"));
         assert_eq!(g.pod_node("dev", "web-1").as_deref(), Some("n1"));
+        let pv = json!({"spec": {"claimRef": {"namespace": "dev", "name": "data"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}});
+        g.set_pv("pv1", Some(&pv));
+        assert!(g.pv_used_by("n1", "pv1"));
+        assert!(!g.pv_used_by("n2", "pv1"));
+        assert!(g.pv_local_to("n1", "pv1"));
+        assert!(!g.pv_local_to("n2", "pv1"));
         g.set("dev", "web-1", None);
+        assert!(
+            !g.pv_used_by("n1", "pv1"),
+            "no pod on n1 uses the claim any more"
+        );
+        assert!(g.pv_local_to("n1", "pv1"));
+        g.set_pv("pv1", None);
+        assert!(!g.pv_local_to("n1", "pv1"));
         assert!(!g.references("n1", "secrets", "dev", "tls"));
         assert_eq!(g.pod_node("dev", "web-1"), None);
     }

@@ -139,7 +139,7 @@ fn parse_key(key: &str) -> Option<(&str, Option<&str>, &str)> {
 }
 
 impl crate::mirror::Mirror for Rbac {
-    const PREFIX: &'static str = PREFIX;
+    const PREFIXES: &'static [&'static str] = &[PREFIX];
     const WHAT: &'static str = "RBAC policy";
     fn apply(&self, key: &str, obj: Option<&Value>) {
         Rbac::apply(self, key, obj);

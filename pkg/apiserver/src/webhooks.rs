@@ -28,7 +28,7 @@ pub struct Webhooks {
 }
 
 impl crate::mirror::Mirror for Webhooks {
-    const PREFIX: &'static str = PREFIX;
+    const PREFIXES: &'static [&'static str] = &[PREFIX];
     const WHAT: &'static str = "admission webhooks";
     fn apply(&self, key: &str, obj: Option<&Value>) {
         let rest = key.strip_prefix(PREFIX).unwrap_or_default();

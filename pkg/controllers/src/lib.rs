@@ -9,7 +9,8 @@
 //! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs),
 //! `history` (ControllerRevisions of DaemonSets and StatefulSets), `servicelb` (LoadBalancer
 //! ingress addresses, as k3s's servicelb), `clusterroleaggregation` (rules of aggregated
-//! ClusterRoles such as admin/edit/view).
+//! ClusterRoles such as admin/edit/view), `persistentvolume` (PV/PVC binding and reclaiming)
+//! with `localpath` (k3s's local-path provisioner).
 
 pub mod clusterroleaggregation;
 pub mod cronjob;
@@ -21,7 +22,9 @@ pub mod events;
 pub mod gc;
 pub mod history;
 pub mod job;
+pub mod localpath;
 pub mod nodeipam;
+pub mod persistentvolume;
 pub mod pods;
 pub mod replicaset;
 pub mod replicationcontroller;
@@ -46,6 +49,9 @@ pub struct ControllersConfig {
     pub root_ca_pem: String,
     /// The cluster CIDR node IPAM carves /24 podCIDRs from.
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    /// Where local-path volumes go on every node: the server's `<data-dir>/storage` (k3s uses
+    /// the fixed `/var/lib/rancher/k3s/storage`); agents create and remove the directories.
+    pub local_path_dir: std::path::PathBuf,
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -65,6 +71,12 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(clusterroleaggregation::run(client.clone())),
         tokio::spawn(servicelb::run(client.clone())),
         tokio::spawn(resourcequota::run(client.clone())),
+        tokio::spawn(persistentvolume::run(
+            client.clone(),
+            persistentvolume::StorageConfig {
+                local_path_dir: cfg.local_path_dir.clone(),
+            },
+        )),
         tokio::spawn(gc::run(client)),
     ]
 }

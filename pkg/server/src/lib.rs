@@ -329,6 +329,7 @@ pub async fn run(
             kubox_controllers::ControllersConfig {
                 root_ca_pem: pki.server_ca_pem.clone(),
                 cluster_cidr: (cfg.cluster_cidr.addr, cfg.cluster_cidr.prefix),
+                local_path_dir: cfg.data_dir.join("storage"),
             },
         ));
     }

@@ -1,15 +1,20 @@
 //! The scheduler: binds pending pods (`spec.schedulerName` empty or `default-scheduler`) to the
 //! best node that passes every filter, through the `pods/binding` subresource. A pod no node
 //! takes gets `PodScheduled=False` with upstream's message and a `FailedScheduling` event, and
-//! is retried whenever a node or a pod changes.
+//! is retried whenever a node, a pod, a claim or a volume changes. Volumes: see
+//! [`volumebinding`].
 
 pub mod fit;
+pub mod volumebinding;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
@@ -51,13 +56,33 @@ pub async fn run(client: Client) {
     });
     tokio::spawn(node_watch);
     tokio::spawn(pod_watch);
+    let (pvcs, w) = reflector::store();
+    crate::persistentvolume::spawn_reflector(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        w,
+        &kick,
+    );
+    let (pvs, w) = reflector::store();
+    crate::persistentvolume::spawn_reflector(
+        Api::<PersistentVolume>::all(client.clone()),
+        w,
+        &kick,
+    );
+    let (classes, w) = reflector::store();
+    crate::persistentvolume::spawn_reflector(Api::<StorageClass>::all(client.clone()), w, &kick);
     let _ = nodes.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
+    let _ = pvcs.wait_until_ready().await;
+    let _ = pvs.wait_until_ready().await;
+    let _ = classes.wait_until_ready().await;
     let mut s = Scheduler {
         client: client.clone(),
         recorder: Recorder::new(client, SCHEDULER_NAME),
         nodes,
         pods,
+        pvcs,
+        pvs,
+        classes,
         assumed: HashMap::new(),
         reported: HashMap::new(),
     };
@@ -74,6 +99,9 @@ struct Scheduler {
     recorder: Recorder,
     nodes: Store<Node>,
     pods: Store<Pod>,
+    pvcs: Store<PersistentVolumeClaim>,
+    pvs: Store<PersistentVolume>,
+    classes: Store<StorageClass>,
     /// Pods bound by this scheduler that the pod store does not show as bound yet
     /// (uid → (node, pod)), so back-to-back decisions do not overcommit a node.
     assumed: HashMap<String, (String, Arc<Pod>)>,
@@ -155,13 +183,28 @@ impl Scheduler {
         });
         let mut usage = self.usage();
         let nodes = self.nodes.state();
+        let volumes = volumebinding::Volumes {
+            pvcs: self.pvcs.state(),
+            pvs: self.pvs.state(),
+            classes: self.classes.state(),
+        };
         for pod in pending {
             let mut reasons = Vec::new();
             let mut best: Option<(i64, &Node)> = None;
+            let claims = match volumes.pod_claims(&pod) {
+                Ok(c) => c,
+                Err(message) => {
+                    let reasons = vec![vec![message]; nodes.len()];
+                    let message = fit::unschedulable_message(nodes.len(), &reasons);
+                    self.unschedulable(&pod, message).await;
+                    continue;
+                }
+            };
             for node in &nodes {
                 let name = node.name_any();
                 let u = usage.get(&name).cloned().unwrap_or_default();
-                let r = fit::filter(&pod, node, &u);
+                let mut r = fit::filter(&pod, node, &u);
+                r.extend(volumes.filter(&claims, node));
                 if !r.is_empty() {
                     reasons.push(r);
                     continue;
@@ -174,7 +217,9 @@ impl Scheduler {
             match best {
                 Some((_, node)) => {
                     let node_name = node.name_any();
-                    if self.bind(&pod, &node_name).await {
+                    let prebind = volumes.prebind(&claims, node);
+                    if self.prebind(&prebind, &node_name).await && self.bind(&pod, &node_name).await
+                    {
                         usage.entry(node_name.clone()).or_default().add_pod(&pod);
                         self.assumed.insert(uid(&pod), (node_name, pod.clone()));
                     }
@@ -185,6 +230,43 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Writes what the volume binding decided for `node` (see [`volumebinding::PreBind`]).
+    async fn prebind(&self, actions: &[volumebinding::PreBind], node: &str) -> bool {
+        for a in actions {
+            let result = match a {
+                volumebinding::PreBind::SelectNode { namespace, claim } => {
+                    let patch = json!({"metadata": {"annotations": {
+                        crate::persistentvolume::ANN_SELECTED_NODE: node}}});
+                    Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), namespace)
+                        .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ())
+                }
+                volumebinding::PreBind::BindVolume {
+                    namespace,
+                    claim,
+                    uid,
+                    volume,
+                } => {
+                    let patch = json!({
+                        "metadata": {"annotations": {crate::persistentvolume::ANN_BOUND_BY_CONTROLLER: "yes"}},
+                        "spec": {"claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                            "namespace": namespace, "name": claim, "uid": uid}},
+                    });
+                    Api::<PersistentVolume>::all(self.client.clone())
+                        .patch(volume, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ())
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, action = ?a, "volume binding failed");
+                return false;
+            }
+        }
+        true
     }
 
     async fn bind(&self, pod: &Pod, node: &str) -> bool {

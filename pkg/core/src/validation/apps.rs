@@ -195,7 +195,27 @@ const STS_MUTABLE: [&str; 7] = [
 pub(crate) fn validate_stateful_set(errs: &mut Vec<FieldError>, obj: &Value, old: Option<&Value>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     common_counts(errs, spec);
-    selector_and_template(errs, spec, "statefulset");
+    // Containers may mount the claim templates: the controller adds them to each pod as
+    // persistentVolumeClaim volumes, so the template is checked with them.
+    let mut with_claims = spec.clone();
+    if let Some(vols) = with_claims
+        .pointer_mut("/template/spec")
+        .and_then(Value::as_object_mut)
+        .map(|s| s.entry("volumes").or_insert_with(|| json!([])))
+        .and_then(Value::as_array_mut)
+    {
+        for t in spec
+            .get("volumeClaimTemplates")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = t.pointer("/metadata/name").and_then(Value::as_str) {
+                vols.push(json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+            }
+        }
+    }
+    selector_and_template(errs, &with_claims, "statefulset");
     one_of(
         errs,
         spec.get("podManagementPolicy"),
@@ -381,6 +401,22 @@ mod tests {
         let e = validate("apps", "v1", "StatefulSet", &deploy(bad), Some(&old));
         assert_eq!(fields(&e), vec!["spec"]);
         assert_eq!(e[0].reason, "FieldValueForbidden");
+    }
+
+    #[test]
+    fn statefulset_containers_may_mount_claim_templates() {
+        let mut spec = good_spec();
+        spec["serviceName"] = json!("web");
+        spec["template"]["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": "/data"}]);
+        let e = validate("apps", "v1", "StatefulSet", &deploy(spec.clone()), None);
+        assert_eq!(
+            fields(&e),
+            vec!["spec.template.spec.containers[0].volumeMounts[0].name"]
+        );
+        spec["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+        assert!(validate("apps", "v1", "StatefulSet", &deploy(spec), None).is_empty());
     }
 
     #[test]
