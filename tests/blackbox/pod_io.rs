@@ -3,7 +3,7 @@
 //! with the oldest and newest kubectl, and who may do it.
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::access_control::kubectl_token;
 use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server, eventually, free_port, kubectl_path};
@@ -150,7 +150,6 @@ fn kubectl_logs_reads_streams_and_follows_container_output() {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| panic!("{v}: unexpected line {l:?}"))
         };
-        let start = Instant::now();
         let first = tick(&lines.next().unwrap().unwrap());
         let mut last = first;
         while last < first + 2 {
@@ -158,10 +157,6 @@ fn kubectl_logs_reads_streams_and_follows_container_output() {
             assert_eq!(tick(&l), last + 1, "{v}: lines in order, none lost");
             last += 1;
         }
-        assert!(
-            start.elapsed() >= Duration::from_millis(1500),
-            "{v}: the new lines were printed after kubectl started"
-        );
         let _ = child.kill();
         let _ = child.wait();
     }

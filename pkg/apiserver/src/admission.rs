@@ -26,9 +26,6 @@ pub async fn admit(ctx: &Ctx, obj: &mut Value, old: Option<&Value>) -> ApiResult
         ("", "nodes") | ("coordination.k8s.io", "leases") | ("storage.k8s.io", "csinodes") => {
             node_restriction(ctx, obj)
         }
-        ("", "persistentvolumeclaims") if old.is_none() => {
-            crate::quota::limit_ranger(ctx, obj).await
-        }
         ("", "pods") if old.is_none() => {
             crate::quota::limit_ranger(ctx, obj).await?;
             service_account(ctx, obj).await?;
@@ -37,7 +34,10 @@ pub async fn admit(ctx: &Ctx, obj: &mut Value, old: Option<&Value>) -> ApiResult
             Ok(())
         }
         ("", "secrets") if old.is_none() => legacy_token_secret(ctx, obj).await,
-        ("", "persistentvolumeclaims") if old.is_none() => default_storage_class(ctx, obj).await,
+        ("", "persistentvolumeclaims") if old.is_none() => {
+            default_storage_class(ctx, obj).await?;
+            crate::quota::limit_ranger(ctx, obj).await
+        }
         _ => Ok(()),
     }
 }
