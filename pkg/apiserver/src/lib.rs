@@ -23,7 +23,6 @@ pub mod handlers;
 pub mod http;
 pub mod join;
 pub mod managed;
-pub mod namespaces;
 pub mod negotiate;
 pub mod nodeauth;
 pub mod rbac;

@@ -9,19 +9,24 @@
 //! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs),
 //! `history` (ControllerRevisions of DaemonSets and StatefulSets), `servicelb` (LoadBalancer
 //! ingress addresses, as k3s's servicelb), `clusterroleaggregation` (rules of aggregated
-//! ClusterRoles such as admin/edit/view).
+//! ClusterRoles such as admin/edit/view), `namespace` (empties and finalizes deleted
+//! Namespaces), `nodelifecycle` (node health, condition taints, taint-based eviction),
+//! `disruption` (PodDisruptionBudget status).
 
 pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod gc;
 pub mod history;
 pub mod job;
+pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod replicationcontroller;
@@ -45,6 +50,8 @@ pub struct ControllersConfig {
     pub root_ca_pem: String,
     /// The cluster CIDR node IPAM carves /24 podCIDRs from.
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    /// The node lifecycle controller's periods.
+    pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -63,6 +70,9 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(nodeipam::run(client.clone(), cfg.cluster_cidr)),
         tokio::spawn(clusterroleaggregation::run(client.clone())),
         tokio::spawn(servicelb::run(client.clone())),
+        tokio::spawn(namespace::run(client.clone())),
+        tokio::spawn(nodelifecycle::run(client.clone(), cfg.node_lifecycle)),
+        tokio::spawn(disruption::run(client.clone())),
         tokio::spawn(gc::run(client)),
     ]
 }

@@ -8,6 +8,7 @@
 mod error;
 
 pub use error::Error;
+pub use kubox_controllers::nodelifecycle::NodeLifecycleConfig;
 
 use kubox_apiserver::authn::User;
 use kubox_apiserver::{ApiConfig, ApiState};
@@ -46,6 +47,11 @@ pub struct ServerConfig {
     /// Revisions of history kept for watches before compaction.
     pub datastore_history: i64,
     pub datastore_compact_interval: std::time::Duration,
+    /// The node lifecycle controller's periods.
+    pub node_lifecycle: NodeLifecycleConfig,
+    /// tolerationSeconds the DefaultTolerationSeconds admission gives pods (upstream: 300).
+    pub default_not_ready_toleration_seconds: i64,
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl ServerConfig {
@@ -81,6 +87,9 @@ impl ServerConfig {
             exe: PathBuf::from("/usr/local/bin/kubox"),
             datastore_history: 10_000,
             datastore_compact_interval: std::time::Duration::from_secs(60),
+            node_lifecycle: Default::default(),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 
@@ -241,6 +250,8 @@ pub async fn run(
             advertise_address: advertise,
             port: cfg.https_listen_port,
             server_ca_pem: pki.server_ca_pem.clone(),
+            default_not_ready_toleration_seconds: cfg.default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds: cfg.default_unreachable_toleration_seconds,
             token_signer: Some(std::sync::Arc::new(token_signer)),
             join: Some(std::sync::Arc::new(kubox_apiserver::join::JoinAuthority {
                 pki: pki.clone(),
@@ -276,7 +287,6 @@ pub async fn run(
         .await
         .map_err(store_err)?;
     tokio::spawn(kubox_apiserver::nodeauth::run(state.clone(), pods_rev));
-    kubox_apiserver::namespaces::resume_all(state.clone()).await;
     tokio::spawn(kubox_apiserver::crds::run(state.clone()));
 
     let server_url = format!("https://127.0.0.1:{}", cfg.https_listen_port);
@@ -317,6 +327,7 @@ pub async fn run(
             kubox_controllers::ControllersConfig {
                 root_ca_pem: pki.server_ca_pem.clone(),
                 cluster_cidr: (cfg.cluster_cidr.addr, cfg.cluster_cidr.prefix),
+                node_lifecycle: cfg.node_lifecycle.clone(),
             },
         ));
     }
