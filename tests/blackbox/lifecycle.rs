@@ -323,7 +323,7 @@ fn evictions_respect_disruption_budgets_and_kubectl_drain_works() {
         .unwrap()
         .to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = rt.block_on(s.client());
+    let client = rt.block_on(s.client_without_retry());
     let api: Api<Pod> = Api::namespaced(client, "default");
     let err = rt
         .block_on(api.evict(&victim, &EvictParams::default()))
