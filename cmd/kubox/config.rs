@@ -117,9 +117,30 @@ pub struct ServerArgs {
     /// Port of the node's kubelet API (logs, exec, attach, port-forward).
     #[arg(long, env = "KUBOX_KUBELET_PORT", default_value = "10250", value_parser = parse_port)]
     pub kubelet_port: u16,
+    /// How often the node lifecycle controller checks node health (Go duration).
+    #[arg(long, hide = true, default_value = "5s", value_parser = go_duration)]
+    pub node_monitor_period: std::time::Duration,
+    /// Silence after which a node's Ready condition becomes Unknown and it is tainted unreachable.
+    #[arg(long, hide = true, default_value = "40s", value_parser = go_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// Silence allowed to a registered node that has not posted Ready yet.
+    #[arg(long, hide = true, default_value = "1m", value_parser = go_duration)]
+    pub node_startup_grace_period: std::time::Duration,
+    /// tolerationSeconds of the not-ready:NoExecute toleration added to every pod without one.
+    #[arg(long, hide = true, default_value = "300")]
+    pub default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the unreachable:NoExecute toleration added to every pod without one.
+    #[arg(long, hide = true, default_value = "300")]
+    pub default_unreachable_toleration_seconds: i64,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
+}
+
+/// A Go duration flag value (`40s`, `1m30s`), as upstream's controller-manager flags take.
+fn go_duration(s: &str) -> Result<std::time::Duration, String> {
+    kubox_core::validation::parse_go_duration(s)
+        .ok_or_else(|| format!("invalid duration {s:?} (examples: 40s, 1m30s, 500ms)"))
 }
 
 impl ServerArgs {
@@ -151,6 +172,13 @@ impl ServerArgs {
                 self.datastore_compact_interval.max(1),
             ),
             kubelet_port: self.kubelet_port,
+            node_lifecycle: kubox_server::NodeLifecycleConfig {
+                monitor_period: self.node_monitor_period,
+                grace_period: self.node_monitor_grace_period,
+                startup_grace_period: self.node_startup_grace_period,
+            },
+            default_not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
         };
         cfg.check().map_err(|e| e.to_string())?;
         if !cfg.data_dir.is_absolute() {

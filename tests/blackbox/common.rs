@@ -360,8 +360,20 @@ impl Server {
         self.client_via(None).await
     }
 
+    /// A client that answers 429/503/504 at once instead of retrying them as kube's default
+    /// client does (an eviction refused by a disruption budget is a 429).
+    pub async fn client_without_retry(&self) -> kube::Client {
+        let mut cfg = self.config_via(None).await;
+        cfg.default_retry = false;
+        kube::Client::try_from(cfg).expect("kube client")
+    }
+
     /// A client whose connections go to `127.0.0.1:port` (e.g. a [`Proxy`]) instead.
     pub async fn client_via(&self, port: Option<u16>) -> kube::Client {
+        kube::Client::try_from(self.config_via(port).await).expect("kube client")
+    }
+
+    async fn config_via(&self, port: Option<u16>) -> kube::Config {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("read kubeconfig");
         let mut cfg =
@@ -371,7 +383,7 @@ impl Server {
         if let Some(port) = port {
             cfg.cluster_url = format!("https://127.0.0.1:{port}").parse().expect("url");
         }
-        kube::Client::try_from(cfg).expect("kube client")
+        cfg
     }
 }
 

@@ -24,11 +24,14 @@ fn json(s: &str) -> Value {
 
 pub(crate) struct StandInNode {
     stop: Arc<AtomicBool>,
+    /// Whether the node's Lease is renewed (the kubelet's heartbeat); see [`Self::set_heartbeat`].
+    heartbeat: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StandInNode {
-    /// Registers node `name` (4 cpu, 8Gi, 110 pods, Ready) and starts answering for its pods.
+    /// Registers node `name` (4 cpu, 8Gi, 110 pods, Ready) and starts answering for its pods
+    /// and renewing its Lease every second.
     pub(crate) fn start(s: &Server, name: &str, subnet: u8) -> StandInNode {
         StandInNode::start_with_cpu(s, name, subnet, "4")
     }
@@ -40,12 +43,20 @@ impl StandInNode {
             .unwrap();
         let client = rt.block_on(s.client());
         let stop = Arc::new(AtomicBool::new(false));
-        let (node, flag) = (name.to_string(), stop.clone());
+        let heartbeat = Arc::new(AtomicBool::new(true));
+        let (node, flag, beat) = (name.to_string(), stop.clone(), heartbeat.clone());
         rt.block_on(register(&client, &node, cpu));
         let thread = std::thread::spawn(move || {
             rt.block_on(async move {
                 let mut next_ip = 2u8;
+                let mut last_beat: Option<std::time::Instant> = None;
                 while !flag.load(Ordering::Relaxed) {
+                    if beat.load(Ordering::Relaxed)
+                        && last_beat.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                    {
+                        let _ = renew(&client, &node).await;
+                        last_beat = Some(std::time::Instant::now());
+                    }
                     let _ = tend(&client, &node, subnet, &mut next_ip).await;
                     tokio::time::sleep(Duration::from_millis(150)).await;
                 }
@@ -53,8 +64,14 @@ impl StandInNode {
         });
         StandInNode {
             stop,
+            heartbeat,
             thread: Some(thread),
         }
+    }
+
+    /// Stops (false) or resumes (true) the node's heartbeat; pods are still tended.
+    pub(crate) fn set_heartbeat(&self, on: bool) {
+        self.heartbeat.store(on, Ordering::Relaxed);
     }
 }
 
@@ -65,6 +82,46 @@ impl Drop for StandInNode {
             let _ = t.join();
         }
     }
+}
+
+/// The kubelet's heartbeat: renews the node's Lease, and posts Ready again when the stored
+/// condition says otherwise (the node lifecycle controller marks silent nodes Unknown).
+async fn renew(client: &kube::Client, name: &str) -> Result<(), kube::Error> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let now = kubox_core::meta::now_micro_rfc3339();
+    let spec = json!({"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now});
+    if leases.get_opt(name).await?.is_some() {
+        leases
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": spec})),
+            )
+            .await?;
+    } else {
+        let lease: Lease =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        leases.create(&PostParams::default(), &lease).await?;
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get(name).await?;
+    let ready = node
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if !ready {
+        let ts = kubox_core::meta::now_rfc3339();
+        let status = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "stand-in node is ready",
+             "lastHeartbeatTime": ts, "lastTransitionTime": ts}]}});
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+    }
+    Ok(())
 }
 
 async fn register(client: &kube::Client, name: &str, cpu: &str) {

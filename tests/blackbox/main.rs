@@ -13,6 +13,7 @@ mod durability_and_watch;
 mod images;
 mod join;
 mod kubectl;
+mod lifecycle;
 mod node;
 mod pod_io;
 mod python_client;

@@ -195,9 +195,19 @@ pub async fn heartbeat(client: Client, cri: Cri, cfg: AgentConfig, runtime_versi
     let mut last_post = std::time::Instant::now() - Duration::from_secs(3600);
     loop {
         let (ready, why) = runtime_ready(&cri).await;
-        // Readiness changes are posted at once; otherwise every 60 s (the lease is the heartbeat).
-        if last_ready != Some(ready) || last_post.elapsed() >= Duration::from_secs(60) {
-            let previous = nodes.get_opt(&cfg.node_name).await.ok().flatten();
+        // Readiness changes are posted at once; otherwise every 60 s (the lease is the
+        // heartbeat), or when the stored Ready condition is not ours (the node lifecycle
+        // controller set it Unknown while this agent was not heard from).
+        let previous = nodes.get_opt(&cfg.node_name).await.ok().flatten();
+        let stored_ready = previous
+            .as_ref()
+            .and_then(|n| n.status.as_ref()?.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status == "True");
+        if last_ready != Some(ready)
+            || stored_ready != Some(ready)
+            || last_post.elapsed() >= Duration::from_secs(60)
+        {
             let st = status(&cfg, ready, &why, &runtime_version, previous.as_ref());
             match nodes
                 .patch_status(

@@ -30,7 +30,7 @@ pub async fn admit(ctx: &Ctx, obj: &mut Value, old: Option<&Value>) -> ApiResult
             crate::quota::limit_ranger(ctx, obj).await?;
             service_account(ctx, obj).await?;
             priority(ctx, obj).await?;
-            default_toleration_seconds(obj);
+            default_toleration_seconds(&ctx.state.config, obj);
             Ok(())
         }
         ("", "secrets") if old.is_none() => legacy_token_secret(ctx, obj).await,
@@ -382,8 +382,8 @@ async fn priority(ctx: &Ctx, pod: &mut Value) -> ApiResult<()> {
 }
 
 /// Upstream's DefaultTolerationSeconds: pods tolerate a not-ready or unreachable node for
-/// 300 s unless they say otherwise.
-fn default_toleration_seconds(pod: &mut Value) {
+/// the configured time (300 s by default) unless they say otherwise.
+fn default_toleration_seconds(cfg: &crate::state::ApiConfig, pod: &mut Value) {
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
@@ -391,9 +391,15 @@ fn default_toleration_seconds(pod: &mut Value) {
     let Some(list) = tolerations.as_array_mut() else {
         return;
     };
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
+    for (key, seconds) in [
+        (
+            "node.kubernetes.io/not-ready",
+            cfg.default_not_ready_toleration_seconds,
+        ),
+        (
+            "node.kubernetes.io/unreachable",
+            cfg.default_unreachable_toleration_seconds,
+        ),
     ] {
         let tolerated = list.iter().any(|t| {
             let effect = t["effect"].as_str().unwrap_or_default();
@@ -402,7 +408,7 @@ fn default_toleration_seconds(pod: &mut Value) {
                 && (k == key || (k.is_empty() && t["operator"] == "Exists"))
         });
         if !tolerated {
-            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
         }
     }
 }

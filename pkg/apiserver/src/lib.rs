@@ -24,7 +24,6 @@ pub mod http;
 pub mod join;
 pub mod managed;
 pub mod mirror;
-pub mod namespaces;
 pub mod negotiate;
 pub mod nodeauth;
 pub mod podsecurity;

@@ -26,6 +26,10 @@ pub struct ApiConfig {
     pub port: u16,
     /// PEM bundle served at /cacerts.
     pub server_ca_pem: String,
+    /// tolerationSeconds of the not-ready/unreachable NoExecute tolerations the
+    /// DefaultTolerationSeconds admission adds (upstream's flags, 300 s by default).
+    pub default_not_ready_toleration_seconds: i64,
+    pub default_unreachable_toleration_seconds: i64,
     /// Signs and verifies service-account tokens (None: no tokens are issued or accepted).
     pub token_signer: Option<Arc<crate::tokens::TokenSigner>>,
     /// Admits agents at `/v1-kubox/join` (None: joining is off).

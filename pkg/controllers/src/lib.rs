@@ -10,12 +10,15 @@
 //! `history` (ControllerRevisions of DaemonSets and StatefulSets), `servicelb` (LoadBalancer
 //! ingress addresses, as k3s's servicelb), `clusterroleaggregation` (rules of aggregated
 //! ClusterRoles such as admin/edit/view), `persistentvolume` (PV/PVC binding and reclaiming)
-//! with `localpath` (k3s's local-path provisioner).
+//! with `localpath` (k3s's local-path provisioner), `namespace` (empties and finalizes deleted
+//! Namespaces), `nodelifecycle` (node health, condition taints, taint-based eviction),
+//! `disruption` (PodDisruptionBudget status).
 
 pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod error;
 pub mod events;
@@ -23,7 +26,9 @@ pub mod gc;
 pub mod history;
 pub mod job;
 pub mod localpath;
+pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod pods;
 pub mod replicaset;
@@ -52,6 +57,8 @@ pub struct ControllersConfig {
     /// Where local-path volumes go on every node: the server's `<data-dir>/storage` (k3s uses
     /// the fixed `/var/lib/rancher/k3s/storage`); agents create and remove the directories.
     pub local_path_dir: std::path::PathBuf,
+    /// The node lifecycle controller's periods.
+    pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -77,6 +84,9 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
                 local_path_dir: cfg.local_path_dir.clone(),
             },
         )),
+        tokio::spawn(namespace::run(client.clone())),
+        tokio::spawn(nodelifecycle::run(client.clone(), cfg.node_lifecycle)),
+        tokio::spawn(disruption::run(client.clone())),
         tokio::spawn(gc::run(client)),
     ]
 }

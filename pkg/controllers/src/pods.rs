@@ -150,3 +150,25 @@ pub fn deletion_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
         .then_with(|| restarts(b).cmp(&restarts(a)))
         .then_with(|| created(b).cmp(&created(a)))
 }
+
+/// An int-or-percent scaled against `total` (upstream's `GetScaledValueFromIntOrPercent`):
+/// percentages round up or down as asked; a malformed percentage is an error.
+pub fn scaled_value(
+    v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+    total: i32,
+    round_up: bool,
+) -> Result<i32, Error> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match v {
+        IntOrString::Int(i) => Ok(*i),
+        IntOrString::String(s) => {
+            let pct: i64 = s
+                .strip_suffix('%')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| Error::invalid("int-or-percent", format!("invalid value {s:?}")))?;
+            let n = i64::from(total) * pct;
+            let scaled = if round_up { (n + 99) / 100 } else { n / 100 };
+            Ok(i32::try_from(scaled).unwrap_or(i32::MAX))
+        }
+    }
+}

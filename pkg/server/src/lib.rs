@@ -8,6 +8,7 @@
 mod error;
 
 pub use error::Error;
+pub use kubox_controllers::nodelifecycle::NodeLifecycleConfig;
 
 use kubox_apiserver::authn::User;
 use kubox_apiserver::{ApiConfig, ApiState};
@@ -48,6 +49,11 @@ pub struct ServerConfig {
     pub datastore_compact_interval: std::time::Duration,
     /// Port of the node agent's kubelet API.
     pub kubelet_port: u16,
+    /// The node lifecycle controller's periods.
+    pub node_lifecycle: NodeLifecycleConfig,
+    /// tolerationSeconds the DefaultTolerationSeconds admission gives pods (upstream: 300).
+    pub default_not_ready_toleration_seconds: i64,
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl ServerConfig {
@@ -84,6 +90,9 @@ impl ServerConfig {
             datastore_history: 10_000,
             datastore_compact_interval: std::time::Duration::from_secs(60),
             kubelet_port: kubox_agent::kubelet::DEFAULT_PORT,
+            node_lifecycle: Default::default(),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 
@@ -257,6 +266,8 @@ pub async fn run(
             advertise_address: advertise,
             port: cfg.https_listen_port,
             server_ca_pem: pki.server_ca_pem.clone(),
+            default_not_ready_toleration_seconds: cfg.default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds: cfg.default_unreachable_toleration_seconds,
             token_signer: Some(std::sync::Arc::new(token_signer)),
             kubelet_client: Some(Arc::new(kubelet_client)),
             join: Some(std::sync::Arc::new(kubox_apiserver::join::JoinAuthority {
@@ -288,7 +299,6 @@ pub async fn run(
     kubox_apiserver::mirror::start(&state)
         .await
         .map_err(store_err)?;
-    kubox_apiserver::namespaces::resume_all(state.clone()).await;
     tokio::spawn(kubox_apiserver::crds::run(state.clone()));
 
     let server_url = format!("https://127.0.0.1:{}", cfg.https_listen_port);
@@ -330,6 +340,7 @@ pub async fn run(
                 root_ca_pem: pki.server_ca_pem.clone(),
                 cluster_cidr: (cfg.cluster_cidr.addr, cfg.cluster_cidr.prefix),
                 local_path_dir: cfg.data_dir.join("storage"),
+                node_lifecycle: cfg.node_lifecycle.clone(),
             },
         ));
     }

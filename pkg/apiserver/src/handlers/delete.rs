@@ -24,7 +24,7 @@ pub(crate) struct DeleteOptions {
 }
 
 impl DeleteOptions {
-    fn parse(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOptions> {
+    pub(crate) fn parse(ctx: &Ctx, body: &[u8]) -> ApiResult<DeleteOptions> {
         let mut o = DeleteOptions {
             dry_run: ctx.query.dry_run()?,
             ..Default::default()
@@ -186,9 +186,13 @@ pub(crate) async fn delete_one(
         }
         let grace = graceful_period(ctx, &obj, opts);
         let namespace_kind = ctx.def.group.is_empty() && ctx.def.kind == "Namespace";
-        let must_wait = !finalizers.is_empty() || grace > 0 || namespace_kind;
-        if !must_wait || (already_deleting && opts.grace_period == Some(0) && finalizers.is_empty())
-        {
+        // A Namespace waits for the namespace controller to empty and finalize it.
+        let must_wait = !finalizers.is_empty() || grace > 0 || has_spec_finalizers(&obj);
+        let forced = already_deleting
+            && opts.grace_period == Some(0)
+            && finalizers.is_empty()
+            && !has_spec_finalizers(&obj);
+        if !must_wait || forced {
             if opts.dry_run {
                 return Ok((StatusCode::OK, deleted_response(ctx, &obj)));
             }
@@ -255,9 +259,6 @@ pub(crate) async fn delete_one(
         {
             Ok(rev) => {
                 set_meta(&mut pending, "resourceVersion", json!(rev.to_string()));
-                if namespace_kind {
-                    crate::namespaces::start_termination(ctx.state.clone(), name.to_string());
-                }
                 return Ok((StatusCode::OK, Deleted::Object(pending)));
             }
             Err(kubox_store::Error::Conflict { .. }) => continue,
@@ -265,6 +266,14 @@ pub(crate) async fn delete_one(
         }
     }
     Err(ApiError::stale(&ctx.def.plural, &ctx.def.group, name))
+}
+
+/// A Namespace's `spec.finalizers` (such as `kubernetes`) hold its deletion like
+/// metadata finalizers.
+pub(crate) fn has_spec_finalizers(obj: &Value) -> bool {
+    obj.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
 }
 
 /// The grace period a deletion waits: pods bound to a node default to their spec's period.

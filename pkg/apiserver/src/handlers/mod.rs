@@ -3,6 +3,7 @@
 mod connect;
 mod create;
 mod delete;
+mod eviction;
 mod get;
 mod list;
 mod object;
@@ -178,6 +179,7 @@ async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         ("create", None) => create::create(&ctx, body).await,
         ("create", Some("token")) => crate::reviews::token_request(&ctx, body).await,
         ("create", Some("binding")) => create::bind(&ctx, body).await,
+        ("create", Some("eviction")) => eviction::evict(&ctx, body).await,
         ("update", None | Some("status") | Some("finalize") | Some("approval")) => {
             update::update(&ctx, body).await
         }

@@ -355,7 +355,10 @@ pub async fn commit_update(
     if dry_run {
         return Ok(new);
     }
-    if deleting && meta::finalizers(&new).is_empty() {
+    let namespace_held = ctx.def.group.is_empty()
+        && ctx.def.kind == "Namespace"
+        && super::delete::has_spec_finalizers(&new);
+    if deleting && meta::finalizers(&new).is_empty() && !namespace_held {
         // Last finalizer gone: the object goes away now.
         let bytes = storage::encode(&stored)?;
         ctx.state
