@@ -3,7 +3,10 @@
 //! client with a client certificate, as kubectl would be), and the same operations on raw
 //! SQLite in the same run (WAL, synchronous=FULL, one transaction per write) as the baseline.
 //! Prints one line per operation: ops/s, latency percentiles, and kubox's cost relative to
-//! raw SQLite.
+//! raw SQLite. `-- schedule [NODES [PODS...]]` measures the scheduler instead (see
+//! [`schedule`]).
+
+mod schedule;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
@@ -257,7 +260,29 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("schedule") {
+        args.next();
+        let nums: Vec<usize> = args
+            .map(|a| a.parse())
+            .collect::<Result<_, _>>()
+            .context("NODES and PODS must be numbers")?;
+        let nodes = nums.first().copied().unwrap_or(100);
+        let rounds = if nums.len() > 1 {
+            nums[1..].to_vec()
+        } else {
+            vec![1000, 10000]
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        println!(
+            "kubox-bench schedule: {nodes} simulated nodes registered through the API; rounds of {rounds:?} pods created 16 at a time; baseline: the create rate of the same run"
+        );
+        let dir = tempfile::tempdir()?;
+        let (client, stop) = start_server(dir.path()).await?;
+        let r = schedule::run(client, nodes, &rounds, 16).await;
+        let _ = stop.send(());
+        return r;
+    }
     let n: usize = args
         .next()
         .map(|a| a.parse())
