@@ -522,13 +522,7 @@ fn a_node_reads_only_what_pods_bound_to_it_use() {
         ],
     );
     // Pods need their service account (the ServiceAccount admission checks it).
-    eventually(Duration::from_secs(20), || {
-        s.kubectl(KUBECTL_NEW, &["get", "serviceaccount", "default"])
-            .status
-            .success()
-            .then_some(())
-    })
-    .expect("the default service account");
+    assert!(s.default_service_account_within("default", Duration::from_secs(20)));
     // A pod bound to node-a (no node runs it; the binding is what counts).
     s.k_in(
         KUBECTL_NEW,
@@ -571,13 +565,8 @@ fn admission_sets_priority_and_default_tolerations_and_fills_token_secrets() {
     let classes = s.k(KUBECTL_NEW, &["get", "priorityclasses", "-o", "name"]);
     assert!(classes.contains("system-node-critical"), "{classes}");
     assert!(classes.contains("system-cluster-critical"), "{classes}");
-    eventually(Duration::from_secs(20), || {
-        s.kubectl(KUBECTL_NEW, &["get", "serviceaccount", "default"])
-            .status
-            .success()
-            .then_some(())
-    })
-    .expect("the default service account");
+    // Pods need their service account (the ServiceAccount admission checks it).
+    assert!(s.default_service_account_within("default", Duration::from_secs(20)));
     let pod = |name: &str, extra: &str| {
         format!(
             r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{{extra}"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
@@ -697,16 +686,8 @@ fn pod_security_levels_enforce_and_warn() {
             "pod-security.kubernetes.io/warn=restricted",
         ],
     );
-    eventually(Duration::from_secs(20), || {
-        s.kubectl(
-            KUBECTL_NEW,
-            &["-n", "locked", "get", "serviceaccount", "default"],
-        )
-        .status
-        .success()
-        .then_some(())
-    })
-    .expect("the default service account");
+    // Pods need their service account (the ServiceAccount admission checks it).
+    assert!(s.default_service_account_within("locked", Duration::from_secs(20)));
     let privileged = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"root"},"spec":{"hostNetwork":true,
         "containers":[{"name":"c","image":"busybox","securityContext":{"privileged":true}}]}}"#;
     let out = s.kubectl_stdin(

@@ -320,6 +320,18 @@ impl Server {
         }
     }
 
+    /// Whether the `default` ServiceAccount of `ns` exists within `timeout` (the serviceaccount
+    /// controller makes it; the ServiceAccount admission refuses pods until it does).
+    pub fn default_service_account_within(&self, ns: &str, timeout: Duration) -> bool {
+        eventually(timeout, || {
+            self.kubectl(KUBECTL_NEW, &["-n", ns, "get", "serviceaccount", "default"])
+                .status
+                .success()
+                .then_some(())
+        })
+        .is_some()
+    }
+
     /// kubectl that must succeed; returns stdout.
     pub fn k(&self, version: &str, args: &[&str]) -> String {
         let out = self.kubectl(version, args);

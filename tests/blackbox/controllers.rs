@@ -555,33 +555,13 @@ fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
     .expect("kube-root-ca.crt");
     let ca = std::fs::read_to_string(s.data_dir().join("server/tls/server-ca.crt")).unwrap();
     assert_eq!(cm["data"]["ca.crt"].as_str().unwrap().trim(), ca.trim());
-    assert!(
-        eventually(WAIT, || s
-            .kubectl(
-                KUBECTL_NEW,
-                &["get", "serviceaccount", "default", "-n", "team-a"]
-            )
-            .status
-            .success()
-            .then_some(()))
-        .is_some()
-    );
+    assert!(s.default_service_account_within("team-a", WAIT));
     // Deleted, they come back.
     s.k(
         KUBECTL_NEW,
         &["delete", "serviceaccount", "default", "-n", "team-a"],
     );
-    assert!(
-        eventually(WAIT, || s
-            .kubectl(
-                KUBECTL_NEW,
-                &["get", "serviceaccount", "default", "-n", "team-a"]
-            )
-            .status
-            .success()
-            .then_some(()))
-        .is_some()
-    );
+    assert!(s.default_service_account_within("team-a", WAIT));
     for ns in ["default", "kube-system"] {
         assert!(
             eventually(WAIT, || s

@@ -13,16 +13,8 @@ fn pod(name: &str, resources: &str) -> String {
 fn limit_ranges_default_and_bound_and_quotas_charge_and_release() {
     let s = Server::start();
     s.k(KUBECTL_NEW, &["create", "namespace", "team"]);
-    eventually(Duration::from_secs(20), || {
-        s.kubectl(
-            KUBECTL_NEW,
-            &["-n", "team", "get", "serviceaccount", "default"],
-        )
-        .status
-        .success()
-        .then_some(())
-    })
-    .expect("the default service account");
+    // Pods need their service account (the ServiceAccount admission checks it).
+    assert!(s.default_service_account_within("team", Duration::from_secs(20)));
     s.k_in(
         KUBECTL_NEW,
         &["-n", "team", "apply", "-f", "-"],
