@@ -89,19 +89,8 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     };
     let ns = ds.namespace().unwrap_or_default();
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut revisions = history::owned(&ctx.client, ds.as_ref(), &spec.selector).await?;
-    let cur_revision = history::update_revision(
-        &ctx.client,
-        ds.as_ref(),
-        &mut revisions,
-        &crate::deployment::template_hash(&spec.template, None),
-        history::patch_data(&spec.template)?,
-        spec.template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref()),
-    )
-    .await?;
+    let (revisions, cur_revision) =
+        history::current(&ctx.client, ds.as_ref(), &spec.selector, &spec.template).await?;
     // The hash of the revision found (a rollback keeps its old one).
     let hash = cur_revision
         .labels()

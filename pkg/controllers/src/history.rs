@@ -90,6 +90,27 @@ fn step(revisions: &[ControllerRevision], data: &Value) -> Step {
     }
 }
 
+/// `owner`'s revisions (sorted) and the one of its current `template`, found, renumbered or
+/// created: what a DaemonSet's or StatefulSet's sync starts with.
+pub async fn current<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    owner: &K,
+    selector: &LabelSelector,
+    template: &PodTemplateSpec,
+) -> Result<(Vec<ControllerRevision>, ControllerRevision), Error> {
+    let mut revisions = owned(client, owner, selector).await?;
+    let current = update_revision(
+        client,
+        owner,
+        &mut revisions,
+        &crate::deployment::template_hash(template, None),
+        patch_data(template)?,
+        template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
+    )
+    .await?;
+    Ok((revisions, current))
+}
+
 /// The revision of `owner`'s current template (`data`), found, renumbered or created under
 /// `<owner>-<hash>`; `revisions` is kept sorted and up to date.
 pub async fn update_revision<K: Resource<DynamicType = ()>>(

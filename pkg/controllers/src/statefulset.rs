@@ -58,20 +58,9 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let name = sts.name_any();
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let replicas = spec.replicas.unwrap_or(1).max(0);
-    let mut revisions = history::owned(&ctx.client, sts.as_ref(), &spec.selector).await?;
-    let revision = history::update_revision(
-        &ctx.client,
-        sts.as_ref(),
-        &mut revisions,
-        &crate::deployment::template_hash(&spec.template, None),
-        history::patch_data(&spec.template)?,
-        spec.template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref()),
-    )
-    .await?
-    .name_any();
+    let (revisions, current) =
+        history::current(&ctx.client, sts.as_ref(), &spec.selector, &spec.template).await?;
+    let revision = current.name_any();
     let owned = crate::replicaset::claim_pods(&ctx.client, sts.as_ref(), &spec.selector).await?;
     let mut by_ordinal: BTreeMap<i32, &Pod> = BTreeMap::new();
     for p in &owned {
