@@ -11,7 +11,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -192,14 +191,12 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     }
     let strategy = spec.update_strategy.clone().unwrap_or_default();
     if strategy.type_.as_deref() != Some("OnDelete") && !outdated.is_empty() {
-        let max_unavailable = match strategy.rolling_update.and_then(|r| r.max_unavailable) {
-            Some(IntOrString::Int(n)) => n.max(1),
-            Some(IntOrString::String(p)) => {
-                let pct: i32 = p.trim_end_matches('%').parse().unwrap_or(0);
-                (desired * pct / 100).max(1)
-            }
-            None => 1,
-        };
+        let max_unavailable = strategy
+            .rolling_update
+            .and_then(|r| r.max_unavailable)
+            .map_or(1, |v| {
+                pods::scaled_value(&v, desired, false).unwrap_or(0).max(1)
+            });
         let unavailable = desired - available;
         let budget = (max_unavailable - unavailable).max(0) as usize;
         // Unavailable outdated pods go first: replacing them costs nothing.

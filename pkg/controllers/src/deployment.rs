@@ -114,15 +114,10 @@ pub fn surge_and_unavailable(d: &Deployment, replicas: i32) -> (i32, i32) {
         return (0, replicas);
     }
     let ru = strategy.rolling_update.unwrap_or_default();
+    // Both default to 25%; validation refuses malformed values before they get here.
     let resolve = |v: Option<IntOrString>, up: bool| -> i32 {
-        match v.unwrap_or(IntOrString::String("25%".into())) {
-            IntOrString::Int(i) => i,
-            IntOrString::String(s) => {
-                let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(25);
-                let n = i64::from(replicas) * pct;
-                (if up { (n + 99) / 100 } else { n / 100 }) as i32
-            }
-        }
+        let v = v.unwrap_or(IntOrString::String("25%".into()));
+        crate::pods::scaled_value(&v, replicas, up).unwrap_or(0)
     };
     let surge = resolve(ru.max_surge, true);
     let mut unavailable = resolve(ru.max_unavailable, false);
