@@ -329,6 +329,75 @@ fn server_side_apply_conflicts_unless_forced() {
         .map(|m| m["manager"].as_str().unwrap())
         .collect();
     assert!(managers.contains(&"bob"), "{managers:?}");
+
+    // A write through the status subresource gets its own entry, tagged with it; the
+    // controller's status writes are recorded under its own name.
+    s.k(
+        KUBECTL_NEW,
+        &["create", "service", "clusterip", "st", "--tcp=80:80"],
+    );
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "patch",
+            "service",
+            "st",
+            "--subresource=status",
+            "--type=merge",
+            "--field-manager=carol",
+            "-p",
+            r#"{"status":{"conditions":[{"type":"Probed","status":"True","reason":"Tested","message":"","lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#,
+        ],
+    );
+    let d = json(&s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "service",
+            "st",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    ));
+    let carol: Vec<&Value> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["manager"] == "carol")
+        .collect();
+    assert_eq!(carol.len(), 1, "{d:#}");
+    assert_eq!(carol[0]["subresource"], "status", "{d:#}");
+    assert_eq!(carol[0]["operation"], "Update", "{d:#}");
+    assert!(
+        carol[0]["fieldsV1"]["f:status"]
+            .get("f:conditions")
+            .is_some(),
+        "{d:#}"
+    );
+    let d = json(&s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    ));
+    let status_writers: Vec<&Value> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["subresource"] == "status")
+        .collect();
+    assert!(
+        status_writers
+            .iter()
+            .all(|m| m["manager"] == "kube-controller-manager"),
+        "{d:#}"
+    );
 }
 
 #[test]

@@ -147,9 +147,12 @@ pub async fn join_and_run(
     tracing::info!(server = %cfg.join.server, node = %cfg.join.node_name, "joined the cluster");
     let kubeconfig = kube::config::Kubeconfig::read_from(&joined.kubeconfig)
         .map_err(|e| Error::Join(format!("reading {}: {e}", joined.kubeconfig.display())))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .map_err(|e| Error::Join(format!("loading {}: {e}", joined.kubeconfig.display())))?;
+    if let Ok(agent) = http::HeaderValue::from_str(&kubox_core::user_agent("kubelet")) {
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
     let client = Client::try_from(config)
         .map_err(|e| Error::Join(format!("building the API client: {e}")))?;
     let service_cidr = kubox_core::net::Ipv4Cidr::parse(&joined.service_cidr)

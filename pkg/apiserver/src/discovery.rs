@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 /// Kubernetes version kubox serves.
 pub const KUBE_MAJOR: &str = "1";
 pub const KUBE_MINOR: &str = "33";
-pub const KUBE_GIT_VERSION: &str = concat!("v1.33.0+kubox-", env!("CARGO_PKG_VERSION"));
+pub use kubox_core::KUBE_GIT_VERSION;
 
 /// The /version document.
 pub fn version() -> Value {

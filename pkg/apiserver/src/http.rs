@@ -93,10 +93,12 @@ fn json_bytes(bytes: Vec<u8>) -> Response {
 }
 
 /// A tower service answering requests in process as `user`, without TCP or TLS: the
-/// transport of the scheduler's and controllers' `kube::Client`.
+/// transport of the scheduler's and controllers' `kube::Client`. Requests without a
+/// User-Agent get `program`'s (see [`kubox_core::user_agent`]).
 pub fn in_process<B>(
     state: Arc<ApiState>,
     user: User,
+    program: &'static str,
 ) -> impl tower::Service<
     Request<B>,
     Response = Response,
@@ -109,9 +111,15 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    tower::service_fn(move |req: Request<B>| {
+    let agent = http::HeaderValue::from_str(&kubox_core::user_agent(program)).ok();
+    tower::service_fn(move |mut req: Request<B>| {
         let state = state.clone();
         let user = user.clone();
+        if let Some(agent) = &agent {
+            req.headers_mut()
+                .entry(http::header::USER_AGENT)
+                .or_insert_with(|| agent.clone());
+        }
         async move { Ok(handle(state, user, req.map(Body::new)).await) }
     })
 }

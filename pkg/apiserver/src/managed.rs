@@ -53,14 +53,27 @@ pub fn record(ctx: &Ctx, old: Option<&Value>, new: &mut Value, manager: &str, op
         return;
     }
     let schema = schema_for(ctx);
-    let api_version = ctx.def.api_version();
+    let (api_version, now) = (ctx.def.api_version(), kubox_core::meta::now_rfc3339());
     kubox_patch::record_update(
         old,
         new,
-        manager,
+        &writer(ctx, manager, &api_version, &now),
         operation,
-        &kubox_core::meta::now_rfc3339(),
-        &api_version,
         schema.as_ref(),
     );
+}
+
+/// The request's writer: `manager` writing `api_version` (through the request's subresource).
+pub fn writer<'a>(
+    ctx: &'a Ctx,
+    manager: &'a str,
+    api_version: &'a str,
+    now: &'a str,
+) -> kubox_patch::Writer<'a> {
+    kubox_patch::Writer {
+        manager,
+        api_version,
+        subresource: ctx.info.subresource.as_deref().unwrap_or_default(),
+        now,
+    }
 }

@@ -18,3 +18,19 @@ pub mod selectors;
 pub mod validation;
 
 pub use error::{Error, Result};
+
+/// The Kubernetes version kubox serves, as `/version`'s gitVersion.
+pub const KUBE_GIT_VERSION: &str = concat!("v1.33.0+kubox-", env!("CARGO_PKG_VERSION"));
+
+/// The User-Agent of one of kubox's own components, shaped as upstream's
+/// (`kube-controller-manager/v1.33.0 (linux/amd64) kubernetes`): its first word is
+/// the default field manager of the component's writes.
+pub fn user_agent(program: &str) -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        other => other,
+    };
+    format!("{program}/{KUBE_GIT_VERSION} (linux/{arch}) kubernetes/kubox")
+}

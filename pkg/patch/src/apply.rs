@@ -10,24 +10,47 @@ use crate::ssa::{Walker, prune};
 
 const APPLY: &str = "Apply";
 
-/// Server-side apply (`application/apply-patch+yaml`) of `applied` by `manager`.
+/// Who writes: the field manager, the request's apiVersion and subresource (empty for the
+/// main resource), and the RFC 3339 time stamped on its managedFields entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub manager: &'a str,
+    pub api_version: &'a str,
+    pub subresource: &'a str,
+    pub now: &'a str,
+}
+
+impl Writer<'_> {
+    fn entry(&self, operation: &str, set: FieldSet) -> Entry {
+        Entry {
+            manager: self.manager.to_string(),
+            operation: operation.to_string(),
+            api_version: self.api_version.to_string(),
+            time: Some(self.now.to_string()),
+            subresource: self.subresource.to_string(),
+            set,
+        }
+    }
+
+    fn owns(&self, e: &Entry, operation: &str) -> bool {
+        e.same_identity(self.manager, operation, self.api_version, self.subresource)
+    }
+}
+
+/// Server-side apply (`application/apply-patch+yaml`) of `applied` by `writer`.
 ///
 /// Returns the new object with `metadata.managedFields` updated. Fields in
-/// `applied` are set and owned by `manager`; fields it applied before but
+/// `applied` are set and owned by the writer; fields it applied before but
 /// omits now are removed unless another manager owns them. Changing a field
 /// owned by another manager is a [`Error::Conflict`] unless `force`, which
-/// moves ownership. `now` is the RFC 3339 time stamped on the entry.
-/// With `reset_status` (main resource of a kind with a status subresource)
-/// `status` in `applied` is ignored.
-#[allow(clippy::too_many_arguments)]
+/// moves ownership. With `reset_status` (main resource of a kind with a status
+/// subresource) `status` in `applied` is ignored.
 pub fn apply(
     live: Option<&Value>,
     applied: &Value,
-    manager: &str,
+    writer: &Writer,
     force: bool,
     schema: &dyn PatchSchema,
-    now: &str,
-    api_version: &str,
     reset_status: bool,
 ) -> Result<Value, ApplyError> {
     if !applied.is_object() {
@@ -52,9 +75,7 @@ pub fn apply(
     let new_set = managed::strip(walker.to_field_set(&config), reset_status);
     let mut merged = walker.merge(&live_obj, &config);
 
-    let me = entries
-        .iter()
-        .position(|e| e.same_identity(manager, APPLY, api_version));
+    let me = entries.iter().position(|e| writer.owns(e, APPLY));
     let last_set = me.map(|i| entries[i].set.clone()).unwrap_or_default();
     let owned = entries
         .iter()
@@ -102,19 +123,12 @@ pub fn apply(
         Some(i) => {
             let e = &mut entries[i];
             e.set = new_set;
-            e.api_version = api_version.to_string();
+            e.api_version = writer.api_version.to_string();
             if !cmp.is_same() || e.time.is_none() {
-                e.time = Some(now.to_string());
+                e.time = Some(writer.now.to_string());
             }
         }
-        None => entries.push(Entry {
-            manager: manager.to_string(),
-            operation: APPLY.to_string(),
-            api_version: api_version.to_string(),
-            time: Some(now.to_string()),
-            subresource: String::new(),
-            set: new_set,
-        }),
+        None => entries.push(writer.entry(APPLY, new_set)),
     }
     entries.retain(|e| !e.set.is_empty());
     managed::store(&mut merged, entries);
@@ -123,7 +137,7 @@ pub fn apply(
 
 /// Managed-fields bookkeeping for a non-apply write (create, update, patch).
 ///
-/// The fields that changed from `old` to `new` join `manager`'s entry for
+/// The fields that changed from `old` to `new` join the writer's entry for
 /// `operation` (normally `"Update"`) and leave every other entry; entries
 /// left empty are dropped. As upstream, `managedFields: []` (or `[{}]`) in
 /// `new` resets tracking, other explicit managed fields in `new` are kept as
@@ -131,10 +145,8 @@ pub fn apply(
 pub fn record_update(
     old: Option<&Value>,
     new: &mut Value,
-    manager: &str,
+    writer: &Writer,
     operation: &str,
-    now: &str,
-    api_version: &str,
     schema: &dyn PatchSchema,
 ) {
     let walker = Walker { schema };
@@ -156,22 +168,12 @@ pub fn record_update(
         e.set = e.set.difference(&changed).difference(&removed).pruned();
     }
     if !changed.is_empty() {
-        match entries
-            .iter_mut()
-            .find(|e| e.same_identity(manager, operation, api_version))
-        {
+        match entries.iter_mut().find(|e| writer.owns(e, operation)) {
             Some(e) => {
                 e.set = e.set.union(&changed);
-                e.time = Some(now.to_string());
+                e.time = Some(writer.now.to_string());
             }
-            None => entries.push(Entry {
-                manager: manager.to_string(),
-                operation: operation.to_string(),
-                api_version: api_version.to_string(),
-                time: Some(now.to_string()),
-                subresource: String::new(),
-                set: changed,
-            }),
+            None => entries.push(writer.entry(operation, changed)),
         }
     }
     entries.retain(|e| !e.set.is_empty());

@@ -1,12 +1,22 @@
 use serde_json::{Value, json};
 
-use super::{apply, record_update};
+use super::{Writer, apply, record_update};
 use crate::error::Error;
 use crate::schema::NoSchema;
 use crate::static_schema::static_schema;
 
 const T1: &str = "2025-01-01T00:00:00Z";
 const T2: &str = "2025-01-02T00:00:00Z";
+
+/// A writer of the main resource.
+fn w<'a>(manager: &'a str, now: &'a str, api_version: &'a str) -> Writer<'a> {
+    Writer {
+        manager,
+        api_version,
+        subresource: "",
+        now,
+    }
+}
 
 fn deploy(replicas: i64, image: &str) -> Value {
     json!({
@@ -25,11 +35,9 @@ fn sa(live: Option<&Value>, cfg: &Value, manager: &str, force: bool) -> Result<V
     apply(
         live,
         cfg,
-        manager,
+        &w(manager, T1, "apps/v1"),
         force,
         schema.as_ref(),
-        T1,
-        "apps/v1",
         true,
     )
 }
@@ -99,10 +107,8 @@ fn changing_a_field_owned_by_an_updater_is_a_conflict_with_upstream_message() {
     record_update(
         None,
         &mut live,
-        "kubectl-client-side-apply",
+        &w("kubectl-client-side-apply", T1, "apps/v1"),
         "Update",
-        T1,
-        "apps/v1",
         schema.as_ref(),
     );
     let err = sa(
@@ -208,11 +214,9 @@ fn set_lists_are_owned_item_by_item() {
     let out = apply(
         None,
         &cfg,
-        "m",
+        &w("m", T1, "v1"),
         false,
         static_schema("", "ConfigMap").as_ref(),
-        T1,
-        "v1",
         false,
     )
     .unwrap();
@@ -243,11 +247,9 @@ fn lists_without_schema_are_atomic() {
     let out = apply(
         None,
         &cfg,
-        "m",
+        &w("m", T1, "example.com/v1"),
         false,
         &NoSchema,
-        T1,
-        "example.com/v1",
         false,
     )
     .unwrap();
@@ -263,10 +265,8 @@ fn record_update_on_create_tracks_new_maps_with_a_dot() {
     record_update(
         None,
         &mut obj,
-        "kubectl-create",
+        &w("kubectl-create", T1, "v1"),
         "Update",
-        T1,
-        "v1",
         &NoSchema,
     );
     let list = entries(&obj);
@@ -287,10 +287,8 @@ fn record_update_moves_changed_fields_away_from_other_managers() {
     record_update(
         Some(&applied),
         &mut updated,
-        "hpa",
+        &w("hpa", T2, "apps/v1"),
         "Update",
-        T2,
-        "apps/v1",
         schema.as_ref(),
     );
     let list = entries(&updated);
@@ -305,25 +303,25 @@ fn record_update_moves_changed_fields_away_from_other_managers() {
 #[test]
 fn record_update_drops_entries_left_empty_and_ignores_no_op_writes() {
     let mut a = json!({"spec": {"x": 1}});
-    record_update(None, &mut a, "one", "Update", T1, "v1", &NoSchema);
+    record_update(None, &mut a, &w("one", T1, "v1"), "Update", &NoSchema);
     let mut b = a.clone();
     b["spec"]["x"] = json!(2);
-    record_update(Some(&a), &mut b, "two", "Update", T2, "v1", &NoSchema);
+    record_update(Some(&a), &mut b, &w("two", T2, "v1"), "Update", &NoSchema);
     let list = entries(&b);
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["manager"], "two");
     let mut c = b.clone();
-    record_update(Some(&b), &mut c, "three", "Update", T2, "v1", &NoSchema);
+    record_update(Some(&b), &mut c, &w("three", T2, "v1"), "Update", &NoSchema);
     assert_eq!(entries(&c), list);
 }
 
 #[test]
 fn record_update_with_empty_managed_fields_resets_tracking() {
     let mut a = json!({"spec": {"x": 1}});
-    record_update(None, &mut a, "one", "Update", T1, "v1", &NoSchema);
+    record_update(None, &mut a, &w("one", T1, "v1"), "Update", &NoSchema);
     let mut b = a.clone();
     b["metadata"]["managedFields"] = json!([]);
-    record_update(Some(&a), &mut b, "two", "Update", T2, "v1", &NoSchema);
+    record_update(Some(&a), &mut b, &w("two", T2, "v1"), "Update", &NoSchema);
     assert!(b["metadata"].get("managedFields").is_none());
 }
 
@@ -331,6 +329,25 @@ fn record_update_with_empty_managed_fields_resets_tracking() {
 fn server_managed_metadata_is_never_owned() {
     let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "c", "uid": "u", "resourceVersion": "1", "creationTimestamp": T1}});
-    record_update(None, &mut obj, "m", "Update", T1, "v1", &NoSchema);
+    record_update(None, &mut obj, &w("m", T1, "v1"), "Update", &NoSchema);
     assert!(obj["metadata"].get("managedFields").is_none());
+}
+
+#[test]
+fn a_status_writer_gets_its_own_entry_tagged_with_the_subresource() {
+    let mut a = json!({"spec": {"x": 1}});
+    record_update(None, &mut a, &w("ctl", T1, "v1"), "Update", &NoSchema);
+    let mut b = a.clone();
+    b["status"] = json!({"ready": true});
+    let status_writer = Writer {
+        subresource: "status",
+        ..w("ctl", T2, "v1")
+    };
+    record_update(Some(&a), &mut b, &status_writer, "Update", &NoSchema);
+    let list = entries(&b);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list[0].get("subresource").is_none(), "{list:?}");
+    assert_eq!(list[0]["fieldsV1"], json!({"f:spec": {"f:x": {}}}));
+    assert_eq!(list[1]["subresource"], "status");
+    assert_eq!(list[1]["fieldsV1"], json!({"f:status": {"f:ready": {}}}));
 }

@@ -20,7 +20,7 @@ mod smp;
 mod ssa;
 mod static_schema;
 
-pub use apply::{apply, record_update};
+pub use apply::{Writer, apply, record_update};
 pub use error::{ApplyError, Conflict, Error, Result, conflict_message};
 pub use json::{json_patch, merge_patch};
 pub use schema::{ListMeta, ListType, NoSchema, PatchSchema};

@@ -17,10 +17,16 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// Upstream's manager identity: apiVersion only counts for updaters.
-    pub(crate) fn same_identity(&self, manager: &str, operation: &str, api_version: &str) -> bool {
+    pub(crate) fn same_identity(
+        &self,
+        manager: &str,
+        operation: &str,
+        api_version: &str,
+        subresource: &str,
+    ) -> bool {
         self.manager == manager
             && self.operation == operation
-            && self.subresource.is_empty()
+            && self.subresource == subresource
             && (operation == "Apply" || self.api_version == api_version)
     }
 }

@@ -322,11 +322,12 @@ pub async fn run(
     tracing::info!(path = %cfg.write_kubeconfig.display(), "wrote admin kubeconfig");
     // The scheduler and controllers are API clients whose transport calls the API server in
     // process, each with its own identity.
-    let local_client = |user: &str| {
+    let local_client = |user: &str, program: &'static str| {
         kube::Client::new(
             kubox_apiserver::http::in_process(
                 state.clone(),
                 User::from_cert(user.into(), Vec::new()),
+                program,
             ),
             "default",
         )
@@ -335,7 +336,7 @@ pub async fn run(
     if !cfg.disable_controller_manager {
         state.set_gc_running(true);
         components.extend(kubox_controllers::run_controllers(
-            local_client("system:kube-controller-manager"),
+            local_client("system:kube-controller-manager", "kube-controller-manager"),
             kubox_controllers::ControllersConfig {
                 root_ca_pem: pki.server_ca_pem.clone(),
                 cluster_cidr: (cfg.cluster_cidr.addr, cfg.cluster_cidr.prefix),
@@ -346,7 +347,7 @@ pub async fn run(
     }
     if !cfg.disable_scheduler {
         components.push(tokio::spawn(kubox_controllers::scheduler::run(
-            local_client("system:kube-scheduler"),
+            local_client("system:kube-scheduler", "kube-scheduler"),
         )));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -412,6 +413,7 @@ pub async fn run(
                     format!("system:node:{node_name}"),
                     vec!["system:nodes".into()],
                 ),
+                "kubelet",
             ),
             "default",
         );

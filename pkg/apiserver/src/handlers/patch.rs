@@ -124,14 +124,13 @@ pub async fn patch(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
                 check_name(ctx, &applied)?;
                 let schema = crate::managed::schema_for(ctx);
                 let force = ctx.query.bool("force");
+                let (api_version, now) = (ctx.def.api_version(), meta::now_rfc3339());
                 kubox_patch::apply(
                     Some(&old),
                     &applied,
-                    &manager,
+                    &crate::managed::writer(ctx, &manager, &api_version, &now),
                     force,
                     schema.as_ref(),
-                    &meta::now_rfc3339(),
-                    &ctx.def.api_version(),
                     ctx.def.has_status() && ctx.info.subresource.is_none(),
                 )
                 .map_err(patch_error)?
@@ -228,14 +227,13 @@ async fn apply_create(
     meta::set_meta(&mut obj, "name", json!(ctx.name()));
     crate::fieldvalidation::check(ctx, &obj)?;
     let schema = crate::managed::schema_for(ctx);
+    let (api_version, now) = (ctx.def.api_version(), meta::now_rfc3339());
     let with_fields = kubox_patch::apply(
         None,
         &obj,
-        manager,
+        &crate::managed::writer(ctx, manager, &api_version, &now),
         true,
         schema.as_ref(),
-        &meta::now_rfc3339(),
-        &ctx.def.api_version(),
         ctx.def.has_status(),
     )
     .map_err(patch_error)?;
