@@ -117,6 +117,9 @@ pub struct ServerArgs {
     /// Port of the node's kubelet API (logs, exec, attach, port-forward).
     #[arg(long, env = "KUBOX_KUBELET_PORT", default_value = "10250", value_parser = parse_port)]
     pub kubelet_port: u16,
+    /// Hard eviction thresholds behind the node's pressure conditions (kubelet syntax).
+    #[arg(long, default_value = kubox_agent::pressure::DEFAULT_EVICTION_HARD, value_parser = parse_thresholds)]
+    pub eviction_hard: kubox_agent::pressure::Thresholds,
     /// How often the node lifecycle controller checks node health (Go duration).
     #[arg(long, hide = true, default_value = "5s", value_parser = go_duration)]
     pub node_monitor_period: std::time::Duration,
@@ -172,6 +175,7 @@ impl ServerArgs {
                 self.datastore_compact_interval.max(1),
             ),
             kubelet_port: self.kubelet_port,
+            eviction_hard: self.eviction_hard.clone(),
             node_lifecycle: kubox_server::NodeLifecycleConfig {
                 monitor_period: self.node_monitor_period,
                 grace_period: self.node_monitor_grace_period,
@@ -366,9 +370,16 @@ pub struct AgentArgs {
     /// Port of the node's kubelet API (logs, exec, attach, port-forward).
     #[arg(long, env = "KUBOX_KUBELET_PORT", default_value = "10250", value_parser = parse_port)]
     pub kubelet_port: u16,
+    /// Hard eviction thresholds behind the node's pressure conditions (kubelet syntax).
+    #[arg(long, default_value = kubox_agent::pressure::DEFAULT_EVICTION_HARD, value_parser = parse_thresholds)]
+    pub eviction_hard: kubox_agent::pressure::Thresholds,
     /// Log level.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
+}
+
+fn parse_thresholds(s: &str) -> Result<kubox_agent::pressure::Thresholds, String> {
+    s.parse()
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -458,6 +469,7 @@ impl AgentArgs {
             taints: self.node_taint.clone(),
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/kubox")),
             kubelet_port: self.kubelet_port,
+            eviction_hard: self.eviction_hard.clone(),
         })
     }
 }

@@ -507,3 +507,58 @@ spec:
         .unwrap_or_default();
     assert_eq!(reason["reason"], "BackoffLimitExceeded");
 }
+
+#[test]
+fn a_node_under_its_eviction_thresholds_reports_pressure_and_is_tainted() {
+    // No machine has 1000Ti available: memory pressure from the first status on.
+    let s = Server::start_node(&["--eviction-hard=memory.available<1000Ti"], |_| {});
+    let tainted = eventually(Duration::from_secs(120), || {
+        if !node_ready(&s) {
+            return None;
+        }
+        let n = json(&s.k(KUBECTL_NEW, &["get", "nodes", "-o", "json"]));
+        let node = n["items"].get(0)?.clone();
+        let taints = node["spec"]["taints"].as_array()?.clone();
+        taints
+            .iter()
+            .any(|t| {
+                t["key"] == "node.kubernetes.io/memory-pressure" && t["effect"] == "NoSchedule"
+            })
+            .then_some(node)
+    })
+    .unwrap_or_else(|| panic!("not Ready with a memory-pressure taint:\n{}", s.log()));
+    let conditions = tainted["status"]["conditions"].as_array().unwrap();
+    let condition = |t: &str| conditions.iter().find(|c| c["type"] == t).unwrap();
+    assert_eq!(condition("MemoryPressure")["status"], "True", "{tainted:#}");
+    assert_eq!(
+        condition("MemoryPressure")["reason"],
+        "KubeletHasInsufficientMemory"
+    );
+    // The other thresholds are upstream's defaults, which this machine meets.
+    assert_eq!(condition("DiskPressure")["status"], "False", "{tainted:#}");
+    assert_eq!(condition("PIDPressure")["status"], "False", "{tainted:#}");
+
+    // A pod not tolerating it stays Pending and says why.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "run",
+            "p",
+            "--image=docker.io/library/busybox:test",
+            "--restart=Never",
+        ],
+    );
+    let message = eventually(Duration::from_secs(30), || {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "p", "-o", "json"]));
+        p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+            .map(|c| c["message"].as_str().unwrap_or_default().to_string())
+    })
+    .expect("the pod is reported unschedulable");
+    assert!(
+        message.contains("node.kubernetes.io/memory-pressure"),
+        "{message}"
+    );
+}

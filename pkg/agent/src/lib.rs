@@ -15,6 +15,7 @@ pub mod join;
 pub mod kubelet;
 pub mod node;
 pub mod pods;
+pub mod pressure;
 pub mod probes;
 pub mod proxy;
 pub mod setup;
@@ -60,6 +61,8 @@ pub struct AgentConfig {
     pub exe: PathBuf,
     /// The kubelet API (logs, exec, attach, port-forward for the API server).
     pub kubelet: kubelet::KubeletServing,
+    /// `--eviction-hard`: the thresholds behind the node's pressure conditions.
+    pub eviction_hard: pressure::Thresholds,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +125,8 @@ pub struct JoiningAgent {
     pub exe: PathBuf,
     /// Port of the kubelet API.
     pub kubelet_port: u16,
+    /// Hard eviction thresholds (pressure conditions).
+    pub eviction_hard: pressure::Thresholds,
 }
 
 /// Joins the cluster (retrying while the server cannot be reached), then runs the agent with
@@ -179,6 +184,7 @@ pub async fn join_and_run(
             port: cfg.kubelet_port,
             ..joined.kubelet
         },
+        eviction_hard: cfg.eviction_hard,
     };
     run(client, agent, shutdown).await
 }

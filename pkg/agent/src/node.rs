@@ -14,16 +14,8 @@ use serde_json::{Value, json};
 use crate::AgentConfig;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-pub const KUBELET_VERSION: &str = concat!("v1.33.0+kubox-", env!("CARGO_PKG_VERSION"));
-
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        other => other,
-    }
-}
+pub const KUBELET_VERSION: &str = kubox_core::KUBE_GIT_VERSION;
+use kubox_core::go_arch as arch;
 
 /// Total memory in KiB from /proc/meminfo.
 fn memory_kib() -> u64 {
@@ -87,18 +79,28 @@ pub fn status(
             .map(|t| kubox_core::meta::format_time(t.0))
             .unwrap_or_else(|| now.clone())
     };
-    let pressure = |t: &str, reason: &str, message: &str| {
-        json!({"type": t, "status": "False", "reason": reason, "message": message,
-               "lastHeartbeatTime": now, "lastTransitionTime": since(t, "False")})
+    let under = cfg.eviction_hard.evaluate(&crate::pressure::Filesystems {
+        nodefs: cfg.data_dir.clone(),
+        imagefs: cfg.data_dir.join("agent").join("containerd"),
+    });
+    // Upstream's reasons and messages, for the condition holding or not.
+    let pressure = |t: &str, holds: bool, [ok_reason, ok_message, reason, message]: [&str; 4]| {
+        let (status, reason, message) = if holds {
+            ("True", reason, message)
+        } else {
+            ("False", ok_reason, ok_message)
+        };
+        json!({"type": t, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": since(t, status)})
     };
     let ready_status = if ready { "True" } else { "False" };
     json!({
         "capacity": capacity,
         "allocatable": capacity,
         "conditions": [
-            pressure("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            pressure("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            pressure("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            pressure("MemoryPressure", under.memory, ["KubeletHasSufficientMemory", "kubelet has sufficient memory available", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"]),
+            pressure("DiskPressure", under.disk, ["KubeletHasNoDiskPressure", "kubelet has no disk pressure", "KubeletHasDiskPressure", "kubelet has disk pressure"]),
+            pressure("PIDPressure", under.pid, ["KubeletHasSufficientPID", "kubelet has sufficient PID available", "KubeletHasInsufficientPID", "kubelet has insufficient PID available"]),
             {
                 "type": "Ready",
                 "status": ready_status,

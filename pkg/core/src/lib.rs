@@ -26,11 +26,17 @@ pub const KUBE_GIT_VERSION: &str = concat!("v1.33.0+kubox-", env!("CARGO_PKG_VER
 /// (`kube-controller-manager/v1.33.0 (linux/amd64) kubernetes`): its first word is
 /// the default field manager of the component's writes.
 pub fn user_agent(program: &str) -> String {
-    let arch = match std::env::consts::ARCH {
+    format!(
+        "{program}/{KUBE_GIT_VERSION} (linux/{}) kubernetes/kubox",
+        go_arch()
+    )
+}
+
+/// This machine's architecture as Go names it (`kubernetes.io/arch`, nodeInfo).
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
-        "arm" => "arm",
         other => other,
-    };
-    format!("{program}/{KUBE_GIT_VERSION} (linux/{arch}) kubernetes/kubox")
+    }
 }

@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub datastore_compact_interval: std::time::Duration,
     /// Port of the node agent's kubelet API.
     pub kubelet_port: u16,
+    /// The node agent's hard eviction thresholds (pressure conditions).
+    pub eviction_hard: kubox_agent::pressure::Thresholds,
     /// The node lifecycle controller's periods.
     pub node_lifecycle: NodeLifecycleConfig,
     /// tolerationSeconds the DefaultTolerationSeconds admission gives pods (upstream: 300).
@@ -90,6 +92,7 @@ impl ServerConfig {
             datastore_history: 10_000,
             datastore_compact_interval: std::time::Duration::from_secs(60),
             kubelet_port: kubox_agent::kubelet::DEFAULT_PORT,
+            eviction_hard: Default::default(),
             node_lifecycle: Default::default(),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
@@ -405,6 +408,7 @@ pub async fn run(
                 key_pem,
                 client_ca_pem: pki.client_ca_pem.clone(),
             },
+            eviction_hard: cfg.eviction_hard.clone(),
         };
         let client = kube::Client::new(
             kubox_apiserver::http::in_process(
