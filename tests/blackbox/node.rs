@@ -562,3 +562,133 @@ fn a_node_under_its_eviction_thresholds_reports_pressure_and_is_tainted() {
         "{message}"
     );
 }
+
+#[test]
+fn static_pods_run_from_manifests_with_mirror_pods() {
+    let mut s = ready_node();
+    let manifests = s.data_dir().join("agent").join("pod-manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("web.yaml"),
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: kube-system
+  labels: {app: static-web}
+spec:
+  containers:
+  - name: httpd
+    image: docker.io/library/busybox:test
+    command: [httpd, -f, -p, "8080", -h, /www]
+"#,
+    )
+    .unwrap();
+    // A broken manifest next to it is ignored.
+    std::fs::write(manifests.join("broken.yaml"), "kind: Pod\n").unwrap();
+    let running = |s: &Server| {
+        let out = s.kubectl(
+            KUBECTL_NEW,
+            &[
+                "get",
+                "pod",
+                "-n",
+                "kube-system",
+                "web-node-1",
+                "-o",
+                "json",
+            ],
+        );
+        if !out.status.success() {
+            return None;
+        }
+        let p = json(&String::from_utf8_lossy(&out.stdout));
+        let cs = p["status"]["containerStatuses"][0].clone();
+        (p["status"]["phase"] == "Running" && cs["ready"] == true).then(|| {
+            (
+                p,
+                cs["containerID"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+    };
+    let (mirror, container) = eventually(Duration::from_secs(60), || running(&s))
+        .unwrap_or_else(|| panic!("no running mirror pod:\n{}", s.log()));
+    let annotations = &mirror["metadata"]["annotations"];
+    assert_eq!(
+        annotations["kubernetes.io/config.source"], "file",
+        "{mirror:#}"
+    );
+    assert_eq!(
+        annotations["kubernetes.io/config.mirror"], annotations["kubernetes.io/config.hash"],
+        "{mirror:#}"
+    );
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(mirror["spec"]["nodeName"], "node-1");
+    assert!(
+        mirror["spec"].get("serviceAccountName").is_none(),
+        "{mirror:#}"
+    );
+    let ip = mirror["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(
+        http_get(&s, &format!("http://{ip}:8080/")).as_deref(),
+        Some("hello from kubox\n")
+    );
+
+    // Deleting the mirror pod does not stop the static pod: the mirror comes back.
+    let first_uid = mirror["metadata"]["uid"].clone();
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "delete",
+            "pod",
+            "-n",
+            "kube-system",
+            "web-node-1",
+            "--wait=false",
+        ],
+    );
+    let (again, same) = eventually(Duration::from_secs(60), || {
+        running(&s).filter(|(p, _)| p["metadata"]["uid"] != first_uid)
+    })
+    .expect("the mirror pod is recreated");
+    assert_eq!(same, container, "{again:#}");
+
+    // Restarting the agent adopts the static pod's container.
+    s.restart_node_process("TERM");
+    assert!(eventually(Duration::from_secs(60), || node_ready(&s).then_some(())).is_some());
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, after) = eventually(Duration::from_secs(60), || running(&s)).expect("running");
+    assert_eq!(after, container, "the static pod must not restart");
+
+    // A node may create mirror pods only.
+    let err = s.k_err(
+        KUBECTL_NEW,
+        &[
+            "run",
+            "sneaky",
+            "--image=docker.io/library/busybox:test",
+            "--as=system:node:node-1",
+            "--as-group=system:nodes",
+            "--overrides",
+            r#"{"spec":{"nodeName":"node-1"}}"#,
+        ],
+    );
+    assert!(err.contains("can only create mirror pods"), "{err}");
+
+    // Removing the manifest stops the pod and removes the mirror.
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap();
+    eventually(Duration::from_secs(60), || {
+        let out = s.kubectl(
+            KUBECTL_NEW,
+            &["get", "pod", "-n", "kube-system", "web-node-1"],
+        );
+        (!out.status.success()).then_some(())
+    })
+    .expect("the mirror pod is removed");
+    eventually(Duration::from_secs(30), || {
+        http_get(&s, &format!("http://{ip}:8080/"))
+            .is_none()
+            .then_some(())
+    })
+    .expect("the static pod is stopped");
+}

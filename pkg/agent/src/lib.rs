@@ -20,6 +20,7 @@ pub mod probes;
 pub mod proxy;
 pub mod setup;
 pub mod spec;
+pub mod static_pods;
 pub mod status;
 pub mod volumes;
 
@@ -282,7 +283,7 @@ pub async fn run(
         cfg.node_name.clone(),
     ));
     tokio::select! {
-        _ = watch_pods(client, cri, ctx, cfg.node_name.clone()) => {}
+        _ = watch_pods(client, cri, ctx, cfg.node_name.clone(), cfg.data_dir.join("agent").join("pod-manifests")) => {}
         _ = shutdown => {}
     }
     heartbeat.abort();
@@ -425,16 +426,54 @@ async fn cluster_dns(client: Client, cfg: AgentConfig, gateway: Ipv4Addr) {
     }
 }
 
-/// Feeds the pod workers from a watch of the pods bound to this node; removes sandboxes of
-/// pods that no longer exist once the first list is complete.
-async fn watch_pods(client: Client, cri: Cri, ctx: Arc<pods::Ctx>, node_name: String) {
+/// Feeds the pod workers from a watch of the pods bound to this node and from the static pod
+/// manifests (read every 5 s; their mirror pods in the API are not run, only kept in step);
+/// removes sandboxes of pods that no longer exist once the first list is complete.
+async fn watch_pods(
+    client: Client,
+    cri: Cri,
+    ctx: Arc<pods::Ctx>,
+    node_name: String,
+    manifests: std::path::PathBuf,
+) {
     let mut workers = pods::Workers::new(ctx);
+    let mut statics = static_pods::StaticPods::new(manifests, node_name.clone(), client.clone());
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let mut stream = watcher(api, cfg).default_backoff().boxed();
     let mut listing: Option<HashSet<String>> = None;
-    while let Some(ev) = stream.next().await {
+    // The static pods are known before the first list completes (their sandboxes are live).
+    for pod in statics.reload().started {
+        workers.update(pod);
+    }
+    let mut reread = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => match ev {
+                Some(ev) => ev,
+                None => return,
+            },
+            _ = reread.tick() => {
+                let changes = statics.reload();
+                for pod in changes.started {
+                    workers.update(pod);
+                }
+                for uid in changes.stopped {
+                    workers.gone(&uid);
+                }
+                statics.sync_mirrors().await;
+                continue;
+            }
+        };
         match ev {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))
+                if static_pods::is_mirror(&p) =>
+            {
+                statics.observe(&p, false)
+            }
+            Ok(watcher::Event::Delete(p)) if static_pods::is_mirror(&p) => {
+                statics.observe(&p, true)
+            }
             Ok(watcher::Event::Apply(p)) => workers.update(Arc::new(p)),
             Ok(watcher::Event::Delete(p)) => workers.gone(&spec::pod_uid(&p)),
             Ok(watcher::Event::Init) => listing = Some(HashSet::new()),
@@ -445,7 +484,8 @@ async fn watch_pods(client: Client, cri: Cri, ctx: Arc<pods::Ctx>, node_name: St
                 workers.update(Arc::new(p));
             }
             Ok(watcher::Event::InitDone) => {
-                let live = listing.take().unwrap_or_default();
+                let mut live = listing.take().unwrap_or_default();
+                live.extend(statics.uids().cloned());
                 for uid in workers.known() {
                     if !live.contains(&uid) {
                         workers.gone(&uid);

@@ -27,8 +27,13 @@ pub async fn admit(ctx: &Ctx, obj: &mut Value, old: Option<&Value>) -> ApiResult
             node_restriction(ctx, obj)
         }
         ("", "pods") if old.is_none() => {
+            node_restriction_of_pods(ctx, obj)?;
             crate::quota::limit_ranger(ctx, obj).await?;
-            service_account(ctx, obj).await?;
+            if is_mirror_pod(obj) {
+                mirror_pod_references(obj)?;
+            } else {
+                service_account(ctx, obj).await?;
+            }
             priority(ctx, obj).await?;
             default_toleration_seconds(&ctx.state.config, obj);
             Ok(())
@@ -214,6 +219,115 @@ fn node_restriction(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
             "node {node:?} is not allowed to modify {} {name:?}",
             ctx.def.singular
         )));
+    }
+    Ok(())
+}
+
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+fn is_mirror_pod(pod: &Value) -> bool {
+    pod.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+}
+
+/// NodeRestriction for pods: a node creates only mirror pods of its own static pods, bound to
+/// itself, owned by nothing but its Node, and referencing nothing it could not read.
+fn node_restriction_of_pods(ctx: &Ctx, pod: &Value) -> ApiResult<()> {
+    let Some(node) = ctx.user.as_node() else {
+        return Ok(());
+    };
+    let forbidden = |why: String| Err(ApiError::forbidden(why));
+    if !is_mirror_pod(pod) {
+        return forbidden(format!(
+            "pod does not have \"{MIRROR_ANNOTATION}\" annotation, node {node:?} can only create mirror pods"
+        ));
+    }
+    if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+        return forbidden(format!(
+            "node {node:?} can only create pods with spec.nodeName set to itself"
+        ));
+    }
+    let owners = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if owners.len() > 1
+        || owners
+            .iter()
+            .any(|o| o["apiVersion"] != "v1" || o["kind"] != "Node" || o["name"] != node)
+    {
+        return forbidden(format!(
+            "node {node:?} can only create pods with an owner reference set to itself"
+        ));
+    }
+    let spec = &pod["spec"];
+    let volumes = spec["volumes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let referenced = |what: &str| {
+        volumes.iter().any(|v| match what {
+            "secrets" => v.get("secret").is_some(),
+            "configmaps" => v.get("configMap").is_some(),
+            _ => v.get("persistentVolumeClaim").is_some() || v.get("ephemeral").is_some(),
+        }) || volumes
+            .iter()
+            .filter_map(|v| v.pointer("/projected/sources").and_then(Value::as_array))
+            .flatten()
+            .any(|s| match what {
+                "secrets" => s.get("secret").is_some(),
+                "configmaps" => s.get("configMap").is_some(),
+                _ => false,
+            })
+            || ["initContainers", "containers", "ephemeralContainers"]
+                .iter()
+                .filter_map(|g| spec[*g].as_array())
+                .flatten()
+                .any(|c| {
+                    let (env_key, from_key) = match what {
+                        "secrets" => ("secretKeyRef", "secretRef"),
+                        "configmaps" => ("configMapKeyRef", "configMapRef"),
+                        _ => return false,
+                    };
+                    c["env"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|e| e.pointer(&format!("/valueFrom/{env_key}")).is_some())
+                        || c["envFrom"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|e| e.get(from_key).is_some())
+                })
+    };
+    for (what, name) in [
+        ("secrets", "secrets"),
+        ("configmaps", "configmaps"),
+        ("claims", "persistentvolumeclaims"),
+    ] {
+        if referenced(what) {
+            return forbidden(format!(
+                "node {node:?} can not create pods that reference {name}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// ServiceAccount admission of a mirror pod: it gets no token and may name no service account.
+fn mirror_pod_references(pod: &Value) -> ApiResult<()> {
+    let named = |k: &str| {
+        pod.pointer(&format!("/spec/{k}"))
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    if named("serviceAccountName") || named("serviceAccount") {
+        return Err(ApiError::forbidden(
+            "a mirror pod may not reference service accounts",
+        ));
     }
     Ok(())
 }

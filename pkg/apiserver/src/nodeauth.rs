@@ -306,8 +306,8 @@ pub fn decide(state: &ApiState, node: &str, a: &Attributes) -> Option<bool> {
         ("", "nodes", _) => Some(read || own || a.verb == "create"),
         ("", "pods", "") => match a.verb.as_str() {
             "get" | "list" | "watch" => Some(true),
-            // Mirror pods are not supported; a node creates no pods.
-            "create" => Some(false),
+            // Only mirror pods of its static pods (NodeRestriction checks at admission).
+            "create" => Some(true),
             _ => Some(g.pod_node(&a.namespace, &a.name).as_deref() == Some(node)),
         },
         ("", "pods", "status" | "eviction") => {
