@@ -1,8 +1,8 @@
 //! NetworkPolicy enforced in the kernel with real pods on one node: default-deny ingress, a
 //! pod/namespace-selector policy allowing exactly the selected clients at a named port
 //! (directly and through a Service, filtered after its DNAT), egress by ipBlock (with
-//! `except`) and port, traffic from the node itself staying allowed, and deleting policies
-//! restoring traffic.
+//! `except`) and port, traffic from the node itself and a pod's to itself staying allowed,
+//! and deleting policies restoring traffic.
 use std::time::Duration;
 
 use crate::common::{KUBECTL_NEW, Server, eventually};
@@ -171,6 +171,8 @@ spec:
     );
     expect(&s, "np", "other", &[(web_http, false)]);
     expect(&s, "np2", "outside", &[(web_http, false)]);
+    // A pod always reaches itself, here through its Service.
+    expect(&s, "np", "web", &[(web_svc, true)]);
     assert!(
         http_get(&s, web_http).is_some(),
         "the node reaches its pods\n{}",

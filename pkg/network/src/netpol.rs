@@ -4,7 +4,8 @@
 //!
 //! One base chain on the `forward` hook (bridged pod-to-pod traffic gets there through
 //! br_netfilter; Service traffic is seen after its DNAT, so with pod addresses):
-//! - replies and related traffic of allowed connections pass (`ct state established,related`);
+//! - replies and related traffic of allowed connections pass (`ct state established,related`),
+//!   and so does a pod's traffic to itself (hairpin through a Service);
 //! - a packet to a pod isolated for ingress (`@ingress-isolated`) goes through `ingress`, one
 //!   from a pod isolated for egress (`@egress-isolated`) through `egress`; each rule of each
 //!   policy is one nft rule over sets (the policy's pods, the rule's peer addresses as
@@ -238,10 +239,18 @@ pub fn render(policies: &[Policy]) -> String {
             elements(&elems)
         );
     }
+    // A pod reaching itself (through a Service) is never blocked, as upstream says.
+    let own: BTreeSet<&Ipv4Addr> = isolated.values().flatten().collect();
+    let own: Vec<String> = own.iter().map(|ip| format!("{ip} . {ip}")).collect();
+    let _ = write!(
+        s,
+        "  set self {{\n    type ipv4_addr . ipv4_addr\n{}  }}\n",
+        elements(&own)
+    );
     s.push_str(&sets);
     // After the Service proxy's filter chain (-10), which rejects services without endpoints.
     s.push_str(
-        "  chain forward {\n    type filter hook forward priority 0; policy accept;\n    ct state established,related accept\n    ip daddr @ingress-isolated jump ingress\n    ip saddr @egress-isolated jump egress\n  }\n",
+        "  chain forward {\n    type filter hook forward priority 0; policy accept;\n    ct state established,related accept\n    ip saddr . ip daddr @self accept\n    ip daddr @ingress-isolated jump ingress\n    ip saddr @egress-isolated jump egress\n  }\n",
     );
     for dir in ["ingress", "egress"] {
         let _ = write!(
@@ -314,6 +323,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("ct state established,related accept"), "{s}");
+        assert!(
+            s.contains("elements = { 10.42.0.5 . 10.42.0.5, 10.42.0.6 . 10.42.0.6 }"),
+            "a pod reaches itself: {s}"
+        );
     }
 
     #[test]

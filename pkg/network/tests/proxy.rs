@@ -289,6 +289,7 @@ fn the_network_policy_table_is_accepted() {
     assert!(listed.contains("10.42.0.5 . tcp . 8080"), "{listed}");
     assert!(listed.contains("tcp . 1000-2000"), "{listed}");
     assert!(listed.contains("hook forward priority filter"), "{listed}");
+    assert!(listed.contains("10.42.0.6 . 10.42.0.6"), "{listed}");
     // An update replaces the table: no policy, nothing isolated.
     let listed = apply_and_list(&ns.0, &netpol::render(&[]), netpol::TABLE);
     assert!(!listed.contains("10.42.0.5"), "{listed}");
