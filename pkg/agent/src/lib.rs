@@ -5,7 +5,7 @@
 //! Entry point: [`run`]. Modules: [`node`] (Node object, status, lease), [`pods`] (one worker
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
 //! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy),
-//! [`hostports`] (pods' host ports), [`join`] (`kubox agent --join`), [`kubelet`] (the kubelet
+//! [`hostports`] (pods' host ports), [`netpol`] (NetworkPolicy enforcement), [`join`] (`kubox agent --join`), [`kubelet`] (the kubelet
 //! API: logs, exec, attach, port-forward), [`volumes`], [`env`].
 //! The node-local cluster DNS (kubox-dns) listens on the pod bridge's gateway address.
 
@@ -13,6 +13,7 @@ pub mod env;
 pub mod hostports;
 pub mod join;
 pub mod kubelet;
+pub mod netpol;
 pub mod node;
 pub mod pods;
 pub mod pressure;
@@ -258,6 +259,7 @@ pub async fn run(
         },
     ));
     let host_ports = tokio::spawn(hostports::run(client.clone(), cfg.node_name.clone()));
+    let network_policies = tokio::spawn(netpol::run(client.clone(), cfg.node_name.clone()));
     let kubelet_api = tokio::spawn(kubelet::serve(
         cfg.kubelet.clone(),
         cfg.node_ip,
@@ -290,6 +292,7 @@ pub async fn run(
     network.abort();
     service_proxy.abort();
     host_ports.abort();
+    network_policies.abort();
     kubelet_api.abort();
     local_paths.abort();
     import.abort();

@@ -245,3 +245,53 @@ fn measure_large_tables() {
         update.len() / 1024
     );
 }
+
+#[test]
+fn the_network_policy_table_is_accepted() {
+    use kubox_network::netpol::{self, Policy, Ports, Rule};
+    let ns = netns("netpol");
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let policy = Policy {
+        id: "default/web".into(),
+        pods: vec![ip("10.42.0.5"), ip("10.42.0.6")],
+        ingress: Some(vec![
+            Rule {
+                peers: Some(
+                    [(ip("10.42.0.9"), ip("10.42.0.9"))]
+                        .into_iter()
+                        .chain(netpol::block_ranges(
+                            (ip("192.0.2.0"), 24),
+                            &[(ip("192.0.2.128"), 25)],
+                        ))
+                        .collect(),
+                ),
+                ports: Some(Ports {
+                    any_dest: vec![("tcp".into(), 80, 80), ("sctp".into(), 0, 65535)],
+                    per_dest: vec![(ip("10.42.0.5"), "tcp".into(), 8080)],
+                }),
+            },
+            Rule::default(),
+        ]),
+        egress: Some(vec![Rule {
+            peers: None,
+            ports: Some(Ports {
+                any_dest: vec![("udp".into(), 53, 53), ("tcp".into(), 1000, 2000)],
+                per_dest: vec![],
+            }),
+        }]),
+    };
+    let listed = apply_and_list(&ns.0, &netpol::render(&[policy]), netpol::TABLE);
+    assert!(
+        listed.contains("elements = { 10.42.0.9, 192.0.2.0/25 }"),
+        "{listed}"
+    );
+    assert!(listed.contains("tcp . 80"), "{listed}");
+    assert!(listed.contains("10.42.0.5 . tcp . 8080"), "{listed}");
+    assert!(listed.contains("tcp . 1000-2000"), "{listed}");
+    assert!(listed.contains("hook forward priority filter"), "{listed}");
+    assert!(listed.contains("10.42.0.6 . 10.42.0.6"), "{listed}");
+    // An update replaces the table: no policy, nothing isolated.
+    let listed = apply_and_list(&ns.0, &netpol::render(&[]), netpol::TABLE);
+    assert!(!listed.contains("10.42.0.5"), "{listed}");
+    assert!(listed.contains("set ingress-isolated"), "{listed}");
+}
