@@ -456,3 +456,39 @@ fn registries_yaml_mirrors_pull_secrets_and_pull_policies_against_a_real_registr
     );
     drop(registry);
 }
+
+#[test]
+fn a_bad_registries_yaml_stops_the_node_with_one_sentence() {
+    // The node may stop before or after its API answered: both end with its log.
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Server::start_node(&[], |data| {
+            let etc = data.join("agent").join("etc");
+            std::fs::create_dir_all(&etc).unwrap();
+            std::fs::write(
+                etc.join("registries.yaml"),
+                "mirrors:\n  docker.io:\n    endpoint: [\"ftp://mirror.example\"]\n",
+            )
+            .unwrap();
+        })
+    }));
+    let log = match started {
+        Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+        Ok(mut s) => {
+            let exited = eventually(Duration::from_secs(30), || {
+                s.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+            });
+            assert!(exited.is_some(), "the node kept running:\n{}", s.log());
+            s.log()
+        }
+    };
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("kubox: "))
+        .unwrap_or_else(|| panic!("no error line in:\n{log}"));
+    assert!(
+        line.contains(
+            "agent/etc/registries.yaml: mirror \"docker.io\": endpoint \"ftp://mirror.example\" is not an http:// or https:// URL"
+        ),
+        "{line}"
+    );
+}
