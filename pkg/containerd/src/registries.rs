@@ -217,23 +217,33 @@ impl Registries {
                     write_tls(&mut text, tls, "");
                 }
             }
-            let endpoints = self
+            let mut endpoints: Vec<&str> = self
                 .mirrors
                 .get(name)
                 .map(|m| m.endpoint.as_slice())
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.trim_end_matches('/'))
+                .filter(|e| Some(*e) != server.as_deref())
+                .collect();
+            // containerd 1.6 refuses a hosts.toml without `host` tables ("invalid `host`
+            // tree"): a registry without mirrors lists itself.
+            let only_server = endpoints.is_empty();
+            if only_server && let Some(server) = &server {
+                endpoints.push(server);
+            }
             for e in endpoints {
-                let e = e.trim_end_matches('/');
-                if Some(e) == server.as_deref() {
-                    continue;
-                }
                 // The mirror's own path after `scheme://host`, if any.
                 let path = e
                     .split_once("://")
                     .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
                     .unwrap_or_default();
                 let _ = writeln!(text, "\n[host.{}]", toml_string(e));
-                text.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
+                text.push_str(if only_server {
+                    "  capabilities = [\"pull\", \"resolve\", \"push\"]\n"
+                } else {
+                    "  capabilities = [\"pull\", \"resolve\"]\n"
+                });
                 if !path.is_empty() && path != "/v2" {
                     // A path of the mirror's own: used as given, as k3s does.
                     text.push_str("  override_path = true\n");
@@ -347,7 +357,11 @@ configs:
         assert!(docker[remote..].contains("override_path = true"));
         assert!(docker[remote..].contains("ca = \"/etc/ca.pem\""));
         assert!(docker[remote..].contains("skip_verify = true"));
-        assert!(files["mirror.example"].contains("server = \"https://mirror.example\""));
+        // A registry without mirrors lists itself (containerd 1.6 needs a `host` table).
+        let own = &files["mirror.example"];
+        assert!(own.contains("server = \"https://mirror.example\""));
+        let host = own.find("[host.\"https://mirror.example\"]").unwrap();
+        assert!(own[host..].contains("ca = \"/etc/ca.pem\""), "{own}");
         let auth = r.auth_toml();
         assert!(auth.contains("registry.configs.\"127.0.0.1:5000\".auth]"));
         assert!(auth.contains("password = \"p\\\"w\""));
