@@ -3,7 +3,8 @@
 //! API with plain HTTP requests. A `registries.yaml` mirror for docker.io (with the mirror's
 //! credentials in `configs`) serves a `docker.io/library/...` image pulled with `Always`;
 //! a private repository needs the pod's imagePullSecrets (here from its ServiceAccount);
-//! `Never` on an absent image is `ErrImageNeverPull`.
+//! a TLS registry is trusted through `configs.<host>.tls.ca_file`; `Never` on an absent image
+//! is `ErrImageNeverPull`.
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -38,19 +39,38 @@ impl Drop for Registry {
 }
 
 impl Registry {
-    /// Starts the registry on `127.0.0.1:port` of the node, storing under `dir`, with an
-    /// htpasswd file for [`USER`].
-    fn start(s: &Server, dir: &Path, port: u16) -> Registry {
-        let htpasswd = std::process::Command::new("htpasswd")
-            .args(["-Bbn", USER, PASSWORD])
-            .output()
-            .expect("htpasswd (apache2-utils)");
-        assert!(htpasswd.status.success());
-        std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+    /// Starts the registry on `127.0.0.1:port` of the node, storing under `storage`, its
+    /// config and log in `dir`: with an htpasswd file for [`USER`], or serving TLS with
+    /// `tls` (certificate and key files) and no auth. Two registries may share a storage.
+    fn start(
+        s: &Server,
+        dir: &Path,
+        storage: &Path,
+        port: u16,
+        tls: Option<(&Path, &Path)>,
+    ) -> Registry {
+        let access = match tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => {
+                let htpasswd = std::process::Command::new("htpasswd")
+                    .args(["-Bbn", USER, PASSWORD])
+                    .output()
+                    .expect("htpasswd (apache2-utils)");
+                assert!(htpasswd.status.success());
+                std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: kubox-test\n    path: {}\n",
+                    dir.join("htpasswd").display()
+                )
+            }
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: kubox-test\n    path: {htpasswd}\n",
-            root = dir.join("storage").display(),
-            htpasswd = dir.join("htpasswd").display(),
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: 127.0.0.1:{port}\n{access}",
+            root = storage.display(),
         );
         let config_path = dir.join("config.yml");
         std::fs::write(&config_path, config).unwrap();
@@ -70,10 +90,11 @@ impl Registry {
             netns: s.netns.clone().expect("a node test"),
             port,
         };
+        // Up once it answers: 401 (auth needed), or 400 from a TLS port to plain HTTP.
         let up = eventually(Duration::from_secs(15), || {
             r.request("GET", "/v2/", &[], Vec::new(), false)
                 .ok()
-                .filter(|(status, _, _)| *status == 401)
+                .filter(|(status, _, _)| matches!(status, 400 | 401))
         });
         assert!(
             up.is_some(),
@@ -279,6 +300,37 @@ fn events(s: &Server, name: &str) -> Vec<(String, String, String, i64, String, S
 #[test]
 fn registries_yaml_mirrors_pull_secrets_and_pull_policies_against_a_real_registry() {
     let port = crate::common::free_port();
+    let tls_port = crate::common::free_port();
+    let reg_dir = tempfile::tempdir().unwrap();
+    let (plain_dir, tls_dir, storage) = (
+        reg_dir.path().join("plain"),
+        reg_dir.path().join("tls"),
+        reg_dir.path().join("storage"),
+    );
+    for d in [&plain_dir, &tls_dir, &storage] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // A CA of the test's own and a serving certificate for 127.0.0.1.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params
+        .signed_by(&key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let (ca_file, cert_file, key_file) = (
+        tls_dir.join("ca.pem"),
+        tls_dir.join("cert.pem"),
+        tls_dir.join("key.pem"),
+    );
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
     let s = Server::start_node(&[], |data| {
         let etc = data.join("agent").join("etc");
         std::fs::create_dir_all(&etc).unwrap();
@@ -287,7 +339,8 @@ fn registries_yaml_mirrors_pull_secrets_and_pull_policies_against_a_real_registr
         std::fs::write(
             etc.join("registries.yaml"),
             format!(
-                "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://localhost:{port}\"\nconfigs:\n  \"localhost:{port}\":\n    auth:\n      username: {USER}\n      password: {PASSWORD}\n"
+                "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://localhost:{port}\"\nconfigs:\n  \"localhost:{port}\":\n    auth:\n      username: {USER}\n      password: {PASSWORD}\n  \"127.0.0.1:{tls_port}\":\n    tls:\n      ca_file: {ca}\n",
+                ca = ca_file.display(),
             ),
         )
         .unwrap();
@@ -304,10 +357,17 @@ fn registries_yaml_mirrors_pull_secrets_and_pull_policies_against_a_real_registr
         hosts.contains(&format!("[host.\"http://localhost:{port}\"]")),
         "{hosts}"
     );
-    let reg_dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(&s, reg_dir.path(), port);
+    let registry = Registry::start(&s, &plain_dir, &storage, port, None);
     registry.push_image("library/mirrored", "v1", "mirrored");
     registry.push_image("private/app", "v1", "private");
+    // The same storage served over TLS by a certificate of the test's CA.
+    let tls_registry = Registry::start(
+        &s,
+        &tls_dir,
+        &storage,
+        tls_port,
+        Some((&cert_file, &key_file)),
+    );
     assert!(s.default_service_account_within("default", Duration::from_secs(30)));
 
     // 1. A docker.io image served by the mirror, pulled at every start (Always).
@@ -436,7 +496,17 @@ fn registries_yaml_mirrors_pull_secrets_and_pull_policies_against_a_real_registr
         );
     }
 
-    // 3. Never: an absent image is not pulled.
+    // 3. TLS: the registry's certificate is trusted through `configs.<host>.tls.ca_file`.
+    let tls_image = format!("127.0.0.1:{tls_port}/library/mirrored:v1");
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        &pod("tls", &tls_image, "IfNotPresent", json!({})),
+    );
+    wait_state(&s, "tls", "Running", Duration::from_secs(60));
+    drop(tls_registry);
+
+    // 4. Never: an absent image is not pulled.
     s.k_in(
         KUBECTL_NEW,
         &["apply", "-f", "-"],
