@@ -17,6 +17,8 @@ command -v nft >/dev/null || need_apt+=(nftables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 [[ -x /bin/busybox ]] || need_apt+=(busybox-static)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 if ((${#need_apt[@]})); then
   echo "tests/run.sh: installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

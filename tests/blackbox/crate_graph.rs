@@ -19,6 +19,8 @@ fn layers() -> BTreeMap<&'static str, u32> {
         // An API client like the controllers and the agent, one layer below the agent that
         // runs it on every node.
         ("kubox-dns", 2),
+        // The Event recorder, shared by the controllers and the agent (kubelet events).
+        ("kubox-events", 2),
         ("kubox-controllers", 3),
         ("kubox-agent", 3),
         ("kubox-server", 4),

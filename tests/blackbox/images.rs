@@ -3,7 +3,7 @@
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-fn digest(b: &[u8]) -> String {
+pub fn digest(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
@@ -40,9 +40,9 @@ pub fn write_busybox_image(out: &Path, tag: &str) {
     write_busybox_image_with(out, tag, &[]);
 }
 
-/// [`write_busybox_image`] with `extra` files (path in the image, content, mode; a path ending
-/// in `/` is a directory) in its layer.
-pub fn write_busybox_image_with(out: &Path, tag: &str, extra: &[(&str, &[u8], u32)]) {
+/// The blobs of the busybox test image: (layer, config, manifest), with `extra` files (path in
+/// the image, content, mode; a path ending in `/` is a directory) in its layer.
+pub fn busybox_blobs(extra: &[(&str, &[u8], u32)]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static at /bin/busybox");
     let mut layer = tar::Builder::new(Vec::new());
     for d in ["bin/", "tmp/", "www/", "etc/"] {
@@ -81,6 +81,13 @@ pub fn write_busybox_image_with(out: &Path, tag: &str, extra: &[(&str, &[u8], u3
     })
     .to_string()
     .into_bytes();
+    (layer, config, manifest)
+}
+
+/// [`write_busybox_image`] with `extra` files (path in the image, content, mode; a path ending
+/// in `/` is a directory) in its layer.
+pub fn write_busybox_image_with(out: &Path, tag: &str, extra: &[(&str, &[u8], u32)]) {
+    let (layer, config, manifest) = busybox_blobs(extra);
     let name = format!("docker.io/library/busybox:{tag}");
     let index = serde_json::json!({
         "schemaVersion": 2,

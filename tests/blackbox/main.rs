@@ -19,6 +19,7 @@ mod node;
 mod pod_io;
 mod python_client;
 mod quota;
+mod registry;
 mod revisions;
 mod security_and_errors;
 mod service_proxy;

@@ -5,7 +5,9 @@
 //! Entry point: [`run`]. Modules: [`node`] (Node object, status, lease), [`pods`] (one worker
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
 //! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy),
-//! [`hostports`] (pods' host ports), [`netpol`] (NetworkPolicy enforcement), [`join`] (`kubox agent --join`), [`kubelet`] (the kubelet
+//! [`hostports`] (pods' host ports), [`netpol`] (NetworkPolicy enforcement), [`pull`] (image
+//! pulls: policies, pull secrets, back-off), [`static_pods`] (the file source and mirror pods),
+//! [`pressure`] (eviction signals), [`join`] (`kubox agent --join`), [`kubelet`] (the kubelet
 //! API: logs, exec, attach, port-forward), [`volumes`], [`env`].
 //! The node-local cluster DNS (kubox-dns) listens on the pod bridge's gateway address.
 
@@ -19,6 +21,7 @@ pub mod pods;
 pub mod pressure;
 pub mod probes;
 pub mod proxy;
+pub mod pull;
 pub mod setup;
 pub mod spec;
 pub mod static_pods;
@@ -77,6 +80,8 @@ pub enum Error {
     Join(String),
     #[error("cannot register node {node}: {source}")]
     Register { node: String, source: kube::Error },
+    #[error("cannot use {path}: {message}")]
+    Registries { path: String, message: String },
     #[error("cannot prepare {path}: {source}")]
     Io {
         path: String,
@@ -85,6 +90,13 @@ pub enum Error {
 }
 
 impl AgentConfig {
+    /// k3s's registry configuration file: mirrors, credentials and TLS of registries.
+    pub fn registries_file(&self) -> PathBuf {
+        self.data_dir
+            .join("agent")
+            .join("etc")
+            .join("registries.yaml")
+    }
     fn cni_bin_dir(&self) -> PathBuf {
         self.data_dir.join("agent").join("cni").join("bin")
     }
@@ -95,6 +107,34 @@ impl AgentConfig {
             .join("cni")
             .join("net.d")
     }
+}
+
+/// `<data-dir>/agent/etc/registries.yaml` (k3s's format), or no registry configuration when
+/// there is no such file.
+fn read_registries(
+    path: &std::path::Path,
+) -> Result<kubox_containerd::registries::Registries, Error> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => {
+            return Err(Error::Registries {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            });
+        }
+    };
+    let registries = kubox_containerd::registries::Registries::parse(&text).map_err(|message| {
+        Error::Registries {
+            path: path.display().to_string(),
+            message,
+        }
+    })?;
+    for w in registries.warnings() {
+        tracing::warn!(file = %path.display(), "{w}");
+    }
+    tracing::info!(file = %path.display(), mirrors = registries.mirrors.len(), configs = registries.configs.len(), "registry configuration loaded");
+    Ok(registries)
 }
 
 /// The name of this host (`/proc/sys/kernel/hostname`, lowercased), the default node name.
@@ -203,12 +243,14 @@ pub async fn run(
         move |source| Error::Io { path, source }
     };
     setup::link_cni_plugins(&cfg.cni_bin_dir(), &cfg.exe).map_err(io(&cfg.cni_bin_dir()))?;
+    let registries = read_registries(&cfg.registries_file())?;
     let containerd = Containerd::start(ContainerdConfig {
         data_dir: cfg.data_dir.clone(),
         run_dir: cfg.run_dir.clone(),
         sandbox_image: kubox_containerd::pause::PAUSE_IMAGE.to_string(),
         cni_bin_dir: cfg.cni_bin_dir(),
         cni_conf_dir: cfg.cni_conf_dir(),
+        registries,
     })
     .await?;
     let cri = Cri::connect(containerd.socket())
@@ -279,6 +321,7 @@ pub async fn run(
         kubernetes_service: cfg.kubernetes_service.clone(),
         tokens: Default::default(),
         claims: Default::default(),
+        recorder: kubox_events::Recorder::on_node(client.clone(), "kubelet", &cfg.node_name),
     });
     let local_paths = tokio::spawn(volumes::clean_local_paths(
         client.clone(),

@@ -30,6 +30,8 @@ pub struct Ctx {
     pub tokens: crate::volumes::TokenCache,
     /// Host paths of the pods' claim volumes, resolved when the volumes are prepared.
     pub claims: crate::volumes::ClaimPaths,
+    /// The node's events (`kubelet` on this node).
+    pub recorder: kubox_events::Recorder,
 }
 
 /// What a pod worker is told: the latest pod object, or `None` once it is gone from the API
@@ -53,6 +55,7 @@ pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<PodState>) {
         last_status: Value::Null,
         volumes_synced: None,
         probes: HashMap::new(),
+        pull_backoff: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last: Option<Arc<Pod>> = None;
@@ -93,6 +96,8 @@ struct Worker {
     volumes_synced: Option<Instant>,
     /// Probe results per container name.
     probes: HashMap<String, crate::probes::ProbeState>,
+    /// Image pull back-off by image.
+    pull_backoff: crate::pull::Backoffs,
 }
 
 type SyncResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -481,7 +486,9 @@ impl Worker {
         ip: &str,
     ) -> SyncResult<()> {
         let image = c.image.clone().unwrap_or_default();
-        if let Err((reason, message)) = self.ensure_image(pod, c).await {
+        if let Err((reason, message)) =
+            crate::pull::ensure_image(&self.ctx, &mut self.pull_backoff, pod, c).await
+        {
             self.waiting.insert(c.name.clone(), (reason, message));
             return Ok(());
         }
@@ -593,60 +600,6 @@ impl Worker {
         self.waiting.remove(&c.name);
         tracing::debug!(pod = ?pod.metadata.name, container = %c.name, attempt, "started container");
         Ok(())
-    }
-
-    /// Makes the container's image present per its pull policy; Err((reason, message)).
-    async fn ensure_image(&self, _pod: &Pod, c: &Container) -> Result<(), (String, String)> {
-        let image = c.image.clone().unwrap_or_default();
-        let tag_latest =
-            !image.contains('@') && !image.rsplit('/').next().unwrap_or("").contains(':');
-        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
-            if tag_latest {
-                "Always".into()
-            } else {
-                "IfNotPresent".into()
-            }
-        });
-        let mut images = self.ctx.cri.images.clone();
-        let present = images
-            .image_status(api::ImageStatusRequest {
-                image: Some(api::ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            })
-            .await
-            .map(|r| r.into_inner().image.is_some())
-            .unwrap_or(false);
-        if present && policy != "Always" {
-            return Ok(());
-        }
-        if policy == "Never" {
-            return Err((
-                "ErrImageNeverPull".into(),
-                format!("Container image \"{image}\" is not present with pull policy of Never"),
-            ));
-        }
-        match images
-            .pull_image(api::PullImageRequest {
-                image: Some(api::ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                auth: None,
-                sandbox_config: None,
-            })
-            .await
-        {
-            Ok(_) => Ok(()),
-            // An image that is present locally still runs when the registry is unreachable.
-            Err(_) if present => Ok(()),
-            Err(e) => Err((
-                "ErrImagePull".into(),
-                format!("failed to pull image \"{image}\": {}", e.message()),
-            )),
-        }
     }
 
     /// Stops every container (SIGTERM, then SIGKILL after `grace` seconds) and the sandbox.

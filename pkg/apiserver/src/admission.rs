@@ -364,6 +364,24 @@ async fn service_account(ctx: &Ctx, pod: &mut Value) -> ApiResult<()> {
         .get_mut("spec")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| ApiError::internal("pod spec vanished"))?;
+    // A pod without image pull secrets of its own gets its service account's.
+    let own_secrets = spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if !own_secrets
+        && let Some(secrets) = sa
+            .get("imagePullSecrets")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty())
+    {
+        let names: Vec<Value> = secrets
+            .iter()
+            .filter_map(|s| s.get("name"))
+            .map(|n| json!({"name": n}))
+            .collect();
+        spec.insert("imagePullSecrets".into(), Value::Array(names));
+    }
     let automount = spec
         .get("automountServiceAccountToken")
         .and_then(Value::as_bool)

@@ -12,6 +12,7 @@
 mod archive;
 mod plan;
 mod reference;
+pub use reference::normalize as normalize_reference;
 mod store;
 
 use std::collections::{HashMap, HashSet};

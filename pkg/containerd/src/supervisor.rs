@@ -22,6 +22,8 @@ pub struct ContainerdConfig {
     /// CNI plugin binaries and network configs for the CRI plugin.
     pub cni_bin_dir: PathBuf,
     pub cni_conf_dir: PathBuf,
+    /// Mirrors, credentials and TLS of registries (`registries.yaml`).
+    pub registries: crate::registries::Registries,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,14 @@ impl ContainerdConfig {
             .join("etc")
             .join("containerd")
             .join("config.toml")
+    }
+    /// The CRI plugin's registry `config_path`: one `hosts.toml` per registry.
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.data_dir
+            .join("agent")
+            .join("etc")
+            .join("containerd")
+            .join("certs.d")
     }
     fn pid_file(&self) -> PathBuf {
         self.state().join("kubox-containerd.pid")
@@ -103,7 +113,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = {cni_conf}
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = {certs}
-"#,
+{auth}"#,
             root = q(&self.root()),
             state = q(&self.state()),
             socket = q(&self.socket()),
@@ -113,12 +123,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             runc_root = q(&self.run_dir.join("runc")),
             cni_bin = q(&self.cni_bin_dir),
             cni_conf = q(&self.cni_conf_dir),
-            certs = q(&self
-                .data_dir
-                .join("agent")
-                .join("etc")
-                .join("containerd")
-                .join("certs.d")),
+            certs = q(&self.hosts_dir()),
+            auth = self.registries.auth_toml(),
         )
     }
 }
@@ -197,6 +203,13 @@ impl Containerd {
                 source,
             })?;
         }
+        let hosts_dir = cfg.hosts_dir();
+        cfg.registries
+            .write_hosts_dir(&hosts_dir)
+            .map_err(|source| Error::Io {
+                path: hosts_dir.display().to_string(),
+                source,
+            })?;
         let config_path = cfg.config_path();
         std::fs::write(&config_path, cfg.render()).map_err(|source| Error::Io {
             path: config_path.display().to_string(),

@@ -21,7 +21,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod error;
-pub mod events;
+pub use kubox_events as events;
 pub mod gc;
 pub mod history;
 pub mod job;

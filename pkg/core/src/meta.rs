@@ -83,6 +83,45 @@ pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
     s.parse::<jiff::Timestamp>().ok()
 }
 
+/// Go's `time.Duration.String()` of a count of nanoseconds (`1h2m0.5s`, `1.5ms`, `0s`).
+pub fn go_duration(nanos: i64) -> String {
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let sign = if nanos < 0 { "-" } else { "" };
+    let n = nanos.unsigned_abs();
+    let frac = |value: u64, unit: u64| -> String {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.ilog10() as usize;
+        let f = format!("{rest:0digits$}");
+        format!("{whole}.{}", f.trim_end_matches('0'))
+    };
+    if n < 1_000 {
+        return format!("{sign}{n}ns");
+    }
+    if n < 1_000_000 {
+        return format!("{sign}{}µs", frac(n, 1_000));
+    }
+    if n < 1_000_000_000 {
+        return format!("{sign}{}ms", frac(n, 1_000_000));
+    }
+    let secs = frac(n % 60_000_000_000, 1_000_000_000);
+    let mins = n / 60_000_000_000;
+    if mins == 0 {
+        return format!("{sign}{secs}s");
+    }
+    let (h, m) = (mins / 60, mins % 60);
+    if h == 0 {
+        format!("{sign}{m}m{secs}s")
+    } else {
+        format!("{sign}{h}h{m}m{secs}s")
+    }
+}
+
 /// Upstream's short human duration ("5s", "3m20s", "4h", "2d"), as kubectl's AGE column.
 pub fn human_duration(secs: i64) -> String {
     let secs = secs.max(0);
@@ -148,6 +187,15 @@ mod tests {
         assert_eq!(name(&o), Some("a"));
         set_meta(&mut o, "name", Value::Null);
         assert_eq!(name(&o), None);
+    }
+
+    #[test]
+    fn go_durations_print_like_go() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(1_500_000), "1.5ms");
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(-2_500_000_000), "-2.5s");
     }
 
     #[test]

@@ -351,7 +351,7 @@ fn special(schema: &Schema, name: &str, buf: &[u8], depth: usize) -> Result<Opti
                 Value::String(format_time(secs, nanos, micro)?)
             }
         }
-        "duration" => Value::String(go_duration(int_field(&fields, 1))),
+        "duration" => Value::String(kubox_core::meta::go_duration(int_field(&fields, 1))),
         "intorstring" => {
             if int_field(&fields, 1) == 1 {
                 Value::String(
@@ -422,45 +422,6 @@ fn format_time(secs: i64, nanos: i64, micro: bool) -> Result<String, Error> {
     } else {
         format!("{base}Z")
     })
-}
-
-/// Go's `time.Duration.String()` of a count of nanoseconds (`1h2m0.5s`, `1.5ms`, `0s`).
-fn go_duration(nanos: i64) -> String {
-    if nanos == 0 {
-        return "0s".into();
-    }
-    let sign = if nanos < 0 { "-" } else { "" };
-    let n = nanos.unsigned_abs();
-    let frac = |value: u64, unit: u64| -> String {
-        let whole = value / unit;
-        let rest = value % unit;
-        if rest == 0 {
-            return whole.to_string();
-        }
-        let digits = unit.ilog10() as usize;
-        let f = format!("{rest:0digits$}");
-        format!("{whole}.{}", f.trim_end_matches('0'))
-    };
-    if n < 1_000 {
-        return format!("{sign}{n}ns");
-    }
-    if n < 1_000_000 {
-        return format!("{sign}{}µs", frac(n, 1_000));
-    }
-    if n < 1_000_000_000 {
-        return format!("{sign}{}ms", frac(n, 1_000_000));
-    }
-    let secs = frac(n % 60_000_000_000, 1_000_000_000);
-    let mins = n / 60_000_000_000;
-    if mins == 0 {
-        return format!("{sign}{secs}s");
-    }
-    let (h, m) = (mins / 60, mins % 60);
-    if h == 0 {
-        format!("{sign}{m}m{secs}s")
-    } else {
-        format!("{sign}{h}h{m}m{secs}s")
-    }
 }
 
 #[cfg(test)]

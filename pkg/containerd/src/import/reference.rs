@@ -5,7 +5,7 @@
 /// not a valid image reference.
 ///
 /// `busybox` → `docker.io/library/busybox:latest`, `quay.io/a/b:1` stays, a digest is kept.
-pub(crate) fn normalize(name: &str) -> Option<String> {
+pub fn normalize(name: &str) -> Option<String> {
     let name = name.trim();
     let (rest, digest) = match name.split_once('@') {
         Some((rest, digest)) => (rest, Some(digest)),

@@ -1,4 +1,6 @@
-//! Recording core/v1 Events (what `kubectl describe` and `kubectl get events` show).
+//! kubox-events: recording core/v1 Events (what `kubectl describe` and `kubectl get events`
+//! show), for the controllers and the node agent (whose events name their node as `host` and
+//! a container as the involved object's `fieldPath`, as the kubelet's do).
 //!
 //! As client-go's event correlator does, an event identical to one this recorder already
 //! wrote (same source, object, type, reason and message) is not written again: the stored
@@ -21,6 +23,8 @@ const REMEMBERED: usize = 4096;
 pub struct Recorder {
     client: Client,
     component: &'static str,
+    /// The node an agent's events come from (`source.host`, `reportingInstance`).
+    host: Option<String>,
     /// Event key -> (stored Event's name, its count).
     seen: Arc<Mutex<HashMap<String, (String, i32)>>>,
 }
@@ -30,7 +34,16 @@ impl Recorder {
         Recorder {
             client,
             component,
+            host: None,
             seen: Arc::default(),
+        }
+    }
+
+    /// A recorder of a node's component (`kubelet`): events carry the node as their source host.
+    pub fn on_node(client: Client, component: &'static str, node: &str) -> Recorder {
+        Recorder {
+            host: Some(node.to_string()),
+            ..Recorder::new(client, component)
         }
     }
 
@@ -54,7 +67,22 @@ impl Recorder {
     where
         K: Resource<DynamicType = ()>,
     {
-        let reference = object_reference(obj);
+        self.event_on(obj, None, type_, reason, message).await
+    }
+
+    /// [`Recorder::event`] about a part of `obj` (`fieldPath`, as `spec.containers{web}`).
+    pub async fn event_on<K>(
+        &self,
+        obj: &K,
+        field_path: Option<String>,
+        type_: &str,
+        reason: &str,
+        message: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let mut reference = object_reference(obj);
+        reference.field_path = field_path;
         let ns = obj.namespace().unwrap_or_else(|| "default".into());
         let now = jiff::Timestamp::now();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
@@ -66,6 +94,7 @@ impl Recorder {
             reference.name.as_deref().unwrap_or_default(),
             reference.uid.as_deref().unwrap_or_default(),
             reference.api_version.as_deref().unwrap_or_default(),
+            reference.field_path.as_deref().unwrap_or_default(),
             type_,
             reason,
             &message,
@@ -101,13 +130,13 @@ impl Recorder {
             type_: Some(type_.into()),
             source: Some(EventSource {
                 component: Some(self.component.into()),
-                host: None,
+                host: self.host.clone(),
             }),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             count: Some(1),
             reporting_component: Some(self.component.into()),
-            reporting_instance: Some(self.component.into()),
+            reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.into())),
             ..Event::default()
         };
         match api.create(&PostParams::default(), &event).await {
