@@ -23,3 +23,4 @@ mod security_and_errors;
 mod service_proxy;
 mod storage;
 mod webhooks;
+mod websocket;
