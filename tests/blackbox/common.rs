@@ -339,7 +339,12 @@ impl Server {
                         .block_on(f())
                 })
                 .join()
-                .expect("the thread in the node's namespace")
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "the client in the node's namespace failed; server log:\n{}",
+                        self.log()
+                    )
+                })
         })
     }
 

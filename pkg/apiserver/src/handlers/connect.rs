@@ -250,7 +250,7 @@ pub async fn stream(ctx: &Ctx) -> ApiResult<Response> {
     Ok(r)
 }
 
-/// The ports of a port-forward (`ports`, repeated or comma-separated).
+/// The ports of a port-forward (`ports`, repeated or comma-separated; maybe none).
 fn ports(ctx: &Ctx) -> ApiResult<Vec<u16>> {
     let mut ports = Vec::new();
     for p in ctx.query.all("ports").iter().flat_map(|v| v.split(',')) {
@@ -263,9 +263,6 @@ fn ports(ctx: &Ctx) -> ApiResult<Vec<u16>> {
                 )));
             }
         }
-    }
-    if ports.is_empty() {
-        return Err(ApiError::bad_request("at least one port must be specified"));
     }
     Ok(ports)
 }

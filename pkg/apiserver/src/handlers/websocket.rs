@@ -29,7 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::Ctx;
 use crate::error::{ApiError, ApiResult};
@@ -151,6 +152,12 @@ pub(super) async fn serve(
     target: Target,
 ) -> ApiResult<Response> {
     let (protocol, mode) = choose(&target, &offered(&ctx.headers))?;
+    if let (Mode::PortForward { .. }, Target::PortForward(ports)) = (mode, &target)
+        && ports.is_empty()
+    {
+        // The tunnelled form names its ports in SPDY headers instead.
+        return Err(ApiError::bad_request("at least one port must be specified"));
+    }
     let key = ctx
         .headers
         .get(header::SEC_WEBSOCKET_KEY)
@@ -247,6 +254,20 @@ fn decode(msg: &Message, base64: bool) -> Option<(u8, Vec<u8>)> {
     }
 }
 
+/// Ends the websocket with a Normal Closure (1000), which clients take as the end of every
+/// channel (Go's clients take a close without a code as an error).
+async fn close<S>(sink: &mut S)
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}
+
 /// A receiver that may not exist: never yields then.
 async fn recv(rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>) -> Option<Bytes> {
     match rx {
@@ -337,7 +358,7 @@ async fn exec(
                 .await
                 .map_err(std::io::Error::other)?;
         }
-        let _ = sink.close().await;
+        close(&mut sink).await;
     }
     spdy.close().await;
     Ok(())
@@ -456,7 +477,7 @@ async fn port_forward(
         }
     }
     if client_open {
-        let _ = sink.close().await;
+        close(&mut sink).await;
     }
     spdy.close().await;
     Ok(())
@@ -488,7 +509,7 @@ async fn tunnel(ws: Client, kubelet: Kubelet) -> std::io::Result<()> {
                 .await
                 .map_err(std::io::Error::other)?;
         }
-        let _ = sink.close().await;
+        close(&mut sink).await;
         Ok::<_, std::io::Error>(())
     };
     let (u, d) = tokio::join!(up, down);
