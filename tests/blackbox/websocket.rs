@@ -117,6 +117,30 @@ fn exec_attach_and_port_forward_over_websocket() {
         let status = within("the exec's status", at.take_status().unwrap()).await;
         within("the exec's end", at.join()).await.unwrap();
 
+        // Volume: 8 MiB of output through the bounded per-stream buffers, none lost.
+        let started = std::time::Instant::now();
+        let mut at = pods
+            .exec(
+                "web",
+                ["head", "-c", "8388608", "/dev/zero"],
+                &AttachParams::default().stderr(false),
+            )
+            .await
+            .expect("exec");
+        let mut bulk = Vec::new();
+        within(
+            "8 MiB of output",
+            at.stdout().unwrap().read_to_end(&mut bulk),
+        )
+        .await
+        .unwrap();
+        within("the exec's end", at.join()).await.unwrap();
+        assert_eq!(bulk.len(), 8 << 20);
+        eprintln!(
+            "8 MiB of exec output over websocket in {:?}",
+            started.elapsed()
+        );
+
         let mut at = pods
             .attach("echo", &AttachParams::default().stdin(true).stderr(false))
             .await

@@ -178,7 +178,11 @@ fn header_block(headers: &[(&str, &str)]) -> Vec<u8> {
     b
 }
 
-type Streams = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<Bytes>>>>;
+type Streams = Arc<Mutex<HashMap<u32, mpsc::Sender<Bytes>>>>;
+
+/// Frames buffered per stream before the session stops reading (backpressure: a slow client
+/// slows the kubelet down instead of growing memory).
+const STREAM_BUFFER: usize = 64;
 
 /// One client session over an upgraded connection. Cloning shares it.
 #[derive(Clone)]
@@ -220,14 +224,11 @@ impl Session {
 
     /// Opens a stream with `headers`; its data arrive on the receiver, which ends with the
     /// stream (FIN, reset, or the end of the session).
-    pub async fn open(
-        &self,
-        headers: &[(&str, &str)],
-    ) -> io::Result<(u32, mpsc::UnboundedReceiver<Bytes>)> {
+    pub async fn open(&self, headers: &[(&str, &str)]) -> io::Result<(u32, mpsc::Receiver<Bytes>)> {
         let mut w = self.writer.lock().await;
         let id = w.next_id;
         w.next_id += 2;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         if let Ok(mut s) = self.streams.lock() {
             s.insert(id, tx);
         }
@@ -276,16 +277,19 @@ impl Session {
         let _ = self.writer.lock().await.io.shutdown().await;
     }
 
-    fn deliver(&self, id: u32, data: Bytes, fin: bool) {
-        if let Ok(mut s) = self.streams.lock() {
-            if !data.is_empty()
-                && let Some(tx) = s.get(&id)
-            {
-                let _ = tx.send(data);
-            }
+    async fn deliver(&self, id: u32, data: Bytes, fin: bool) {
+        let tx = self.streams.lock().ok().and_then(|mut s| {
             if fin {
-                s.remove(&id);
+                s.remove(&id)
+            } else {
+                s.get(&id).cloned()
             }
+        });
+        if let Some(tx) = tx
+            && !data.is_empty()
+        {
+            // A receiver that is gone (a stream nobody reads) drops the data.
+            let _ = tx.send(data).await;
         }
     }
 
@@ -308,7 +312,8 @@ impl Session {
                     word & 0x7fff_ffff,
                     Bytes::from(payload),
                     flags & FLAG_FIN != 0,
-                );
+                )
+                .await;
                 continue;
             }
             let id = || {
@@ -322,7 +327,7 @@ impl Session {
                     // The header block must go through the decompressor even if unused.
                     inflate.block(payload.get(4..).unwrap_or_default())?;
                     if flags & FLAG_FIN != 0 {
-                        self.deliver(id()?, Bytes::new(), true);
+                        self.deliver(id()?, Bytes::new(), true).await;
                     }
                 }
                 SYN_STREAM => {
@@ -332,7 +337,7 @@ impl Session {
                     p.extend_from_slice(&REFUSED_STREAM.to_be_bytes());
                     self.writer.lock().await.control(RST_STREAM, 0, &p).await?;
                 }
-                RST_STREAM => self.deliver(id()?, Bytes::new(), true),
+                RST_STREAM => self.deliver(id()?, Bytes::new(), true).await,
                 PING => self.writer.lock().await.control(PING, 0, &payload).await?,
                 GOAWAY => return Ok(()),
                 _ => {}

@@ -196,10 +196,16 @@ pub(super) async fn serve(
         let result = match (mode, target) {
             (Mode::Tunnel, _) => tunnel(ws, kubelet).await,
             (Mode::Exec { version, base64 }, Target::Exec(opts)) => {
-                exec(ws, kubelet, opts, version, base64).await
+                let spdy = Session::start(kubelet);
+                let r = exec(ws, &spdy, opts, version, base64).await;
+                spdy.close().await;
+                r
             }
             (Mode::PortForward { base64 }, Target::PortForward(ports)) => {
-                port_forward(ws, kubelet, &ports, base64).await
+                let spdy = Session::start(kubelet);
+                let r = port_forward(ws, &spdy, &ports, base64).await;
+                spdy.close().await;
+                r
             }
             _ => Ok(()),
         };
@@ -269,7 +275,7 @@ where
 }
 
 /// A receiver that may not exist: never yields then.
-async fn recv(rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>) -> Option<Bytes> {
+async fn recv(rx: &mut Option<tokio::sync::mpsc::Receiver<Bytes>>) -> Option<Bytes> {
     match rx {
         Some(r) => r.recv().await,
         None => None,
@@ -278,12 +284,11 @@ async fn recv(rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>) -> O
 
 async fn exec(
     ws: Client,
-    kubelet: Kubelet,
+    spdy: &Session,
     opts: ExecOptions,
     version: u8,
     base64: bool,
 ) -> std::io::Result<()> {
-    let spdy = Session::start(kubelet);
     let (_, mut status_rx) = spdy.open(&[("streamtype", "error")]).await?;
     let stdin = match opts.stdin {
         true => Some(spdy.open(&[("streamtype", "stdin")]).await?.0),
@@ -360,7 +365,6 @@ async fn exec(
         }
         close(&mut sink).await;
     }
-    spdy.close().await;
     Ok(())
 }
 
@@ -400,11 +404,10 @@ fn status_message(status: &[u8], version: u8) -> Option<Vec<u8>> {
 
 async fn port_forward(
     ws: Client,
-    kubelet: Kubelet,
+    spdy: &Session,
     ports: &[u16],
     base64: bool,
 ) -> std::io::Result<()> {
-    let spdy = Session::start(kubelet);
     let mut data_ids = Vec::new();
     type Out = Pin<Box<dyn futures::Stream<Item = (u8, Bytes)> + Send>>;
     let mut outputs: Vec<Out> = Vec::new();
@@ -419,11 +422,10 @@ async fn port_forward(
         data_ids.push(id);
         let channel = u8::try_from(i * 2).map_err(std::io::Error::other)?;
         outputs.push(Box::pin(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(data).map(move |b| (channel, b)),
+            tokio_stream::wrappers::ReceiverStream::new(data).map(move |b| (channel, b)),
         ));
         outputs.push(Box::pin(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(error)
-                .map(move |b| (channel + 1, b)),
+            tokio_stream::wrappers::ReceiverStream::new(error).map(move |b| (channel + 1, b)),
         ));
     }
     let (mut sink, mut source) = ws.split();
@@ -479,7 +481,6 @@ async fn port_forward(
     if client_open {
         close(&mut sink).await;
     }
-    spdy.close().await;
     Ok(())
 }
 
