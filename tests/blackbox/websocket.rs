@@ -122,7 +122,7 @@ fn exec_attach_and_port_forward_over_websocket() {
         let mut at = pods
             .exec(
                 "web",
-                ["head", "-c", "8388608", "/dev/zero"],
+                ["busybox", "head", "-c", "8388608", "/dev/zero"],
                 &AttachParams::default().stderr(false),
             )
             .await
@@ -134,8 +134,9 @@ fn exec_attach_and_port_forward_over_websocket() {
         )
         .await
         .unwrap();
+        let bulk_status = within("the status", at.take_status().unwrap()).await;
         within("the exec's end", at.join()).await.unwrap();
-        assert_eq!(bulk.len(), 8 << 20);
+        assert_eq!(bulk.len(), 8 << 20, "{bulk_status:?}");
         eprintln!(
             "8 MiB of exec output over websocket in {:?}",
             started.elapsed()
