@@ -320,6 +320,34 @@ impl Server {
         }
     }
 
+    /// Runs the future `f` makes on a thread of its own that has entered the node's network
+    /// namespace (where the server listens), so in-process clients such as `kube` reach it.
+    pub fn block_on_in_node<T: Send, F: std::future::Future<Output = T>>(
+        &self,
+        f: impl FnOnce() -> F + Send,
+    ) -> T {
+        let ns = self.netns.clone().expect("a node server");
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
+                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime")
+                        .block_on(f())
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "the client in the node's namespace failed; server log:\n{}",
+                        self.log()
+                    )
+                })
+        })
+    }
+
     /// Whether the `default` ServiceAccount of `ns` exists within `timeout` (the serviceaccount
     /// controller makes it; the ServiceAccount admission refuses pods until it does).
     pub fn default_service_account_within(&self, ns: &str, timeout: Duration) -> bool {

@@ -25,3 +25,4 @@ mod security_and_errors;
 mod service_proxy;
 mod storage;
 mod webhooks;
+mod websocket;

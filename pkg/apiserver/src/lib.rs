@@ -31,6 +31,7 @@ pub mod quota;
 pub mod rbac;
 pub mod request;
 pub mod reviews;
+pub mod spdy;
 pub mod state;
 pub mod storage;
 pub mod tokens;

@@ -1,12 +1,14 @@
 //! The connect subresources of pods, served by the pod's node: `log` is streamed from the
 //! kubelet API's `/containerLogs`, and `exec`, `attach` and `portforward` proxy the client's
 //! upgraded connection (SPDY/3.1 or websocket) to the kubelet's `/exec`, `/attach` and
-//! `/portForward`, byte for byte, as upstream's UpgradeAwareHandler does. The API server
+//! `/portForward`: SPDY byte for byte, as upstream's UpgradeAwareHandler does, and websocket
+//! translated to SPDY (`websocket.rs`). The API server
 //! presents its own client certificate and checks the kubelet's serving certificate against
 //! the server CA; the kubelet is reached on its node's InternalIP and
 //! `status.daemonEndpoints.kubeletEndpoint.Port`.
 
 use super::Ctx;
+use super::websocket::{ExecOptions, Target};
 use crate::error::{ApiError, ApiResult};
 use crate::storage;
 use axum::body::Body;
@@ -181,6 +183,19 @@ pub async fn stream(ctx: &Ctx) -> ApiResult<Response> {
         )));
     };
     let addr = kubelet_address(ctx, &node).await?;
+    if super::websocket::is_websocket(&ctx.headers) {
+        let target = if sub == "portforward" {
+            Target::PortForward(ports(ctx)?)
+        } else {
+            Target::Exec(ExecOptions {
+                stdin: q.bool("stdin"),
+                stdout: q.bool("stdout"),
+                stderr: q.bool("stderr"),
+                tty: q.bool("tty"),
+            })
+        };
+        return super::websocket::serve(ctx, upgrade, addr, &path, target).await;
+    }
     // The client's upgrade headers go along (Connection, Upgrade, X-Stream-Protocol-Version,
     // Sec-WebSocket-*); its credentials do not.
     let mut headers = HeaderMap::new();
@@ -233,6 +248,23 @@ pub async fn stream(ctx: &Ctx) -> ApiResult<Response> {
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *r.headers_mut() = resp.headers().clone();
     Ok(r)
+}
+
+/// The ports of a port-forward (`ports`, repeated or comma-separated; maybe none).
+fn ports(ctx: &Ctx) -> ApiResult<Vec<u16>> {
+    let mut ports = Vec::new();
+    for p in ctx.query.all("ports").iter().flat_map(|v| v.split(',')) {
+        let p = p.trim();
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => ports.push(n),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unable to parse {p:?} as a port"
+                )));
+            }
+        }
+    }
+    Ok(ports)
 }
 
 fn node_name(pod: &Value) -> Option<String> {
@@ -330,7 +362,7 @@ async fn kubelet_address(ctx: &Ctx, node: &str) -> ApiResult<SocketAddr> {
 
 /// Sends one request (no body) to the kubelet at `addr` over TLS; the connection is kept for
 /// an upgrade.
-async fn kubelet_request(
+pub(super) async fn kubelet_request(
     ctx: &Ctx,
     addr: SocketAddr,
     method: Method,
@@ -379,7 +411,7 @@ async fn kubelet_request(
 }
 
 /// A kubelet's error answer as the API server reports it (the kubelet's text as message).
-async fn kubelet_error(resp: http::Response<hyper::body::Incoming>) -> ApiError {
+pub(super) async fn kubelet_error(resp: http::Response<hyper::body::Incoming>) -> ApiError {
     let code = resp.status().as_u16();
     let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
         .collect()

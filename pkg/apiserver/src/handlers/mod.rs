@@ -10,6 +10,7 @@ mod object;
 mod patch;
 mod update;
 mod watch;
+mod websocket;
 
 use crate::authn::User;
 use crate::error::{ApiError, ApiResult};
