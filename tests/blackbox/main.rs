@@ -15,6 +15,7 @@ mod join;
 mod kubectl;
 mod lifecycle;
 mod node;
+mod node_agent;
 mod pod_io;
 mod python_client;
 mod quota;
