@@ -1,5 +1,8 @@
 //! The node agent under stress: containerd dying under it, gRPC probes, container log
 //! rotation. Each test runs a whole node (see [`Server::start_node`]).
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{KUBECTL_NEW, Server, eventually};
@@ -164,4 +167,225 @@ fn containerd_killed_under_the_agent_is_restarted_and_pods_keep_running() {
         s.k(KUBECTL_NEW, &["get", "pod", "after", "-o", "yaml"]),
         s.log()
     );
+}
+
+/// A `grpc.health.v1.Health` server: statuses by service name (absent: SERVICE_UNKNOWN, as
+/// upstream's health server answers NOT_FOUND), and the User-Agents of the calls it got.
+#[derive(Clone, Default)]
+struct Health {
+    statuses: Arc<Mutex<HashMap<String, i32>>>,
+    agents: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+const SERVING: i32 = 1;
+const NOT_SERVING: i32 = 2;
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl tonic::server::UnaryService<HealthCheckRequest> for Health {
+    type Response = HealthCheckResponse;
+    type Future = BoxFuture<Result<tonic::Response<HealthCheckResponse>, tonic::Status>>;
+    fn call(&mut self, req: tonic::Request<HealthCheckRequest>) -> Self::Future {
+        let agent = req
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        self.agents.lock().unwrap().push(agent);
+        let status = self
+            .statuses
+            .lock()
+            .unwrap()
+            .get(&req.into_inner().service)
+            .copied();
+        Box::pin(async move {
+            match status {
+                Some(status) => Ok(tonic::Response::new(HealthCheckResponse { status })),
+                None => Err(tonic::Status::not_found("unknown service")),
+            }
+        })
+    }
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Health {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != "/grpc.health.v1.Health/Check" {
+                return Ok(tonic::Status::unimplemented("").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(this, req).await)
+        })
+    }
+}
+
+/// A TCP listener on `0.0.0.0:port` inside the network namespace at `netns` (a thread enters
+/// it to bind; the socket stays in that namespace wherever it is used).
+fn listen_in(netns: &Path, port: u16) -> std::net::TcpListener {
+    let netns = std::fs::File::open(netns).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        l
+    })
+    .join()
+    .unwrap()
+}
+
+/// The pod network namespaces CRI made on the node (`/run/netns/cni-*` in its mount namespace).
+fn pod_netns(s: &Server) -> Vec<PathBuf> {
+    let Some(kubox) = s.node_kubox_pid() else {
+        return Vec::new();
+    };
+    std::fs::read_dir(format!("/proc/{kubox}/root/run/netns"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("cni-"))
+        })
+        .collect()
+}
+
+#[test]
+fn grpc_probes_ask_the_pods_health_service() {
+    let s = ready_node();
+    // The init container holds the pod back while the test puts a real gRPC health server
+    // into the pod's network namespace: the probes then reach it at the pod's IP, from the
+    // node, as they would reach a server in the container.
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: grpc}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - {name: wait, image: docker.io/library/busybox:test, command: [sleep, "4"]}
+  containers:
+  - name: app
+    image: docker.io/library/busybox:test
+    command: [sleep, "3600"]
+    readinessProbe: {grpc: {port: 50051}, periodSeconds: 1, failureThreshold: 1}
+    livenessProbe: {grpc: {port: 50051, service: liveness}, periodSeconds: 1, failureThreshold: 2}
+"#,
+    );
+    let netns = eventually(Duration::from_secs(60), || {
+        let found = pod_netns(&s);
+        (found.len() == 1).then(|| found[0].clone())
+    })
+    .unwrap_or_else(|| panic!("no pod network namespace:\n{}", s.log()));
+    let health = Health::default();
+    health
+        .statuses
+        .lock()
+        .unwrap()
+        .extend([("".to_string(), NOT_SERVING), ("liveness".into(), SERVING)]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = listen_in(&netns, 50051);
+    let server = health.clone();
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        tonic::transport::Server::builder()
+            .serve_with_incoming(
+                server,
+                tonic::transport::server::TcpIncoming::from(listener),
+            )
+            .await
+    });
+    let status =
+        |name: &str| json(&s.k(KUBECTL_NEW, &["get", "pod", name, "-o", "json"]))["status"].clone();
+    let ready = |st: &serde_json::Value| {
+        st["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    };
+    let set = |service: &str, v: i32| {
+        health
+            .statuses
+            .lock()
+            .unwrap()
+            .insert(service.to_string(), v);
+    };
+    // NOT_SERVING: running, alive, not ready.
+    let running = eventually(Duration::from_secs(60), || {
+        let st = status("grpc");
+        (st["phase"] == "Running" && st["containerStatuses"][0]["state"]["running"].is_object())
+            .then_some(st)
+    })
+    .unwrap_or_else(|| panic!("{}\n{}", status("grpc"), s.log()));
+    std::thread::sleep(Duration::from_secs(3));
+    let st = status("grpc");
+    assert!(!ready(&st), "NOT_SERVING must not be ready: {st}");
+    assert_eq!(st["containerStatuses"][0]["restartCount"], 0, "{st}");
+    assert!(
+        health
+            .agents
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("kube-probe/")),
+        "the probes reached the server: {:?}",
+        health.agents.lock().unwrap()
+    );
+    // SERVING: ready.
+    set("", SERVING);
+    let st = eventually(Duration::from_secs(20), || {
+        let st = status("grpc");
+        ready(&st).then_some(st)
+    });
+    assert!(
+        st.is_some(),
+        "SERVING must make the pod ready: {}",
+        status("grpc")
+    );
+    // NOT_SERVING again: not ready, not restarted.
+    set("", NOT_SERVING);
+    let st = eventually(Duration::from_secs(20), || {
+        let st = status("grpc");
+        (!ready(&st)).then_some(st)
+    })
+    .unwrap_or_else(|| panic!("NOT_SERVING must make the pod unready: {}", status("grpc")));
+    assert_eq!(st["containerStatuses"][0]["restartCount"], 0, "{st}");
+    assert_eq!(
+        st["containerStatuses"][0]["containerID"],
+        running["containerStatuses"][0]["containerID"]
+    );
+    // The liveness service stops serving: the container is killed and started again.
+    set("liveness", NOT_SERVING);
+    let restarted = eventually(Duration::from_secs(60), || {
+        let st = status("grpc");
+        (st["containerStatuses"][0]["restartCount"].as_i64() >= Some(1)).then_some(st)
+    });
+    assert!(restarted.is_some(), "{}\n{}", status("grpc"), s.log());
+    drop(rt);
 }
