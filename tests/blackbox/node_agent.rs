@@ -389,3 +389,138 @@ spec:
     assert!(restarted.is_some(), "{}\n{}", status("grpc"), s.log());
     drop(rt);
 }
+
+/// `line N` numbers of CRI log lines (`<time> stdout F line N ...`) or plain `line N ...` lines.
+fn line_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| {
+            let at = l.find("line ")?;
+            l[at + 5..].split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn contiguous(n: &[u64]) -> bool {
+    n.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+#[test]
+fn container_logs_are_rotated_and_kubectl_logs_reads_the_current_file() {
+    let s = crate::node::ready_node_with(&[
+        "--container-log-max-size=4Ki",
+        "--container-log-max-files=3",
+        "--container-log-monitor-interval=1s",
+    ]);
+    // About 2.5 KiB of log a second: a rotation every two seconds or so.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "run",
+            "chatty",
+            "--image=docker.io/library/busybox:test",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "i=0; while :; do for j in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo line $i {}; i=$((i+1)); done; sleep 1; done",
+                "x".repeat(80)
+            ),
+        ],
+    );
+    let pod = eventually(Duration::from_secs(60), || {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "chatty", "-o", "json"]));
+        (p["status"]["phase"] == "Running").then_some(p)
+    })
+    .unwrap_or_else(|| panic!("chatty not running:\n{}", s.log()));
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let dir = s
+        .data_dir()
+        .join("agent/pods")
+        .join(&uid)
+        .join("logs/chatty");
+    let files = || -> Vec<String> {
+        let mut f: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        f.sort();
+        f
+    };
+    // Follow the log across rotations while they happen.
+    let mut follow = s
+        .command(crate::common::kubectl_path(KUBECTL_NEW))
+        .args(["logs", "-f", "chatty", "--tail=1"])
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("HOME", s.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Rotated twice at least: a compressed file, a plain newest one, the current one; never
+    // more than --container-log-max-files.
+    let mut most = 0;
+    let rotated = eventually(Duration::from_secs(40), || {
+        let f = files();
+        most = most.max(f.len());
+        let gz = f
+            .iter()
+            .any(|n| n.starts_with("0.log.") && n.ends_with(".gz"));
+        let plain = f
+            .iter()
+            .any(|n| n.starts_with("0.log.") && !n.ends_with(".gz"));
+        (gz && plain && f.contains(&"0.log".to_string())).then_some(f)
+    });
+    assert!(rotated.is_some(), "files: {:?}\n{}", files(), s.log());
+    for _ in 0..30 {
+        most = most.max(files().len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(most <= 3, "at most 3 log files, saw {most}: {:?}", files());
+    // No line is lost in a rotation: the newest rotated file ends where the current one starts.
+    let seamless = eventually(Duration::from_secs(20), || {
+        let f = files();
+        let plain = f
+            .iter()
+            .find(|n| n.starts_with("0.log.") && !n.ends_with(".gz"))?;
+        let old = line_numbers(&std::fs::read_to_string(dir.join(plain)).ok()?);
+        let cur = line_numbers(&std::fs::read_to_string(dir.join("0.log")).ok()?);
+        (contiguous(&old) && !cur.is_empty() && old.last()? + 1 == cur[0]).then_some(())
+    });
+    assert!(seamless.is_some(), "files: {:?}", files());
+    // The compressed ones hold older lines.
+    let gz = files().into_iter().find(|n| n.ends_with(".gz")).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(dir.join(&gz)).unwrap()),
+        &mut text,
+    )
+    .unwrap();
+    let old = line_numbers(&text);
+    assert!(!old.is_empty() && contiguous(&old), "{gz}: {text}");
+    // kubectl logs: the current file only, in order, without the rotated lines.
+    let out = s.k(KUBECTL_NEW, &["logs", "chatty"]);
+    let n = line_numbers(&out);
+    assert!(!n.is_empty() && contiguous(&n), "{out}");
+    assert!(
+        n[0] > *old.last().unwrap(),
+        "kubectl logs starts after the rotated lines"
+    );
+    assert!(
+        out.len() < 16 << 10,
+        "{} bytes: more than the current file",
+        out.len()
+    );
+    // The follower went on in each new file.
+    follow.kill().unwrap();
+    let followed = follow.wait_with_output().unwrap();
+    let f = line_numbers(&String::from_utf8_lossy(&followed.stdout));
+    assert!(contiguous(&f), "kubectl logs -f skipped lines: {f:?}");
+    // A 4 KiB file holds about 30 of these lines: more than 60 span rotations.
+    assert!(
+        f.len() > 60,
+        "kubectl logs -f followed only {} lines",
+        f.len()
+    );
+}

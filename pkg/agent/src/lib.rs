@@ -6,13 +6,15 @@
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
 //! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy),
 //! [`hostports`] (pods' host ports), [`join`] (`kubox agent --join`), [`kubelet`] (the kubelet
-//! API: logs, exec, attach, port-forward), [`volumes`], [`env`].
+//! API: logs, exec, attach, port-forward), [`logs`] (container log rotation), [`volumes`],
+//! [`env`].
 //! The node-local cluster DNS (kubox-dns) listens on the pod bridge's gateway address.
 
 pub mod env;
 pub mod hostports;
 pub mod join;
 pub mod kubelet;
+pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod probes;
@@ -60,6 +62,8 @@ pub struct AgentConfig {
     pub exe: PathBuf,
     /// The kubelet API (logs, exec, attach, port-forward for the API server).
     pub kubelet: kubelet::KubeletServing,
+    /// Container log rotation.
+    pub log_rotation: logs::LogRotation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,8 @@ pub struct JoiningAgent {
     pub exe: PathBuf,
     /// Port of the kubelet API.
     pub kubelet_port: u16,
+    /// Container log rotation.
+    pub log_rotation: logs::LogRotation,
 }
 
 /// Joins the cluster (retrying while the server cannot be reached), then runs the agent with
@@ -176,6 +182,7 @@ pub async fn join_and_run(
             port: cfg.kubelet_port,
             ..joined.kubelet
         },
+        log_rotation: cfg.log_rotation,
     };
     run(client, agent, shutdown).await
 }
@@ -268,6 +275,7 @@ pub async fn run(
         tokens: Default::default(),
         claims: Default::default(),
     });
+    let log_rotation = tokio::spawn(logs::run(cri.clone(), cfg.log_rotation));
     let local_paths = tokio::spawn(volumes::clean_local_paths(
         client.clone(),
         cfg.node_name.clone(),
@@ -282,6 +290,7 @@ pub async fn run(
     host_ports.abort();
     kubelet_api.abort();
     local_paths.abort();
+    log_rotation.abort();
     import.abort();
     containerd.stop().await;
     tracing::info!("node agent stopped");
