@@ -135,9 +135,44 @@ pub struct ServerArgs {
     /// tolerationSeconds of the unreachable:NoExecute toleration added to every pod without one.
     #[arg(long, hide = true, default_value = "300")]
     pub default_unreachable_toleration_seconds: i64,
+    #[command(flatten)]
+    pub container_logs: ContainerLogArgs,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
+}
+
+/// Container log rotation: kubelet's settings of the same names (k3s passes them as
+/// `--kubelet-arg`), hidden flags of `kubox server` and `kubox agent`.
+#[derive(Args, Debug, Clone)]
+pub struct ContainerLogArgs {
+    /// Size a container's log file reaches before it is rotated (a quantity: 10Mi, 512Ki).
+    #[arg(long, hide = true, default_value = "10Mi", value_parser = parse_size)]
+    pub container_log_max_size: u64,
+    /// Log files kept per container, the current one included (at least 2).
+    #[arg(long, hide = true, default_value = "5", value_parser = clap::value_parser!(u32).range(2..))]
+    pub container_log_max_files: u32,
+    /// How often container log sizes are checked (Go duration).
+    #[arg(long, hide = true, default_value = "10s", value_parser = go_duration)]
+    pub container_log_monitor_interval: std::time::Duration,
+}
+
+impl ContainerLogArgs {
+    fn to_config(&self) -> kubox_agent::logs::LogRotation {
+        kubox_agent::logs::LogRotation {
+            max_size: self.container_log_max_size,
+            max_files: self.container_log_max_files,
+            interval: self.container_log_monitor_interval,
+        }
+    }
+}
+
+/// A size in bytes written as a quantity (`10Mi`, `500Ki`, `1G`, `4096`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    kubox_core::validation::parse_quantity(s)
+        .filter(|q| q.nanos > 0)
+        .and_then(|q| u64::try_from((q.nanos + 999_999_999) / 1_000_000_000).ok())
+        .ok_or_else(|| format!("invalid size {s:?} (examples: 10Mi, 512Ki)"))
 }
 
 /// A Go duration flag value (`40s`, `1m30s`), as upstream's controller-manager flags take.
@@ -183,6 +218,7 @@ impl ServerArgs {
             },
             default_not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
             default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
+            container_logs: self.container_logs.to_config(),
         };
         cfg.check().map_err(|e| e.to_string())?;
         if !cfg.data_dir.is_absolute() {
@@ -373,6 +409,8 @@ pub struct AgentArgs {
     /// Hard eviction thresholds behind the node's pressure conditions (kubelet syntax).
     #[arg(long, default_value = kubox_agent::pressure::DEFAULT_EVICTION_HARD, value_parser = parse_thresholds)]
     pub eviction_hard: kubox_agent::pressure::Thresholds,
+    #[command(flatten)]
+    pub container_logs: ContainerLogArgs,
     /// Log level.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -470,6 +508,7 @@ impl AgentArgs {
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/kubox")),
             kubelet_port: self.kubelet_port,
             eviction_hard: self.eviction_hard.clone(),
+            log_rotation: self.container_logs.to_config(),
         })
     }
 }

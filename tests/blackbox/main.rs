@@ -16,6 +16,7 @@ mod kubectl;
 mod lifecycle;
 mod netpol;
 mod node;
+mod node_agent;
 mod pod_io;
 mod python_client;
 mod quota;

@@ -10,8 +10,9 @@ pub(crate) fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
-pub(crate) fn start_node() -> Server {
-    Server::start_node(&[], |data| {
+/// A node started with `extra` server flags, the busybox test image in its airgap directory.
+pub(crate) fn start_node_with(extra: &[&str]) -> Server {
+    Server::start_node(extra, |data| {
         let images = data.join("agent").join("images");
         std::fs::create_dir_all(&images).unwrap();
         crate::images::write_busybox_image(&images.join("busybox.tar"), "test");
@@ -20,7 +21,12 @@ pub(crate) fn start_node() -> Server {
 
 /// A node whose Node object is Ready.
 pub(crate) fn ready_node() -> Server {
-    let s = start_node();
+    ready_node_with(&[])
+}
+
+/// A node started with `extra` server flags whose Node object is Ready.
+pub(crate) fn ready_node_with(extra: &[&str]) -> Server {
+    let s = start_node_with(extra);
     let ready = eventually(Duration::from_secs(120), || node_ready(&s).then_some(()));
     assert!(ready.is_some(), "node not ready:\n{}", s.log());
     s

@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -323,7 +323,7 @@ async fn logs(
     tokio::spawn(stream_log(
         cri.clone(),
         chosen.id.clone(),
-        file,
+        (file, PathBuf::from(&status.log_path)),
         opts,
         follow,
         tx,
@@ -455,12 +455,13 @@ fn tail_start(buf: &[u8], n: usize) -> usize {
     0
 }
 
-/// Sends the log of container `id` from `file` to `tx`; with `follow`, keeps reading what is
-/// appended until the container is no longer running (or the receiver is gone).
+/// Sends the log of container `id` from `file` (opened at `path`) to `tx`; with `follow`, keeps
+/// reading what is appended until the container is no longer running (or the receiver is
+/// gone), going on in the new file at `path` once the log was rotated.
 async fn stream_log(
     cri: Cri,
     id: String,
-    mut file: tokio::fs::File,
+    (mut file, path): (tokio::fs::File, PathBuf),
     opts: LogOptions,
     follow: bool,
     tx: tokio::sync::mpsc::Sender<Bytes>,
@@ -514,6 +515,15 @@ async fn stream_log(
         if !follow || tx.is_closed() {
             return;
         }
+        // At the end of a file that was rotated away: what containerd wrote to it before it
+        // reopened the log, then the new file at the path.
+        if rotated(&file, &path).await
+            && let Ok(f) = tokio::fs::File::open(&path).await
+        {
+            let _ = file.read_to_end(&mut pending).await;
+            file = f;
+            continue;
+        }
         // Nothing new: is the container still running? (checked every second of quiet)
         idle += 1;
         if idle.is_multiple_of(5) {
@@ -545,6 +555,15 @@ async fn stream_log(
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether `path` now names another file than the open `file` (log rotation renamed it).
+async fn rotated(file: &tokio::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata().await, tokio::fs::metadata(path).await) {
+        (Ok(open), Ok(now)) => (open.dev(), open.ino()) != (now.dev(), now.ino()),
+        _ => false,
     }
 }
 

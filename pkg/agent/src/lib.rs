@@ -8,13 +8,15 @@
 //! [`hostports`] (pods' host ports), [`netpol`] (NetworkPolicy enforcement), [`pull`] (image
 //! pulls: policies, pull secrets, back-off), [`static_pods`] (the file source and mirror pods),
 //! [`pressure`] (eviction signals), [`join`] (`kubox agent --join`), [`kubelet`] (the kubelet
-//! API: logs, exec, attach, port-forward), [`volumes`], [`env`].
+//! API: logs, exec, attach, port-forward), [`logs`] (container log rotation), [`volumes`],
+//! [`env`].
 //! The node-local cluster DNS (kubox-dns) listens on the pod bridge's gateway address.
 
 pub mod env;
 pub mod hostports;
 pub mod join;
 pub mod kubelet;
+pub mod logs;
 pub mod netpol;
 pub mod node;
 pub mod pods;
@@ -68,6 +70,8 @@ pub struct AgentConfig {
     pub kubelet: kubelet::KubeletServing,
     /// `--eviction-hard`: the thresholds behind the node's pressure conditions.
     pub eviction_hard: pressure::Thresholds,
+    /// Container log rotation.
+    pub log_rotation: logs::LogRotation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +173,8 @@ pub struct JoiningAgent {
     pub kubelet_port: u16,
     /// Hard eviction thresholds (pressure conditions).
     pub eviction_hard: pressure::Thresholds,
+    /// Container log rotation.
+    pub log_rotation: logs::LogRotation,
 }
 
 /// Joins the cluster (retrying while the server cannot be reached), then runs the agent with
@@ -227,6 +233,7 @@ pub async fn join_and_run(
             ..joined.kubelet
         },
         eviction_hard: cfg.eviction_hard,
+        log_rotation: cfg.log_rotation,
     };
     run(client, agent, shutdown).await
 }
@@ -323,6 +330,7 @@ pub async fn run(
         claims: Default::default(),
         recorder: kubox_events::Recorder::on_node(client.clone(), "kubelet", &cfg.node_name),
     });
+    let log_rotation = tokio::spawn(logs::run(cri.clone(), cfg.log_rotation));
     let local_paths = tokio::spawn(volumes::clean_local_paths(
         client.clone(),
         cfg.node_name.clone(),
@@ -338,6 +346,7 @@ pub async fn run(
     network_policies.abort();
     kubelet_api.abort();
     local_paths.abort();
+    log_rotation.abort();
     import.abort();
     containerd.stop().await;
     tracing::info!("node agent stopped");

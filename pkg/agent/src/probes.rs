@@ -1,5 +1,6 @@
 //! Container probes as kubelet runs them: startup, liveness and readiness; exec (CRI
-//! ExecSync), httpGet (HTTP/1.1 from the node to the pod) and tcpSocket handlers; initial
+//! ExecSync), httpGet (HTTP/1.1 from the node to the pod), tcpSocket and grpc
+//! (`grpc.health.v1.Health/Check`, SERVING is success) handlers; initial
 //! delay, period, timeout and success/failure thresholds. A failed liveness or startup probe
 //! kills the container (the restart policy then applies); readiness decides the container's
 //! `ready` and so the pod's Ready condition.
@@ -30,6 +31,9 @@ pub enum Verdict {
     /// Kill the container: (probe kind, message).
     Kill(&'static str, String),
 }
+
+/// The User-Agent of HTTP and gRPC probes, as kubelet 1.33's.
+const USER_AGENT: &str = "kube-probe/1.33";
 
 const STARTUP: usize = 0;
 const LIVENESS: usize = 1;
@@ -174,7 +178,7 @@ async fn run(
             headers.push_str(&format!("{}: {}\r\n", hh.name, hh.value));
         }
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n{headers}\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: {USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n{headers}\r\n"
         );
         let attempt = async {
             let mut s = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
@@ -222,8 +226,138 @@ async fn run(
             Err(_) => (false, format!("dial tcp {host}:{port}: i/o timeout")),
         };
     }
-    // gRPC probes need the grpc.health.v1 client: not there yet, so they pass.
+    if let Some(g) = &p.grpc {
+        let Ok(port) = u16::try_from(g.port) else {
+            return (false, format!("invalid port {}", g.port));
+        };
+        let service = g.service.clone().unwrap_or_default();
+        return grpc_health(pod_ip, port, &service, timeout).await;
+    }
+    // A probe without a handler is refused by validation; nothing to run.
     (true, String::new())
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`; `status` 1 is SERVING.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+const SERVING_STATUS: [&str; 4] = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
+
+/// One gRPC health check of `service` at `host:port` (plaintext, as kubelet's), connection and
+/// call within `timeout`: (SERVING, message as kubelet words it).
+async fn grpc_health(host: &str, port: u16, service: &str, timeout: Duration) -> (bool, String) {
+    let addr = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+        _ => format!("{host}:{port}"),
+    };
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .and_then(|e| e.user_agent(USER_AGENT))
+    {
+        Ok(e) => e.connect_timeout(timeout).timeout(timeout),
+        Err(e) => return (false, format!("invalid address {addr}: {e}")),
+    };
+    let connected = tokio::time::timeout(timeout, endpoint.connect()).await;
+    let channel = match connected {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return (
+                false,
+                format!(
+                    "timeout: failed to connect service {addr:?} within {}s: {}",
+                    timeout.as_secs(),
+                    error_chain(&e)
+                ),
+            );
+        }
+        Err(_) => {
+            return (
+                false,
+                format!(
+                    "timeout: failed to connect service {addr:?} within {}s",
+                    timeout.as_secs()
+                ),
+            );
+        }
+    };
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let call = async {
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(error_chain(&e)))?;
+        grpc.unary(
+            tonic::Request::new(HealthCheckRequest {
+                service: service.to_string(),
+            }),
+            http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check"),
+            tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default(),
+        )
+        .await
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => {
+            let status = r.into_inner().status;
+            if status == 1 {
+                (true, String::new())
+            } else {
+                let name = usize::try_from(status)
+                    .ok()
+                    .and_then(|i| SERVING_STATUS.get(i))
+                    .copied()
+                    .unwrap_or("UNKNOWN");
+                (
+                    false,
+                    format!("service unhealthy (responded with {name:?})"),
+                )
+            }
+        }
+        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => (
+            false,
+            format!(
+                "this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                s.message()
+            ),
+        ),
+        Ok(Err(s)) if s.code() == tonic::Code::DeadlineExceeded => (
+            false,
+            format!(
+                "timeout: health rpc did not complete within {}s",
+                timeout.as_secs()
+            ),
+        ),
+        Ok(Err(s)) => (
+            false,
+            format!("rpc error: code = {:?} desc = {}", s.code(), s.message()),
+        ),
+        Err(_) => (
+            false,
+            format!(
+                "timeout: health rpc did not complete within {}s",
+                timeout.as_secs()
+            ),
+        ),
+    }
+}
+
+/// An error with its sources, `: `-separated (tonic's transport errors hide the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 #[cfg(test)]

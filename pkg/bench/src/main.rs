@@ -4,8 +4,9 @@
 //! SQLite in the same run (WAL, synchronous=FULL, one transaction per write) as the baseline.
 //! Prints one line per operation: ops/s, latency percentiles, and kubox's cost relative to
 //! raw SQLite. `-- schedule [NODES [PODS...]]` measures the scheduler instead (see
-//! [`schedule`]).
+//! [`schedule`]), `-- podstart [PODS]` pod start latency on a real node (see [`podstart`]).
 
+mod podstart;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -254,6 +255,20 @@ fn bench_sqlite(n: usize) -> Result<Vec<Stats>> {
     Ok(out)
 }
 
+/// Resident memory in MiB of process `pid` (`self` for this one), 0 if it is gone.
+fn rss_mib(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -261,6 +276,12 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("podstart") {
+        args.next();
+        let args: Vec<String> = args.collect();
+        // It runs a runtime of its own on a thread inside the node's network namespace.
+        return tokio::task::spawn_blocking(move || podstart::run(args)).await?;
+    }
     if args.peek().map(String::as_str) == Some("schedule") {
         args.next();
         let nums: Vec<usize> = args

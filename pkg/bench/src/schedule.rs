@@ -17,18 +17,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|k| k.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
+use crate::rss_mib;
 
 fn now() -> String {
     kubox_core::meta::now_rfc3339()
@@ -153,7 +142,7 @@ pub async fn run(
     println!(
         "registered {nodes} nodes in {:.1} s; RSS {:.0} MiB",
         t.elapsed().as_secs_f64(),
-        rss_mib()
+        rss_mib("self")
     );
     let renewer = tokio::spawn(renew(client.clone(), nodes));
     println!(
@@ -166,7 +155,7 @@ pub async fn run(
         println!(
             "{count:>8} {c:>14.0} {b:>13.0} {:>16.2} {:>9.0}",
             b / c,
-            rss_mib()
+            rss_mib("self")
         );
     }
     renewer.abort();

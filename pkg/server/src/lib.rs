@@ -56,6 +56,8 @@ pub struct ServerConfig {
     /// tolerationSeconds the DefaultTolerationSeconds admission gives pods (upstream: 300).
     pub default_not_ready_toleration_seconds: i64,
     pub default_unreachable_toleration_seconds: i64,
+    /// Rotation of the node agent's container logs.
+    pub container_logs: kubox_agent::logs::LogRotation,
 }
 
 impl ServerConfig {
@@ -96,6 +98,7 @@ impl ServerConfig {
             node_lifecycle: Default::default(),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
+            container_logs: Default::default(),
         }
     }
 
@@ -409,6 +412,7 @@ pub async fn run(
                 client_ca_pem: pki.client_ca_pem.clone(),
             },
             eviction_hard: cfg.eviction_hard.clone(),
+            log_rotation: cfg.container_logs,
         };
         let client = kube::Client::new(
             kubox_apiserver::http::in_process(
