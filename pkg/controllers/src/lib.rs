@@ -12,8 +12,10 @@
 //! ClusterRoles such as admin/edit/view), `persistentvolume` (PV/PVC binding and reclaiming)
 //! with `localpath` (k3s's local-path provisioner), `namespace` (empties and finalizes deleted
 //! Namespaces), `nodelifecycle` (node health, condition taints, taint-based eviction),
-//! `disruption` (PodDisruptionBudget status).
+//! `disruption` (PodDisruptionBudget status), `certificates` (CSR approving and signing),
+//! `storageprotection` (PVC/PV in-use protection finalizers).
 
+pub mod certificates;
 pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
@@ -38,6 +40,7 @@ pub mod scheduler;
 pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
+pub mod storageprotection;
 
 pub use error::Error;
 
@@ -59,6 +62,8 @@ pub struct ControllersConfig {
     pub local_path_dir: std::path::PathBuf,
     /// The node lifecycle controller's periods.
     pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
+    /// The CSR signers' CA files and longest validity.
+    pub csr_signing: certificates::SigningConfig,
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -87,6 +92,8 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(namespace::run(client.clone())),
         tokio::spawn(nodelifecycle::run(client.clone(), cfg.node_lifecycle)),
         tokio::spawn(disruption::run(client.clone())),
+        tokio::spawn(certificates::run(client.clone(), cfg.csr_signing)),
+        tokio::spawn(storageprotection::run(client.clone())),
         tokio::spawn(gc::run(client)),
     ]
 }
