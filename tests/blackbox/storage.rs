@@ -139,9 +139,33 @@ fn local_path_claims_are_provisioned_on_the_node_kept_across_pods_and_removed_wi
         crate::dns::container_log(&s, "reader", "c") == "hello"
     });
 
-    // Deleting the claim deletes the volume and its directory on the node.
+    // In-use protection: a claim deleted while a running pod uses it stays Terminating (and
+    // its volume Bound) until the pod is gone.
+    let pvc = get(&s, &["pvc", "data"]).expect("claim");
+    assert_eq!(
+        pvc["metadata"]["finalizers"],
+        serde_json::json!(["kubernetes.io/pvc-protection"]),
+        "{pvc}"
+    );
+    let pv = get(&s, &["pv", &pv_name]).expect("volume");
+    assert!(
+        pv["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.contains(&serde_json::json!("kubernetes.io/pv-protection"))),
+        "{pv}"
+    );
+    s.k(KUBECTL_NEW, &["delete", "pvc", "data", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let pvc = get(&s, &["pvc", "data"]).expect("the claim is kept while in use");
+    assert!(pvc["metadata"]["deletionTimestamp"].is_string(), "{pvc}");
+    assert_eq!(phase(&s, &["pv", &pv_name]), "Bound");
+    assert_eq!(phase(&s, &["pod", "reader"]), "Running");
+
+    // Once the pod is gone, the claim goes, and with it the volume and its directory.
     s.k(KUBECTL_NEW, &["delete", "pod", "reader", "--wait=true"]);
-    s.k(KUBECTL_NEW, &["delete", "pvc", "data"]);
+    wait_for(&s, "the claim to be deleted", || {
+        get(&s, &["pvc", "data"]).is_none()
+    });
     wait_for(&s, "the volume to be deleted", || {
         get(&s, &["pv", &pv_name]).is_none()
     });
