@@ -296,3 +296,45 @@ fn static_volumes_bind_by_size_are_retained_and_statefulsets_get_claims() {
         });
     }
 }
+
+#[test]
+fn ephemeral_volumes_get_a_claim_owned_by_their_pod_and_go_with_it() {
+    let s = ready_node();
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "scratch"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+          "containers": [{"name": "c", "image": "docker.io/library/busybox:test",
+            "command": ["sh", "-c", "echo hi > /data/f && cat /data/f && sleep 3600"],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+          "volumes": [{"name": "data", "ephemeral": {"volumeClaimTemplate": {
+            "metadata": {"labels": {"app": "scratch"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]}}"#,
+    );
+    wait_for(&s, "the pod to write to its ephemeral volume", || {
+        crate::dns::container_log(&s, "scratch", "c") == "hi"
+    });
+    let pvc = get(&s, &["pvc", "scratch-data"]).expect("the ephemeral claim");
+    let pod = get(&s, &["pod", "scratch"]).expect("pod");
+    let owner = &pvc["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Pod", "{pvc}");
+    assert_eq!(owner["uid"], pod["metadata"]["uid"], "{pvc}");
+    assert_eq!(owner["controller"], true, "{pvc}");
+    assert_eq!(pvc["metadata"]["labels"]["app"], "scratch", "{pvc}");
+    assert_eq!(pvc["spec"]["storageClassName"], "local-path", "{pvc}");
+    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
+    let pv_name = pvc["spec"]["volumeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // The claim and its volume go with the pod.
+    s.k(KUBECTL_NEW, &["delete", "pod", "scratch", "--wait=true"]);
+    wait_for(&s, "the ephemeral claim to be deleted", || {
+        get(&s, &["pvc", "scratch-data"]).is_none()
+    });
+    wait_for(&s, "its volume to be deleted", || {
+        get(&s, &["pv", &pv_name]).is_none()
+    });
+}

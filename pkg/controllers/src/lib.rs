@@ -13,7 +13,8 @@
 //! with `localpath` (k3s's local-path provisioner), `namespace` (empties and finalizes deleted
 //! Namespaces), `nodelifecycle` (node health, condition taints, taint-based eviction),
 //! `disruption` (PodDisruptionBudget status), `certificates` (CSR approving and signing),
-//! `storageprotection` (PVC/PV in-use protection finalizers).
+//! `storageprotection` (PVC/PV in-use protection finalizers), `ephemeral` (claims of pods'
+//! ephemeral volumes).
 
 pub mod certificates;
 pub mod clusterroleaggregation;
@@ -22,6 +23,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod ephemeral;
 pub mod error;
 pub mod events;
 pub mod gc;
@@ -94,6 +96,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(disruption::run(client.clone())),
         tokio::spawn(certificates::run(client.clone(), cfg.csr_signing)),
         tokio::spawn(storageprotection::run(client.clone())),
+        tokio::spawn(ephemeral::run(client.clone())),
         tokio::spawn(gc::run(client)),
     ]
 }
