@@ -137,6 +137,13 @@ pub struct ServerArgs {
     pub default_unreachable_toleration_seconds: i64,
     #[command(flatten)]
     pub container_logs: ContainerLogArgs,
+    /// Static bearer tokens: a CSV file of `token,user,uid,"group1,group2"` (kube-apiserver's --token-auth-file).
+    #[arg(long, env = "KUBOX_TOKEN_AUTH_FILE")]
+    pub token_auth_file: Option<PathBuf>,
+    /// Pod-bound tokens requested for 3607 s (kubelets' projected tokens) are valid a year,
+    /// with a warn-after time at the requested expiry (kube-apiserver's flag of that name).
+    #[arg(long, hide = true, default_value = "true", action = clap::ArgAction::Set)]
+    pub service_account_extend_token_expiration: bool,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -219,6 +226,8 @@ impl ServerArgs {
             default_not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
             default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
             container_logs: self.container_logs.to_config(),
+            token_auth_file: self.token_auth_file.clone(),
+            service_account_extend_token_expiration: self.service_account_extend_token_expiration,
         };
         cfg.check().map_err(|e| e.to_string())?;
         if !cfg.data_dir.is_absolute() {

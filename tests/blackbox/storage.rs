@@ -139,9 +139,33 @@ fn local_path_claims_are_provisioned_on_the_node_kept_across_pods_and_removed_wi
         crate::dns::container_log(&s, "reader", "c") == "hello"
     });
 
-    // Deleting the claim deletes the volume and its directory on the node.
+    // In-use protection: a claim deleted while a running pod uses it stays Terminating (and
+    // its volume Bound) until the pod is gone.
+    let pvc = get(&s, &["pvc", "data"]).expect("claim");
+    assert_eq!(
+        pvc["metadata"]["finalizers"],
+        serde_json::json!(["kubernetes.io/pvc-protection"]),
+        "{pvc}"
+    );
+    let pv = get(&s, &["pv", &pv_name]).expect("volume");
+    assert!(
+        pv["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.contains(&serde_json::json!("kubernetes.io/pv-protection"))),
+        "{pv}"
+    );
+    s.k(KUBECTL_NEW, &["delete", "pvc", "data", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let pvc = get(&s, &["pvc", "data"]).expect("the claim is kept while in use");
+    assert!(pvc["metadata"]["deletionTimestamp"].is_string(), "{pvc}");
+    assert_eq!(phase(&s, &["pv", &pv_name]), "Bound");
+    assert_eq!(phase(&s, &["pod", "reader"]), "Running");
+
+    // Once the pod is gone, the claim goes, and with it the volume and its directory.
     s.k(KUBECTL_NEW, &["delete", "pod", "reader", "--wait=true"]);
-    s.k(KUBECTL_NEW, &["delete", "pvc", "data"]);
+    wait_for(&s, "the claim to be deleted", || {
+        get(&s, &["pvc", "data"]).is_none()
+    });
     wait_for(&s, "the volume to be deleted", || {
         get(&s, &["pv", &pv_name]).is_none()
     });
@@ -271,4 +295,46 @@ fn static_volumes_bind_by_size_are_retained_and_statefulsets_get_claims() {
             std::fs::read_to_string(&file).is_ok_and(|c| c.trim() == format!("db-{i}"))
         });
     }
+}
+
+#[test]
+fn ephemeral_volumes_get_a_claim_owned_by_their_pod_and_go_with_it() {
+    let s = ready_node();
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "scratch"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+          "containers": [{"name": "c", "image": "docker.io/library/busybox:test",
+            "command": ["sh", "-c", "echo hi > /data/f && cat /data/f && sleep 3600"],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+          "volumes": [{"name": "data", "ephemeral": {"volumeClaimTemplate": {
+            "metadata": {"labels": {"app": "scratch"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]}}"#,
+    );
+    wait_for(&s, "the pod to write to its ephemeral volume", || {
+        crate::dns::container_log(&s, "scratch", "c") == "hi"
+    });
+    let pvc = get(&s, &["pvc", "scratch-data"]).expect("the ephemeral claim");
+    let pod = get(&s, &["pod", "scratch"]).expect("pod");
+    let owner = &pvc["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Pod", "{pvc}");
+    assert_eq!(owner["uid"], pod["metadata"]["uid"], "{pvc}");
+    assert_eq!(owner["controller"], true, "{pvc}");
+    assert_eq!(pvc["metadata"]["labels"]["app"], "scratch", "{pvc}");
+    assert_eq!(pvc["spec"]["storageClassName"], "local-path", "{pvc}");
+    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
+    let pv_name = pvc["spec"]["volumeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // The claim and its volume go with the pod.
+    s.k(KUBECTL_NEW, &["delete", "pod", "scratch", "--wait=true"]);
+    wait_for(&s, "the ephemeral claim to be deleted", || {
+        get(&s, &["pvc", "scratch-data"]).is_none()
+    });
+    wait_for(&s, "its volume to be deleted", || {
+        get(&s, &["pv", &pv_name]).is_none()
+    });
 }

@@ -5,7 +5,9 @@
 //! `kube-api-access-*` token volume), Priority (priorityClassName -> priority),
 //! DefaultTolerationSeconds (300 s for not-ready/unreachable), and the token controller's
 //! work on `kubernetes.io/service-account-token` Secrets (filled when created),
-//! DefaultStorageClass (a claim without `storageClassName` gets the default class).
+//! DefaultStorageClass (a claim without `storageClassName` gets the default class),
+//! StorageObjectInUseProtection (PVC/PV protection finalizers); the
+//! certificate plugins are in `csr`.
 
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::Ctx;
@@ -15,6 +17,9 @@ use serde_json::{Value, json};
 
 /// Admission for `obj` about to be written by `ctx` (`old` on updates).
 pub async fn admit(ctx: &Ctx, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+    if crate::csr::is_csr(ctx) {
+        return crate::csr::admit(ctx, obj, old);
+    }
     if ctx.info.subresource.is_some() {
         return Ok(());
     }
@@ -40,10 +45,33 @@ pub async fn admit(ctx: &Ctx, obj: &mut Value, old: Option<&Value>) -> ApiResult
         }
         ("", "secrets") if old.is_none() => legacy_token_secret(ctx, obj).await,
         ("", "persistentvolumeclaims") if old.is_none() => {
+            in_use_protection(ctx, obj, "kubernetes.io/pvc-protection");
             default_storage_class(ctx, obj).await?;
             crate::quota::limit_ranger(ctx, obj).await
         }
+        ("", "persistentvolumes") if old.is_none() => {
+            in_use_protection(ctx, obj, "kubernetes.io/pv-protection");
+            Ok(())
+        }
         _ => Ok(()),
+    }
+}
+
+/// StorageObjectInUseProtection: new claims and volumes get their protection finalizer,
+/// which the controller manager's storage protection controller removes once unused (only
+/// added while it runs, like the propagation finalizers, so deletes never hang without it).
+fn in_use_protection(ctx: &Ctx, obj: &mut Value, finalizer: &str) {
+    if !ctx.state.gc_running() {
+        return;
+    }
+    let list = &mut obj["metadata"]["finalizers"];
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    if let Some(l) = list.as_array_mut()
+        && !l.iter().any(|f| f == finalizer)
+    {
+        l.push(json!(finalizer));
     }
 }
 
@@ -142,7 +170,7 @@ fn confirm_no_escalation(
     .with_details(what.details.unwrap_or_default()))
 }
 
-fn forbidden_on(ctx: &Ctx, name: &str) -> ApiError {
+pub(crate) fn forbidden_on(ctx: &Ctx, name: &str) -> ApiError {
     ApiError::forbidden(format!(
         "{}.{} {name:?} is forbidden",
         ctx.def.plural, ctx.def.group

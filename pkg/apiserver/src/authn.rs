@@ -1,5 +1,6 @@
-//! Authentication: client certificates (CN = user, O = groups), service-account tokens
-//! (bound and legacy JWTs) and bootstrap tokens, as bearer tokens.
+//! Authentication: client certificates (CN = user, O = groups), and as bearer tokens the static
+//! token file (`--token-auth-file`), service-account tokens (bound and legacy JWTs) and
+//! bootstrap tokens.
 
 use crate::state::ApiState;
 use crate::tokens::{BoundObject, SaClaims};
@@ -136,6 +137,9 @@ impl TokenCache {
 
 /// The user a bearer token names, or None when the token is not valid.
 pub async fn authenticate_token(state: &ApiState, token: &str) -> Option<User> {
+    if let Some(u) = state.config.static_tokens.get(token) {
+        return Some(u.clone());
+    }
     if let Some(cached) = state.token_cache.get(token) {
         return cached;
     }
@@ -152,6 +156,106 @@ pub async fn authenticate_token(state: &ApiState, token: &str) -> Option<User> {
     };
     state.token_cache.put(token, user.clone());
     user
+}
+
+/// Parses kube-apiserver's `--token-auth-file`: CSV records `token,user,uid[,"group1,group2"]`
+/// (further columns ignored; records with an empty token skipped; a later duplicate wins).
+pub fn parse_token_file(text: &str) -> Result<HashMap<String, User>, String> {
+    let mut tokens = HashMap::new();
+    for (n, record) in csv_records(text)?.into_iter().enumerate() {
+        if record.len() == 1 && record[0].is_empty() {
+            continue;
+        }
+        if record.len() < 3 {
+            return Err(format!(
+                "record {}: the token file must have at least 3 columns (token, user name, user uid), found {}",
+                n + 1,
+                record.len()
+            ));
+        }
+        if record[0].is_empty() {
+            tracing::warn!(record = n + 1, "empty token in the token file");
+            continue;
+        }
+        let groups = record
+            .get(3)
+            .map(|g| g.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        let user = User {
+            name: record[1].clone(),
+            uid: record[2].clone(),
+            groups,
+            extra: BTreeMap::new(),
+        }
+        .authenticated();
+        if tokens.insert(record[0].clone(), user).is_some() {
+            tracing::warn!(record = n + 1, "duplicate token in the token file");
+        }
+    }
+    Ok(tokens)
+}
+
+/// RFC 4180 records as Go's encoding/csv reads them: quoted fields may hold commas, newlines
+/// and doubled quotes; a `\r\n` ends a record like `\n`.
+fn csv_records(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut chars = text.chars().peekable();
+    let mut line = 1;
+    let mut at_field_start = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if at_field_start => {
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            field.push('"');
+                        }
+                        Some('"') => break,
+                        Some(c) => {
+                            if c == '\n' {
+                                line += 1;
+                            }
+                            field.push(c);
+                        }
+                        None => {
+                            return Err(format!(
+                                "line {line}: extraneous or missing \" in quoted-field"
+                            ));
+                        }
+                    }
+                }
+                if !matches!(chars.peek(), None | Some(',' | '\n' | '\r')) {
+                    return Err(format!(
+                        "line {line}: extraneous or missing \" in quoted-field"
+                    ));
+                }
+                at_field_start = false;
+            }
+            ',' => {
+                record.push(std::mem::take(&mut field));
+                at_field_start = true;
+            }
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+                at_field_start = true;
+                line += 1;
+            }
+            c => {
+                field.push(c);
+                at_field_start = false;
+            }
+        }
+    }
+    if !field.is_empty() || !record.is_empty() {
+        record.push(field);
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// The user of verified service-account claims, with upstream's `extra` keys.
@@ -322,6 +426,29 @@ async fn bootstrap_token_user(state: &ApiState, token: &str) -> Option<User> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_file_records_as_upstream_reads_them() {
+        let users = parse_token_file(
+            "t1,alice,u1,\"devs,ops\"\r\nt2,bob,u2\n\n,empty,u3\nt3,\"c,d\",u4,,extra\n",
+        )
+        .unwrap();
+        assert_eq!(users.len(), 3);
+        assert_eq!(users["t1"].name, "alice");
+        assert_eq!(users["t1"].uid, "u1");
+        assert_eq!(
+            users["t1"].groups,
+            vec!["devs", "ops", "system:authenticated"]
+        );
+        assert_eq!(users["t2"].groups, vec!["system:authenticated"]);
+        assert_eq!(users["t3"].name, "c,d");
+        assert!(
+            parse_token_file("t1,alice\n")
+                .unwrap_err()
+                .contains("at least 3 columns")
+        );
+        assert!(parse_token_file("t1,\"alice,u1\n").is_err());
+    }
 
     #[test]
     fn only_health_version_and_cacerts_are_anonymous() {

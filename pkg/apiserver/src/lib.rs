@@ -15,6 +15,7 @@ pub mod authn;
 pub mod authz;
 pub mod bootstrap;
 pub mod crds;
+pub mod csr;
 pub mod discovery;
 pub mod error;
 pub mod fieldlabels;

@@ -337,7 +337,7 @@ pub async fn token_request(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         ));
     }
     let now = jiff::Timestamp::now().as_second();
-    let claims = crate::tokens::bound_claims(
+    let mut claims = crate::tokens::bound_claims(
         &signer.issuer,
         &audiences,
         &ns,
@@ -348,6 +348,15 @@ pub async fn token_request(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         now,
         expiration,
     );
+    // Upstream extends only pod-bound tokens for the API server's own audiences; the answer
+    // still gives the asked expiry, which is when kubelets refresh them.
+    if state.config.extend_token_expiration
+        && expiration == crate::tokens::WARN_ONLY_EXPIRATION_SECONDS
+        && bound.as_ref().is_some_and(|b| b.kind == "Pod")
+        && audiences.iter().all(|a| signer.api_audiences.contains(a))
+    {
+        crate::tokens::extend_expiration(&mut claims);
+    }
     let token = signer.sign(&claims)?;
     let exp = jiff::Timestamp::from_second(now + expiration)
         .map(kubox_core::meta::format_time)

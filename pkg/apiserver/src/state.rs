@@ -30,6 +30,11 @@ pub struct ApiConfig {
     /// DefaultTolerationSeconds admission adds (upstream's flags, 300 s by default).
     pub default_not_ready_toleration_seconds: i64,
     pub default_unreachable_toleration_seconds: i64,
+    /// Users of the static token file (`--token-auth-file`), by token.
+    pub static_tokens: HashMap<String, crate::authn::User>,
+    /// `--service-account-extend-token-expiration`: pod-bound tokens asked for with
+    /// 3607 s (kubelets' projected tokens) are valid a year, warning after the asked time.
+    pub extend_token_expiration: bool,
     /// Signs and verifies service-account tokens (None: no tokens are issued or accepted).
     pub token_signer: Option<Arc<crate::tokens::TokenSigner>>,
     /// Admits agents at `/v1-kubox/join` (None: joining is off).

@@ -169,6 +169,19 @@ pub fn bound_claims(
     })
 }
 
+/// What kubelets ask for their projected tokens (upstream's WarnOnlyBoundTokenExpirationSeconds).
+pub const WARN_ONLY_EXPIRATION_SECONDS: i64 = 3607;
+/// The validity such tokens get instead: a year (upstream's ExpirationExtensionSeconds).
+pub const EXTENDED_EXPIRATION_SECONDS: i64 = 365 * 24 * 3600;
+
+/// `--service-account-extend-token-expiration`: the token is valid a year from `iat`, and
+/// `kubernetes.io.warnafter` holds the expiry that was asked for.
+pub fn extend_expiration(claims: &mut Value) {
+    let iat = claims["iat"].as_i64().unwrap_or_default();
+    claims["kubernetes.io"]["warnafter"] = claims["exp"].clone();
+    claims["exp"] = json!(iat + EXTENDED_EXPIRATION_SECONDS);
+}
+
 /// Checks issuer, expiry, not-before and audience of verified `claims` at `now` (Unix seconds)
 /// and extracts the holder. `accepted` are the audiences the caller accepts.
 pub fn check_claims(

@@ -12,14 +12,18 @@
 //! ClusterRoles such as admin/edit/view), `persistentvolume` (PV/PVC binding and reclaiming)
 //! with `localpath` (k3s's local-path provisioner), `namespace` (empties and finalizes deleted
 //! Namespaces), `nodelifecycle` (node health, condition taints, taint-based eviction),
-//! `disruption` (PodDisruptionBudget status).
+//! `disruption` (PodDisruptionBudget status), `certificates` (CSR approving and signing),
+//! `storageprotection` (PVC/PV in-use protection finalizers), `ephemeral` (claims of pods'
+//! ephemeral volumes).
 
+pub mod certificates;
 pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod ephemeral;
 pub mod error;
 pub use kubox_events as events;
 pub mod gc;
@@ -38,6 +42,7 @@ pub mod scheduler;
 pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
+pub mod storageprotection;
 
 pub use error::Error;
 
@@ -59,6 +64,8 @@ pub struct ControllersConfig {
     pub local_path_dir: std::path::PathBuf,
     /// The node lifecycle controller's periods.
     pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
+    /// The CSR signers' CA files and longest validity.
+    pub csr_signing: certificates::SigningConfig,
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -87,6 +94,9 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(namespace::run(client.clone())),
         tokio::spawn(nodelifecycle::run(client.clone(), cfg.node_lifecycle)),
         tokio::spawn(disruption::run(client.clone())),
+        tokio::spawn(certificates::run(client.clone(), cfg.csr_signing)),
+        tokio::spawn(storageprotection::run(client.clone())),
+        tokio::spawn(ephemeral::run(client.clone())),
         tokio::spawn(gc::run(client)),
     ]
 }

@@ -22,7 +22,7 @@ pub(crate) const LEAF_VALIDITY_DAYS: u32 = 365;
 /// Leaves expiring within this many days are re-issued at boot.
 pub(crate) const RENEW_BEFORE_DAYS: i64 = 120;
 /// OID of the X.520 organizationName attribute.
-const ORG_NAME_OID: &[u64] = &[2, 5, 4, 10];
+pub(crate) const ORG_NAME_OID: &[u64] = &[2, 5, 4, 10];
 
 /// A subject alternative name, normalised for set comparison.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -102,7 +102,7 @@ pub(crate) fn parse_key(path: &Path, pem: &str) -> Result<KeyPair> {
     KeyPair::from_pem(pem).map_err(|e| Error::invalid(path, format!("unusable private key: {e}")))
 }
 
-fn random_serial() -> SerialNumber {
+pub(crate) fn random_serial() -> SerialNumber {
     let mut bytes: [u8; 16] = rand::random();
     // Positive and of constant length.
     bytes[0] = (bytes[0] & 0x7f) | 0x40;

@@ -11,6 +11,7 @@
 //! - [`write_kubeconfig`] writes an admin-style kubeconfig atomically.
 //! - [`parse_token`] / [`ca_hash`] handle `K10<hash>::<user>:<pass>` join tokens.
 mod certs;
+pub mod csr;
 pub mod error;
 mod fsutil;
 mod kubeconfig;

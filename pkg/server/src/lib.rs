@@ -58,6 +58,10 @@ pub struct ServerConfig {
     pub default_unreachable_toleration_seconds: i64,
     /// Rotation of the node agent's container logs.
     pub container_logs: kubox_agent::logs::LogRotation,
+    /// kube-apiserver's `--token-auth-file`: CSV `token,user,uid,"group1,group2"`.
+    pub token_auth_file: Option<PathBuf>,
+    /// kube-apiserver's `--service-account-extend-token-expiration` (default true).
+    pub service_account_extend_token_expiration: bool,
 }
 
 impl ServerConfig {
@@ -99,6 +103,8 @@ impl ServerConfig {
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
             container_logs: Default::default(),
+            token_auth_file: None,
+            service_account_extend_token_expiration: true,
         }
     }
 
@@ -261,6 +267,13 @@ pub async fn run(
         path: pki.tls_dir.clone(),
         message,
     })?;
+    let static_tokens = match &cfg.token_auth_file {
+        None => Default::default(),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| kubox_apiserver::authn::parse_token_file(&text))
+            .map_err(|e| Error::Config(format!("--token-auth-file {}: {e}", path.display())))?,
+    };
     let state = ApiState::new(
         store.clone(),
         ApiConfig {
@@ -275,6 +288,8 @@ pub async fn run(
             default_not_ready_toleration_seconds: cfg.default_not_ready_toleration_seconds,
             default_unreachable_toleration_seconds: cfg.default_unreachable_toleration_seconds,
             token_signer: Some(std::sync::Arc::new(token_signer)),
+            static_tokens,
+            extend_token_expiration: cfg.service_account_extend_token_expiration,
             kubelet_client: Some(Arc::new(kubelet_client)),
             join: Some(std::sync::Arc::new(kubox_apiserver::join::JoinAuthority {
                 pki: pki.clone(),
@@ -348,6 +363,7 @@ pub async fn run(
                 cluster_cidr: (cfg.cluster_cidr.addr, cfg.cluster_cidr.prefix),
                 local_path_dir: cfg.data_dir.join("storage"),
                 node_lifecycle: cfg.node_lifecycle.clone(),
+                csr_signing: csr_signing(&pki),
             },
         ));
     }
@@ -440,4 +456,22 @@ pub async fn run(
     tracing::info!("kubox server stopped");
     drop(store);
     Ok(())
+}
+
+/// The CSR signers' CA files, as k3s passes them to kube-controller-manager
+/// (`--cluster-signing-*`): the client CA for both client signers, the server CA for
+/// kubelet serving certificates; one year at most, as `--cluster-signing-duration`.
+fn csr_signing(pki: &kubox_pki::ServerPki) -> kubox_controllers::certificates::SigningConfig {
+    use kubox_controllers::certificates::SignerFiles;
+    use kubox_pki::files;
+    let pair = |base: &str| SignerFiles {
+        cert: pki.file(&format!("{base}.crt")),
+        key: pki.file(&format!("{base}.key")),
+    };
+    kubox_controllers::certificates::SigningConfig {
+        kube_apiserver_client: pair(files::CLIENT_CA),
+        kube_apiserver_client_kubelet: pair(files::CLIENT_CA),
+        kubelet_serving: pair(files::SERVER_CA),
+        duration: std::time::Duration::from_secs(365 * 24 * 3600),
+    }
 }

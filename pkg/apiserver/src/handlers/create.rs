@@ -58,8 +58,14 @@ pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> A
         set_meta(&mut obj, "generation", json!(1));
     }
     prepare_status_for_create(&ctx.def, &mut obj);
+    if crate::csr::is_csr(ctx) {
+        crate::csr::prepare_create(ctx, &mut obj);
+    }
     crate::crds::admit(ctx, &mut obj)?;
     default_and_validate(&ctx.def, &mut obj, None)?;
+    if crate::csr::is_csr(ctx) {
+        crate::csr::validate(&obj, None)?;
+    }
     crate::admission::admit(ctx, &mut obj, None).await?;
     if crate::webhooks::admit(ctx, true, "CREATE", &mut obj, None, dry_run).await? {
         default_and_validate(&ctx.def, &mut obj, None)?;

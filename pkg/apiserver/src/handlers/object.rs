@@ -304,6 +304,8 @@ pub fn prepare_for_update(ctx: &Ctx, old: &Value, mut new: Value) -> ApiResult<V
             }
             new = merged;
         }
+        // CertificateSigningRequest approval: crate::csr::prepare_update below.
+        Some("approval") => {}
         Some("finalize") => {
             let spec = new.get("spec").cloned().unwrap_or(json!({}));
             let mut merged = old.clone();
@@ -322,6 +324,9 @@ pub fn prepare_for_update(ctx: &Ctx, old: &Value, mut new: Value) -> ApiResult<V
                 }
             }
         }
+    }
+    if crate::csr::is_csr(ctx) {
+        crate::csr::prepare_update(sub, old, &mut new);
     }
     if tracks_generation(&ctx.def) {
         let gen_old = old

@@ -84,6 +84,9 @@ pub(crate) async fn write_update(
     if ctx.info.subresource.is_none() || ctx.info.subresource.as_deref() == Some("scale") {
         default_and_validate(&ctx.def, &mut new, Some(old))?;
     }
+    if crate::csr::is_csr(ctx) {
+        crate::csr::validate(&new, Some(old))?;
+    }
     crate::admission::admit(ctx, &mut new, Some(old)).await?;
     if crate::webhooks::admit(ctx, true, "UPDATE", &mut new, Some(old), dry_run).await?
         && (ctx.info.subresource.is_none() || ctx.info.subresource.as_deref() == Some("scale"))
