@@ -132,6 +132,15 @@ pub struct ServerArgs {
     /// tolerationSeconds of the unreachable:NoExecute toleration added to every pod without one.
     #[arg(long, hide = true, default_value = "300")]
     pub default_unreachable_toleration_seconds: i64,
+    /// How often the built-in metrics-server scrapes every kubelet (metrics-server's flag).
+    #[arg(long, hide = true, default_value = "15s", value_parser = go_duration)]
+    pub metric_resolution: std::time::Duration,
+    /// How often the HorizontalPodAutoscaler controller syncs each autoscaler.
+    #[arg(long, hide = true, default_value = "15s", value_parser = go_duration)]
+    pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How far back the autoscaler looks for a higher recommendation before scaling down.
+    #[arg(long, hide = true, default_value = "5m", value_parser = go_duration)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -179,6 +188,15 @@ impl ServerArgs {
             },
             default_not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
             default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
+            metric_resolution: self
+                .metric_resolution
+                .max(std::time::Duration::from_secs(1)),
+            hpa: kubox_server::HpaConfig {
+                sync_period: self
+                    .horizontal_pod_autoscaler_sync_period
+                    .max(std::time::Duration::from_secs(1)),
+                downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+            },
         };
         cfg.check().map_err(|e| e.to_string())?;
         if !cfg.data_dir.is_absolute() {

@@ -14,6 +14,7 @@ mod images;
 mod join;
 mod kubectl;
 mod lifecycle;
+mod metrics;
 mod node;
 mod pod_io;
 mod python_client;

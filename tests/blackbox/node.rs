@@ -11,7 +11,12 @@ pub(crate) fn json(s: &str) -> Value {
 }
 
 pub(crate) fn start_node() -> Server {
-    Server::start_node(&[], |data| {
+    start_node_with(&[])
+}
+
+/// A node started with extra server flags, the busybox test image in its airgap directory.
+pub(crate) fn start_node_with(extra: &[&str]) -> Server {
+    Server::start_node(extra, |data| {
         let images = data.join("agent").join("images");
         std::fs::create_dir_all(&images).unwrap();
         crate::images::write_busybox_image(&images.join("busybox.tar"), "test");

@@ -19,6 +19,7 @@ pub mod probes;
 pub mod proxy;
 pub mod setup;
 pub mod spec;
+pub mod stats;
 pub mod status;
 pub mod volumes;
 
@@ -252,6 +253,11 @@ pub async fn run(
         cfg.kubelet.clone(),
         cfg.node_ip,
         cri.clone(),
+        Arc::new(stats::Stats::new(
+            cri.clone(),
+            cfg.node_name.clone(),
+            cfg.data_dir.clone(),
+        )),
     ));
     let ctx = Arc::new(pods::Ctx {
         client: client.clone(),

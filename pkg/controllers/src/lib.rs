@@ -12,7 +12,8 @@
 //! ClusterRoles such as admin/edit/view), `persistentvolume` (PV/PVC binding and reclaiming)
 //! with `localpath` (k3s's local-path provisioner), `namespace` (empties and finalizes deleted
 //! Namespaces), `nodelifecycle` (node health, condition taints, taint-based eviction),
-//! `disruption` (PodDisruptionBudget status).
+//! `disruption` (PodDisruptionBudget status), `hpa` (HorizontalPodAutoscalers on
+//! metrics.k8s.io resource metrics).
 
 pub mod clusterroleaggregation;
 pub mod cronjob;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod history;
+pub mod hpa;
 pub mod job;
 pub mod localpath;
 pub mod namespace;
@@ -59,6 +61,8 @@ pub struct ControllersConfig {
     pub local_path_dir: std::path::PathBuf,
     /// The node lifecycle controller's periods.
     pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
+    /// The HorizontalPodAutoscaler controller's periods.
+    pub hpa: hpa::HpaConfig,
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -87,6 +91,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(namespace::run(client.clone())),
         tokio::spawn(nodelifecycle::run(client.clone(), cfg.node_lifecycle)),
         tokio::spawn(disruption::run(client.clone())),
+        tokio::spawn(hpa::run(client.clone(), cfg.hpa)),
         tokio::spawn(gc::run(client)),
     ]
 }

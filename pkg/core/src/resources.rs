@@ -624,6 +624,9 @@ fn builtin_resources() -> Vec<ResourceDef> {
             "endpointslices",
             true,
         ),
+        // metrics.k8s.io: computed from kubelet samples, never stored (metrics-server's API).
+        b("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false).verbs(&["get", "list"]),
+        b("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true).verbs(&["get", "list"]),
     ];
     list.into_iter().map(|b| b.def).collect()
 }

@@ -8,6 +8,7 @@
 mod error;
 
 pub use error::Error;
+pub use kubox_controllers::hpa::HpaConfig;
 pub use kubox_controllers::nodelifecycle::NodeLifecycleConfig;
 
 use kubox_apiserver::authn::User;
@@ -54,6 +55,10 @@ pub struct ServerConfig {
     /// tolerationSeconds the DefaultTolerationSeconds admission gives pods (upstream: 300).
     pub default_not_ready_toleration_seconds: i64,
     pub default_unreachable_toleration_seconds: i64,
+    /// How often the built-in metrics-server scrapes kubelets (`--metric-resolution`, 15 s).
+    pub metric_resolution: std::time::Duration,
+    /// The HorizontalPodAutoscaler controller's sync period and downscale stabilization.
+    pub hpa: kubox_controllers::hpa::HpaConfig,
 }
 
 impl ServerConfig {
@@ -93,6 +98,8 @@ impl ServerConfig {
             node_lifecycle: Default::default(),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
+            metric_resolution: kubox_apiserver::metrics::DEFAULT_RESOLUTION,
+            hpa: Default::default(),
         }
     }
 
@@ -300,6 +307,12 @@ pub async fn run(
         .await
         .map_err(store_err)?;
     tokio::spawn(kubox_apiserver::crds::run(state.clone()));
+    if !cfg.disable.iter().any(|d| d == "metrics-server") {
+        tokio::spawn(kubox_apiserver::metrics::scrape(
+            state.clone(),
+            cfg.metric_resolution,
+        ));
+    }
 
     let server_url = format!("https://127.0.0.1:{}", cfg.https_listen_port);
     let (cert, key) = (
@@ -341,6 +354,7 @@ pub async fn run(
                 cluster_cidr: (cfg.cluster_cidr.addr, cfg.cluster_cidr.prefix),
                 local_path_dir: cfg.data_dir.join("storage"),
                 node_lifecycle: cfg.node_lifecycle.clone(),
+                hpa: cfg.hpa.clone(),
             },
         ));
     }
