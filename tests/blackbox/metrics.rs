@@ -163,12 +163,34 @@ spec:
         ],
     ));
     assert_eq!(none["items"], serde_json::json!([]));
-    // Viewers may read metrics (the aggregated metrics-reader role).
-    let view = json(&s.k(KUBECTL_NEW, &["get", "clusterrole", "view", "-o", "json"]));
-    assert!(
-        view["rules"].to_string().contains("metrics.k8s.io"),
-        "{view}"
+    // Viewers may read metrics (the aggregated metrics-reader role), as RBAC says: pods of
+    // their namespace, not nodes.
+    let view = eventually(Duration::from_secs(30), || {
+        let view = s.k(KUBECTL_NEW, &["get", "clusterrole", "view", "-o", "json"]);
+        view.contains("metrics.k8s.io").then_some(())
+    });
+    assert!(view.is_some(), "view does not aggregate the metrics reader");
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "create",
+            "rolebinding",
+            "viewer",
+            "--clusterrole=view",
+            "--user=viewer",
+        ],
     );
+    let out = eventually(Duration::from_secs(10), || {
+        let out = s.kubectl(KUBECTL_NEW, &["top", "pod", "--as=viewer"]);
+        out.status.success().then_some(out)
+    });
+    assert!(
+        out.is_some(),
+        "{:?}",
+        s.kubectl(KUBECTL_NEW, &["top", "pod", "--as=viewer"])
+    );
+    let denied = s.k_err(KUBECTL_NEW, &["top", "node", "--as=viewer"]);
+    assert!(denied.contains("forbidden"), "{denied}");
 
     // kubectl 1.27 creates an autoscaling/v1 HPA: 100m used of a 20m request is 500 % of
     // the 50 % target, so the Deployment goes to the maximum, 3.
@@ -257,4 +279,63 @@ spec:
     );
     let table = s.k(KUBECTL_NEW, &["get", "hpa", "burn"]);
     assert!(table.contains("/50%"), "{table}");
+
+    // Pods without a cpu request cannot be measured against a utilization target.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "create",
+            "deployment",
+            "idle",
+            "--image=docker.io/library/busybox:test",
+            "--",
+            "sleep",
+            "3600",
+        ],
+    );
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "autoscale",
+            "deployment",
+            "idle",
+            "--cpu-percent=50",
+            "--max=2",
+        ],
+    );
+    // Once the pod has samples, the missing request is what fails (upstream's messages).
+    let failing = eventually(Duration::from_secs(60), || {
+        let h = json(&s.k(KUBECTL_NEW, &["get", "hpa", "idle", "-o", "json"]));
+        let active = h["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "ScalingActive")?
+            .clone();
+        (active["status"] == "False"
+            && active["reason"] == "FailedGetResourceMetric"
+            && active["message"]
+                .as_str()?
+                .starts_with("the HPA was unable to compute the replica count: failed to get cpu utilization: missing request for cpu in container busybox of Pod idle-"))
+        .then_some(active)
+    });
+    assert!(
+        failing.is_some(),
+        "{}",
+        s.k(KUBECTL_NEW, &["get", "hpa", "idle", "-o", "yaml"])
+    );
+    let events = s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=idle,reason=FailedGetResourceMetric",
+        ],
+    );
+    assert!(
+        events.contains("failed to get cpu utilization: missing request for cpu"),
+        "{events}"
+    );
+    let d = json(&s.k(KUBECTL_NEW, &["get", "deployment", "idle", "-o", "json"]));
+    assert_eq!(d["spec"]["replicas"], 1);
 }

@@ -80,8 +80,8 @@ pub struct PodInfo {
     /// The Ready condition: whether True, and when it last changed.
     pub ready: Option<(bool, Timestamp)>,
     pub start_time: Option<Timestamp>,
-    /// The summed request of the resource (milli-units), if every container has one.
-    pub request: Option<i64>,
+    /// The summed request of the resource (milli-units), or the first container without one.
+    pub request: Result<i64, String>,
 }
 
 /// One pod's usage sample (milli-units).
@@ -214,13 +214,13 @@ pub fn replicas_for_resource(
     let mut requests = HashMap::new();
     if let Target::Utilization(_) = target {
         for p in pods {
-            match p.request {
-                Some(r) => {
-                    requests.insert(p.name.clone(), r);
+            match &p.request {
+                Ok(r) => {
+                    requests.insert(p.name.clone(), *r);
                 }
-                None => {
+                Err(container) => {
                     return Err(format!(
-                        "missing request for {} in pod {}",
+                        "missing request for {} in container {container} of Pod {}",
                         if cpu { "cpu" } else { "memory" },
                         p.name
                     ));
@@ -1011,10 +1011,15 @@ async fn evaluate_metrics(
         if inputs.is_none() {
             inputs = Some(read_inputs(state, ns, selector).await);
         }
+        // Upstream's wrapping of every failure of this metric.
+        let failed = match target_v {
+            Target::Utilization(_) => format!("failed to get {resource} utilization"),
+            Target::AverageValue(_) => format!("failed to get {resource} usage"),
+        };
         let (pods, samples) = match inputs.as_ref() {
             Some(Ok(i)) => (&i.0, &i.1),
             Some(Err(e)) => {
-                let msg = format!("unable to get metrics for resource {resource}: {e}");
+                let msg = format!("{failed}: unable to get metrics for resource {resource}: {e}");
                 record_metric_failure(state, hpa, &msg).await;
                 errors.push(("FailedGetResourceMetric", msg));
                 continue;
@@ -1028,7 +1033,7 @@ async fn evaluate_metrics(
         let sample_map = samples_for(samples, resource, container);
         if sample_map.is_empty() {
             let msg = format!(
-                "unable to get metrics for resource {resource}: no metrics returned from resource metrics API"
+                "{failed}: unable to get metrics for resource {resource}: no metrics returned from resource metrics API"
             );
             record_metric_failure(state, hpa, &msg).await;
             errors.push(("FailedGetResourceMetric", msg));
@@ -1066,7 +1071,7 @@ async fn evaluate_metrics(
                 });
             }
             Err(e) => {
-                let msg = format!("failed to get {resource} utilization: {e}");
+                let msg = format!("{failed}: {e}");
                 record_metric_failure(state, hpa, &msg).await;
                 errors.push(("FailedGetResourceMetric", msg));
             }
@@ -1130,7 +1135,7 @@ fn pod_info(pod: &Pod, resource: &str, container: Option<&str>) -> PodInfo {
         .as_ref()
         .map(|s| s.containers.clone())
         .unwrap_or_default();
-    let mut request = Some(0i64);
+    let mut request = Ok(0i64);
     for c in containers
         .iter()
         .filter(|c| container.is_none_or(|n| n == c.name))
@@ -1142,8 +1147,9 @@ fn pod_info(pod: &Pod, resource: &str, container: Option<&str>) -> PodInfo {
             .and_then(|r| r.get(resource))
             .and_then(|q| kubox_core::quantity::parse_milli(&q.0));
         request = match (request, r) {
-            (Some(a), Some(b)) => Some(a + b as i64),
-            _ => None,
+            (Ok(a), Some(b)) => Ok(a + b as i64),
+            (Ok(_), None) => Err(c.name.clone()),
+            (err, _) => err,
         };
     }
     PodInfo {

@@ -12,7 +12,7 @@ fn pod(name: &str, request: i64) -> PodInfo {
         deleting: false,
         ready: Some((true, ts(-590))),
         start_time: Some(ts(-600)),
-        request: Some(request),
+        request: Ok(request),
     }
 }
 
@@ -94,9 +94,9 @@ fn below_target_scales_down() {
 fn average_value_targets_divide_the_mean_by_the_target() {
     // Memory 300Mi and 500Mi against 200Mi average: 400/200 × 2 = 4 (requests not needed).
     let mut a = pod("a", 0);
-    a.request = None;
+    a.request = Err("x".into());
     let mut b = pod("b", 0);
-    b.request = None;
+    b.request = Err("x".into());
     let mi = 1024 * 1024 * 1000;
     let p = replicas_for_resource(
         2,
@@ -115,7 +115,7 @@ fn average_value_targets_divide_the_mean_by_the_target() {
 #[test]
 fn missing_requests_and_missing_metrics_are_errors() {
     let mut a = pod("a", 0);
-    a.request = None;
+    a.request = Err("x".into());
     let err = replicas_for_resource(
         1,
         Target::Utilization(50),
@@ -125,7 +125,7 @@ fn missing_requests_and_missing_metrics_are_errors() {
         ts(0),
     )
     .unwrap_err();
-    assert!(err.contains("missing request for cpu"), "{err}");
+    assert_eq!(err, "missing request for cpu in container x of Pod a");
     let err = replicas_for_resource(
         1,
         Target::Utilization(50),
