@@ -339,3 +339,20 @@ spec:
     let d = json(&s.k(KUBECTL_NEW, &["get", "deployment", "idle", "-o", "json"]));
     assert_eq!(d["spec"]["replicas"], 1);
 }
+
+#[test]
+fn disabling_metrics_server_removes_the_metrics_api() {
+    let on = Server::start();
+    assert!(
+        on.k(KUBECTL_NEW, &["api-versions"])
+            .contains("metrics.k8s.io/v1beta1")
+    );
+    drop(on);
+    let off = Server::start_with(&["--disable=metrics-server"]);
+    assert!(
+        !off.k(KUBECTL_NEW, &["api-versions"])
+            .contains("metrics.k8s.io")
+    );
+    let err = off.k_err(KUBECTL_OLD, &["top", "node"]);
+    assert!(err.contains("Metrics API not available"), "{err}");
+}

@@ -292,6 +292,11 @@ pub async fn run(
             })),
         },
     );
+    // k3s's packaged metrics-server, built in: off with `--disable metrics-server`.
+    let metrics_server = !cfg.disable.iter().any(|d| d == "metrics-server");
+    if !metrics_server && let Ok(mut reg) = state.registry.write() {
+        reg.remove_group("metrics.k8s.io");
+    }
     kubox_apiserver::bootstrap::ensure(&state)
         .await
         .map_err(|e| Error::Store {
@@ -307,7 +312,7 @@ pub async fn run(
         .await
         .map_err(store_err)?;
     tokio::spawn(kubox_apiserver::crds::run(state.clone()));
-    if !cfg.disable.iter().any(|d| d == "metrics-server") {
+    if metrics_server {
         tokio::spawn(kubox_apiserver::metrics::scrape(
             state.clone(),
             cfg.metric_resolution,
