@@ -144,6 +144,15 @@ pub struct ServerArgs {
     /// with a warn-after time at the requested expiry (kube-apiserver's flag of that name).
     #[arg(long, hide = true, default_value = "true", action = clap::ArgAction::Set)]
     pub service_account_extend_token_expiration: bool,
+    /// How often the built-in metrics-server scrapes every kubelet (metrics-server's flag).
+    #[arg(long, hide = true, default_value = "15s", value_parser = go_duration)]
+    pub metric_resolution: std::time::Duration,
+    /// How often the HorizontalPodAutoscaler controller syncs each autoscaler.
+    #[arg(long, hide = true, default_value = "15s", value_parser = go_duration)]
+    pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How far back the autoscaler looks for a higher recommendation before scaling down.
+    #[arg(long, hide = true, default_value = "5m", value_parser = go_duration)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -228,6 +237,15 @@ impl ServerArgs {
             container_logs: self.container_logs.to_config(),
             token_auth_file: self.token_auth_file.clone(),
             service_account_extend_token_expiration: self.service_account_extend_token_expiration,
+            metric_resolution: self
+                .metric_resolution
+                .max(std::time::Duration::from_secs(1)),
+            hpa: kubox_server::HpaConfig {
+                sync_period: self
+                    .horizontal_pod_autoscaler_sync_period
+                    .max(std::time::Duration::from_secs(1)),
+                downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+            },
         };
         cfg.check().map_err(|e| e.to_string())?;
         if !cfg.data_dir.is_absolute() {

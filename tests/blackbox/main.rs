@@ -16,6 +16,7 @@ mod join;
 mod kubectl;
 mod lifecycle;
 mod netpol;
+mod metrics;
 mod node;
 mod node_agent;
 mod pod_io;

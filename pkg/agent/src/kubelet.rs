@@ -12,6 +12,8 @@
 //!   URL on containerd's streaming server (loopback) and proxy the client's HTTP upgrade there
 //!   byte for byte (SPDY/3.1 or websocket, whatever containerd agrees to), as kubelet does when
 //!   it does not redirect.
+//! - `GET /stats/summary` and `GET /metrics/resource`: the node's and its pods' resource usage
+//!   (see [`crate::stats`]), what metrics-server scrapes.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::spec::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use crate::stats::Stats;
 
 /// kubelet's port.
 pub const DEFAULT_PORT: u16 = 10250;
@@ -58,7 +61,7 @@ impl std::fmt::Debug for KubeletServing {
 
 /// Serves the kubelet API on `node_ip` until aborted (binding again every 5 s while the
 /// address is unavailable).
-pub async fn serve(cfg: KubeletServing, node_ip: IpAddr, cri: Cri) {
+pub async fn serve(cfg: KubeletServing, node_ip: IpAddr, cri: Cri, stats: Arc<Stats>) {
     let tls = match kubox_pki::serving_tls_config(
         Path::new("the kubelet serving certificate"),
         &cfg.cert_pem,
@@ -98,6 +101,7 @@ pub async fn serve(cfg: KubeletServing, node_ip: IpAddr, cri: Cri) {
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let cri = cri.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(s) => s,
@@ -114,8 +118,9 @@ pub async fn serve(cfg: KubeletServing, node_ip: IpAddr, cri: Cri) {
                 .and_then(|c| kubox_pki::identity_from_cert_der(c.as_ref()));
             let svc = hyper::service::service_fn(move |req| {
                 let cri = cri.clone();
+                let stats = stats.clone();
                 let identity = identity.clone();
-                async move { Ok::<_, Infallible>(handle(cri, identity, req).await) }
+                async move { Ok::<_, Infallible>(handle(cri, &stats, identity, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)
@@ -172,6 +177,7 @@ impl Params {
 
 async fn handle(
     cri: Cri,
+    stats: &Stats,
     identity: Option<kubox_pki::Identity>,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -220,13 +226,46 @@ async fn handle(
             let (ns, pod) = (ns.to_string(), pod.to_string());
             port_forward(&cri, req, &ns, &pod).await
         }
-        ["containerLogs" | "exec" | "attach" | "portForward", ..] => Err(text(
+        ["stats", "summary"] if get => {
+            usage(stats, "application/json", |s| {
+                serde_json::to_vec(&crate::stats::summary(s)).unwrap_or_default()
+            })
+            .await
+        }
+        ["metrics", "resource"] if get => {
+            usage(stats, "text/plain; version=0.0.4; charset=utf-8", |s| {
+                crate::stats::resource_metrics(s).into_bytes()
+            })
+            .await
+        }
+        ["containerLogs" | "exec" | "attach" | "portForward", ..]
+        | ["stats", "summary"]
+        | ["metrics", "resource"] => Err(text(
             StatusCode::METHOD_NOT_ALLOWED,
             "405: Method Not Allowed",
         )),
         _ => Err(text(StatusCode::NOT_FOUND, "404 page not found")),
     };
     result.unwrap_or_else(|r| r)
+}
+
+/// A sample of the node's resource usage, rendered by `render`.
+async fn usage(
+    stats: &Stats,
+    content_type: &'static str,
+    render: impl FnOnce(&crate::stats::Sample) -> Vec<u8>,
+) -> Result<Response<Body>, Response<Body>> {
+    let sample = stats.sample().await.map_err(cri_error)?;
+    let mut r = Response::new(
+        Full::new(Bytes::from(render(&sample)))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    Ok(r)
 }
 
 /// A CRI failure as kubelet reports it.

@@ -27,6 +27,7 @@ pub mod pull;
 pub mod setup;
 pub mod spec;
 pub mod static_pods;
+pub mod stats;
 pub mod status;
 pub mod volumes;
 
@@ -313,6 +314,11 @@ pub async fn run(
         cfg.kubelet.clone(),
         cfg.node_ip,
         cri.clone(),
+        Arc::new(stats::Stats::new(
+            cri.clone(),
+            cfg.node_name.clone(),
+            cfg.data_dir.clone(),
+        )),
     ));
     let ctx = Arc::new(pods::Ctx {
         client: client.clone(),

@@ -19,6 +19,8 @@ pub struct RequestInfo {
     pub resource: String,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// What follows the subresource (`stats/summary` of `nodes/n1/proxy/stats/summary`).
+    pub subpath: String,
 }
 
 /// Parses `/api/v1/...` and `/apis/<group>/<version>/...` resource paths.
@@ -64,10 +66,11 @@ pub fn parse_resource_path(
             info.resource = resource.to_string();
             info.name = Some(name.to_string());
         }
-        [resource, name, sub, ..] => {
+        [resource, name, sub, subpath @ ..] => {
             info.resource = resource.to_string();
             info.name = Some(name.to_string());
             info.subresource = Some(sub.to_string());
+            info.subpath = subpath.join("/");
         }
         _ => return None,
     }
@@ -120,6 +123,15 @@ impl Query {
             map.entry(k.clone()).or_insert_with(|| v.clone());
         }
         Query { map, pairs }
+    }
+    /// The query again as a string (every pair, in order, percent-encoded).
+    pub fn encoded(&self) -> String {
+        use kubox_core::net::percent_encode;
+        self.pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
     }
     /// Every value of a repeated parameter, in order.
     pub fn all(&self, key: &str) -> Vec<String> {

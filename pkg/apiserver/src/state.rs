@@ -75,6 +75,8 @@ pub struct ApiState {
     pub webhooks: crate::webhooks::Webhooks,
     /// Recently verified bearer tokens.
     pub token_cache: crate::authn::TokenCache,
+    /// The latest resource metrics of every node (kept by `metrics::scrape`).
+    pub metrics: crate::metrics::Metrics,
     gc_running: AtomicBool,
 }
 
@@ -94,6 +96,7 @@ impl ApiState {
             node_graph: Default::default(),
             webhooks: Default::default(),
             token_cache: Default::default(),
+            metrics: Default::default(),
             gc_running: AtomicBool::new(false),
         })
     }

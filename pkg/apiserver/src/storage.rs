@@ -77,6 +77,9 @@ pub fn to_version(def: &ResourceDef, mut obj: Value) -> Value {
     if def.storage == "core/events" && def.group == "events.k8s.io" {
         obj = core_event_to_events_v1(obj);
     }
+    if is_hpa_v1(def) {
+        obj = hpa_v2_to_v1(obj);
+    }
     obj["apiVersion"] = json!(want);
     obj["kind"] = json!(def.kind);
     obj
@@ -90,8 +93,149 @@ pub fn to_storage(def: &ResourceDef, storage_def: &ResourceDef, mut obj: Value) 
     if def.storage == "core/events" && def.group == "events.k8s.io" {
         obj = events_v1_to_core_event(obj);
     }
+    if is_hpa_v1(def) {
+        obj = hpa_v1_to_v2(obj);
+    }
     obj["apiVersion"] = json!(storage_def.api_version());
     obj["kind"] = json!(storage_def.kind);
+    obj
+}
+
+fn is_hpa_v1(def: &ResourceDef) -> bool {
+    def.group == "autoscaling" && def.version == "v1" && def.kind == "HorizontalPodAutoscaler"
+}
+
+/// Annotations keeping what autoscaling/v1 cannot say, as upstream's conversion does (the
+/// values are autoscaling/v2 JSON here).
+const HPA_METRICS: &str = "autoscaling.alpha.kubernetes.io/metrics";
+const HPA_CURRENT_METRICS: &str = "autoscaling.alpha.kubernetes.io/current-metrics";
+const HPA_CONDITIONS: &str = "autoscaling.alpha.kubernetes.io/conditions";
+const HPA_BEHAVIOR: &str = "autoscaling.alpha.kubernetes.io/behavior";
+
+fn is_cpu_utilization(m: &Value) -> bool {
+    m["type"] == "Resource"
+        && m["resource"]["name"] == "cpu"
+        && m["resource"]["target"]["type"] == "Utilization"
+}
+
+fn annotate(obj: &mut Value, key: &str, v: Option<Value>) {
+    let Some(v) = v.filter(|v| v.as_array().is_none_or(|a| !a.is_empty())) else {
+        return;
+    };
+    let md = kubox_core::meta::metadata_mut(obj);
+    let ann = md.entry("annotations").or_insert_with(|| json!({}));
+    if !ann.is_object() {
+        *ann = json!({});
+    }
+    ann[key] = json!(v.to_string());
+}
+
+/// A stored autoscaling/v2 HPA as autoscaling/v1: the cpu utilization target and current
+/// value become `targetCPUUtilizationPercentage`/`currentCPUUtilizationPercentage`; other
+/// metrics, conditions and behavior go into annotations.
+fn hpa_v2_to_v1(mut obj: Value) -> Value {
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        let metrics = spec.remove("metrics").and_then(|m| m.as_array().cloned());
+        let behavior = spec.remove("behavior");
+        let mut others = Vec::new();
+        for m in metrics.into_iter().flatten() {
+            if is_cpu_utilization(&m) && !spec.contains_key("targetCPUUtilizationPercentage") {
+                spec.insert(
+                    "targetCPUUtilizationPercentage".into(),
+                    m["resource"]["target"]["averageUtilization"].clone(),
+                );
+            } else {
+                others.push(m);
+            }
+        }
+        annotate(&mut obj, HPA_METRICS, Some(Value::Array(others)));
+        annotate(&mut obj, HPA_BEHAVIOR, behavior);
+    }
+    if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
+        let current = status
+            .remove("currentMetrics")
+            .and_then(|m| m.as_array().cloned());
+        let conditions = status.remove("conditions");
+        let mut others = Vec::new();
+        for m in current.into_iter().flatten() {
+            if m["type"] == "Resource"
+                && m["resource"]["name"] == "cpu"
+                && !m["resource"]["current"]["averageUtilization"].is_null()
+            {
+                status.insert(
+                    "currentCPUUtilizationPercentage".into(),
+                    m["resource"]["current"]["averageUtilization"].clone(),
+                );
+            } else {
+                others.push(m);
+            }
+        }
+        annotate(&mut obj, HPA_CURRENT_METRICS, Some(Value::Array(others)));
+        annotate(&mut obj, HPA_CONDITIONS, conditions);
+    }
+    obj
+}
+
+/// An autoscaling/v1 HPA as stored (autoscaling/v2): the reverse of [`hpa_v2_to_v1`].
+fn hpa_v1_to_v2(mut obj: Value) -> Value {
+    let mut taken = |key: &str| -> Option<Value> {
+        let ann = kubox_core::meta::metadata_mut(&mut obj)
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)?;
+        let v = ann.remove(key)?;
+        serde_json::from_str(v.as_str()?).ok()
+    };
+    let (metrics, current, conditions, behavior) = (
+        taken(HPA_METRICS),
+        taken(HPA_CURRENT_METRICS),
+        taken(HPA_CONDITIONS),
+        taken(HPA_BEHAVIOR),
+    );
+    if let Some(md) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        && md
+            .get("annotations")
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.is_empty())
+    {
+        md.remove("annotations");
+    }
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        let mut list = Vec::new();
+        if let Some(t) = spec.remove("targetCPUUtilizationPercentage") {
+            list.push(json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": t}}}));
+        }
+        let has_cpu = !list.is_empty();
+        list.extend(
+            metrics
+                .and_then(|m| m.as_array().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| !(has_cpu && is_cpu_utilization(m))),
+        );
+        if !list.is_empty() {
+            spec.insert("metrics".into(), Value::Array(list));
+        }
+        if let Some(b) = behavior {
+            spec.insert("behavior".into(), b);
+        }
+    }
+    if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
+        let mut list = Vec::new();
+        if let Some(c) = status.remove("currentCPUUtilizationPercentage") {
+            list.push(json!({"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": c}}}));
+        }
+        list.extend(
+            current
+                .and_then(|m| m.as_array().cloned())
+                .unwrap_or_default(),
+        );
+        if !list.is_empty() {
+            status.insert("currentMetrics".into(), Value::Array(list));
+        }
+        if let Some(c) = conditions {
+            status.insert("conditions".into(), c);
+        }
+    }
     obj
 }
 
@@ -203,6 +347,55 @@ mod tests {
         let back = to_storage(v1, core, seen);
         assert_eq!(back["message"], "hi");
         assert_eq!(back["apiVersion"], "v1");
+    }
+
+    #[test]
+    fn hpas_convert_between_v1_and_v2() {
+        let reg = Registry::builtin();
+        let v1 = reg
+            .lookup("autoscaling", "v1", "horizontalpodautoscalers")
+            .unwrap()
+            .clone();
+        let v2 = reg
+            .lookup("autoscaling", "v2", "horizontalpodautoscalers")
+            .unwrap()
+            .clone();
+        let created = json!({"apiVersion":"autoscaling/v1","kind":"HorizontalPodAutoscaler","metadata":{"name":"h"},"spec":{"maxReplicas":3,"targetCPUUtilizationPercentage":50}});
+        let stored = to_storage(&v1, &v2, created);
+        assert_eq!(stored["apiVersion"], "autoscaling/v2");
+        assert_eq!(
+            stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            50
+        );
+        assert!(
+            stored["spec"]
+                .get("targetCPUUtilizationPercentage")
+                .is_none()
+        );
+        let mut with_status = stored.clone();
+        with_status["spec"]["metrics"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type":"Resource","resource":{"name":"memory","target":{"type":"AverageValue","averageValue":"100Mi"}}}));
+        with_status["status"] = json!({"currentReplicas": 1, "currentMetrics": [{"type":"Resource","resource":{"name":"cpu","current":{"averageUtilization": 120, "averageValue": "120m"}}}], "conditions": [{"type":"AbleToScale","status":"True"}]});
+        let seen = to_version(&v1, with_status.clone());
+        assert_eq!(seen["spec"]["targetCPUUtilizationPercentage"], 50);
+        assert_eq!(seen["status"]["currentCPUUtilizationPercentage"], 120);
+        assert!(seen["spec"].get("metrics").is_none());
+        assert!(
+            seen["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/metrics"]
+                .as_str()
+                .unwrap()
+                .contains("memory")
+        );
+        // Back to v2 (a v1 update): nothing is lost but the cpu's averageValue.
+        let back = to_storage(&v1, &v2, seen);
+        assert_eq!(back["spec"]["metrics"], with_status["spec"]["metrics"]);
+        assert_eq!(
+            back["status"]["conditions"],
+            with_status["status"]["conditions"]
+        );
+        assert!(back["metadata"].get("annotations").is_none());
     }
 
     #[test]

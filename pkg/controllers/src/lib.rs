@@ -14,7 +14,7 @@
 //! Namespaces), `nodelifecycle` (node health, condition taints, taint-based eviction),
 //! `disruption` (PodDisruptionBudget status), `certificates` (CSR approving and signing),
 //! `storageprotection` (PVC/PV in-use protection finalizers), `ephemeral` (claims of pods'
-//! ephemeral volumes).
+//! ephemeral volumes), `hpa` (HorizontalPodAutoscalers on metrics.k8s.io resource metrics).
 
 pub mod certificates;
 pub mod clusterroleaggregation;
@@ -28,6 +28,7 @@ pub mod error;
 pub use kubox_events as events;
 pub mod gc;
 pub mod history;
+pub mod hpa;
 pub mod job;
 pub mod localpath;
 pub mod namespace;
@@ -66,6 +67,8 @@ pub struct ControllersConfig {
     pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
     /// The CSR signers' CA files and longest validity.
     pub csr_signing: certificates::SigningConfig,
+    /// The HorizontalPodAutoscaler controller's periods.
+    pub hpa: hpa::HpaConfig,
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -97,6 +100,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(certificates::run(client.clone(), cfg.csr_signing)),
         tokio::spawn(storageprotection::run(client.clone())),
         tokio::spawn(ephemeral::run(client.clone())),
+        tokio::spawn(hpa::run(client.clone(), cfg.hpa)),
         tokio::spawn(gc::run(client)),
     ]
 }

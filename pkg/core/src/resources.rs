@@ -136,6 +136,13 @@ impl Registry {
         self.prune_groups();
     }
 
+    /// Removes every resource of `group` (a built-in API switched off, such as metrics.k8s.io
+    /// under `--disable metrics-server`).
+    pub fn remove_group(&mut self, group: &str) {
+        self.resources.retain(|r| r.group != group);
+        self.prune_groups();
+    }
+
     /// Sets the version order (preferred first) of a group, e.g. from a CRD's served versions.
     pub fn set_version_order(&mut self, group: &str, order: &[String]) {
         if let Some(g) = self.groups.iter_mut().find(|g| g.name == group) {
@@ -624,6 +631,9 @@ fn builtin_resources() -> Vec<ResourceDef> {
             "endpointslices",
             true,
         ),
+        // metrics.k8s.io: computed from kubelet samples, never stored (metrics-server's API).
+        b("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false).verbs(&["get", "list"]),
+        b("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true).verbs(&["get", "list"]),
     ];
     list.into_iter().map(|b| b.def).collect()
 }
@@ -675,6 +685,19 @@ mod tests {
         assert!(reg.group("example.com").is_some());
         reg.remove_custom("example.com", "configmaps");
         assert!(reg.group("example.com").is_none());
+    }
+
+    #[test]
+    fn metrics_are_served_until_their_group_is_removed() {
+        let mut reg = Registry::builtin();
+        let pods = reg
+            .lookup("metrics.k8s.io", "v1beta1", "pods")
+            .expect("podmetrics");
+        assert_eq!(pods.kind, "PodMetrics");
+        assert_eq!(pods.verbs, vec!["get", "list"]);
+        reg.remove_group("metrics.k8s.io");
+        assert!(reg.group("metrics.k8s.io").is_none());
+        assert!(reg.lookup("", "v1", "pods").is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod error;
 
 pub use error::Error;
+pub use kubox_controllers::hpa::HpaConfig;
 pub use kubox_controllers::nodelifecycle::NodeLifecycleConfig;
 
 use kubox_apiserver::authn::User;
@@ -62,6 +63,10 @@ pub struct ServerConfig {
     pub token_auth_file: Option<PathBuf>,
     /// kube-apiserver's `--service-account-extend-token-expiration` (default true).
     pub service_account_extend_token_expiration: bool,
+    /// How often the built-in metrics-server scrapes kubelets (`--metric-resolution`, 15 s).
+    pub metric_resolution: std::time::Duration,
+    /// The HorizontalPodAutoscaler controller's sync period and downscale stabilization.
+    pub hpa: kubox_controllers::hpa::HpaConfig,
 }
 
 impl ServerConfig {
@@ -105,6 +110,8 @@ impl ServerConfig {
             container_logs: Default::default(),
             token_auth_file: None,
             service_account_extend_token_expiration: true,
+            metric_resolution: kubox_apiserver::metrics::DEFAULT_RESOLUTION,
+            hpa: Default::default(),
         }
     }
 
@@ -306,6 +313,11 @@ pub async fn run(
             })),
         },
     );
+    // k3s's packaged metrics-server, built in: off with `--disable metrics-server`.
+    let metrics_server = !cfg.disable.iter().any(|d| d == "metrics-server");
+    if !metrics_server && let Ok(mut reg) = state.registry.write() {
+        reg.remove_group("metrics.k8s.io");
+    }
     kubox_apiserver::bootstrap::ensure(&state)
         .await
         .map_err(|e| Error::Store {
@@ -321,6 +333,12 @@ pub async fn run(
         .await
         .map_err(store_err)?;
     tokio::spawn(kubox_apiserver::crds::run(state.clone()));
+    if metrics_server {
+        tokio::spawn(kubox_apiserver::metrics::scrape(
+            state.clone(),
+            cfg.metric_resolution,
+        ));
+    }
 
     let server_url = format!("https://127.0.0.1:{}", cfg.https_listen_port);
     let (cert, key) = (
@@ -364,6 +382,7 @@ pub async fn run(
                 local_path_dir: cfg.data_dir.join("storage"),
                 node_lifecycle: cfg.node_lifecycle.clone(),
                 csr_signing: csr_signing(&pki),
+                hpa: cfg.hpa.clone(),
             },
         ));
     }

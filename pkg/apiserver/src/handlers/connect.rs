@@ -10,20 +10,14 @@
 use super::Ctx;
 use super::websocket::{ExecOptions, Target};
 use crate::error::{ApiError, ApiResult};
-use crate::storage;
+use crate::kubelet;
 use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use kubox_core::net::percent_encode;
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
-/// kubelet's port when a Node does not say.
-const KUBELET_PORT: u16 = 10250;
 
 /// `GET pods/{name}/log`.
 pub async fn log(ctx: &Ctx) -> ApiResult<Response> {
@@ -94,10 +88,10 @@ pub async fn log(ctx: &Ctx) -> ApiResult<Response> {
         percent_encode(&container),
         params.join("&")
     );
-    let addr = kubelet_address(ctx, &node).await?;
-    let resp = kubelet_request(ctx, addr, Method::GET, &path, HeaderMap::new()).await?;
+    let addr = kubelet::address(&ctx.state, &node).await?;
+    let resp = kubelet::request(&ctx.state, addr, Method::GET, &path, HeaderMap::new()).await?;
     if resp.status() != StatusCode::OK {
-        return Err(kubelet_error(resp).await);
+        return Err(kubelet::error(resp).await);
     }
     Ok(text_response(Body::new(resp.into_body())))
 }
@@ -182,7 +176,7 @@ pub async fn stream(ctx: &Ctx) -> ApiResult<Response> {
             ctx.name()
         )));
     };
-    let addr = kubelet_address(ctx, &node).await?;
+    let addr = kubelet::address(&ctx.state, &node).await?;
     if super::websocket::is_websocket(&ctx.headers) {
         let target = if sub == "portforward" {
             Target::PortForward(ports(ctx)?)
@@ -214,7 +208,7 @@ pub async fn stream(ctx: &Ctx) -> ApiResult<Response> {
     } else {
         Method::GET
     };
-    let mut resp = kubelet_request(ctx, addr, method, &path, headers).await?;
+    let mut resp = kubelet::request(&ctx.state, addr, method, &path, headers).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -322,109 +316,27 @@ fn container_of(ctx: &Ctx, pod: &Value) -> ApiResult<String> {
     }
 }
 
-/// Where the kubelet of `node` listens: its InternalIP (else first address) and port.
-async fn kubelet_address(ctx: &Ctx, node: &str) -> ApiResult<SocketAddr> {
-    let def = ctx
-        .state
-        .registry()
-        .lookup("", "v1", "nodes")
-        .cloned()
-        .ok_or_else(|| ApiError::internal("nodes are not registered"))?;
-    let key = storage::key(&def, None, node);
-    let obj = match ctx.state.store.get(&key).await? {
-        Some(kv) => storage::decode(&def, &kv)?,
-        None => return Err(ApiError::not_found("nodes", "", node)),
-    };
-    let addresses = obj
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let ip = addresses
-        .iter()
-        .find(|a| a["type"] == "InternalIP")
-        .or_else(|| addresses.first())
-        .and_then(|a| a["address"].as_str())
-        .and_then(|a| a.parse::<IpAddr>().ok())
-        .ok_or_else(|| {
-            ApiError::internal(format!(
-                "node {node:?} has no usable address for its kubelet"
-            ))
-        })?;
-    let port = obj
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p != 0)
-        .unwrap_or(KUBELET_PORT);
-    Ok(SocketAddr::new(ip, port))
-}
-
-/// Sends one request (no body) to the kubelet at `addr` over TLS; the connection is kept for
-/// an upgrade.
-pub(super) async fn kubelet_request(
-    ctx: &Ctx,
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    headers: HeaderMap,
-) -> ApiResult<http::Response<hyper::body::Incoming>> {
-    let tls = ctx
-        .state
-        .config
-        .kubelet_client
-        .clone()
-        .ok_or_else(|| ApiError::unavailable("this API server cannot reach kubelets"))?;
-    let unreachable = |e: String| ApiError::internal(format!("error dialing backend: {e}"));
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .map_err(|_| unreachable(format!("dial tcp {addr}: i/o timeout")))?
-    .map_err(|e| unreachable(format!("dial tcp {addr}: {e}")))?;
-    let _ = tcp.set_nodelay(true);
-    let server_name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unreachable(format!("TLS with the kubelet at {addr}: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    let mut req = http::Request::new(http_body_util::Empty::<Bytes>::new());
-    *req.method_mut() = method;
-    *req.uri_mut() = path
-        .parse()
-        .map_err(|e| ApiError::internal(format!("kubelet path {path:?}: {e}")))?;
-    *req.headers_mut() = headers;
-    if let Ok(host) = http::HeaderValue::from_str(&addr.to_string()) {
-        req.headers_mut().insert(http::header::HOST, host);
+/// `GET nodes/{name}/proxy/{path}`: the request is sent to the node's kubelet and its answer
+/// passed back (status, content type and body, streamed).
+pub async fn node_proxy(ctx: &Ctx) -> ApiResult<Response> {
+    let query = ctx.query.encoded();
+    let mut path = format!("/{}", ctx.info.subpath);
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query);
     }
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| unreachable(e.to_string()))
-}
-
-/// A kubelet's error answer as the API server reports it (the kubelet's text as message).
-pub(super) async fn kubelet_error(resp: http::Response<hyper::body::Incoming>) -> ApiError {
-    let code = resp.status().as_u16();
-    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let msg = String::from_utf8_lossy(&body).trim().to_string();
-    let reason = match code {
-        400 => "BadRequest",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "NotFound",
-        _ => "InternalError",
-    };
-    ApiError::new(code, reason, msg)
+    let addr = kubelet::address(&ctx.state, ctx.name()).await?;
+    let mut headers = HeaderMap::new();
+    if let Some(a) = ctx.headers.get(http::header::ACCEPT) {
+        headers.insert(http::header::ACCEPT, a.clone());
+    }
+    let resp = kubelet::request(&ctx.state, addr, Method::GET, &path, headers).await?;
+    let status = resp.status();
+    let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+    let mut r = Response::new(Body::new(resp.into_body()));
+    *r.status_mut() = status;
+    if let Some(ct) = content_type {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+    }
+    Ok(r)
 }

@@ -6,6 +6,7 @@ mod delete;
 mod eviction;
 mod get;
 mod list;
+mod metrics;
 mod object;
 mod patch;
 mod update;
@@ -172,6 +173,7 @@ async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         return Err(ApiError::not_found_path());
     }
     match (verb.as_str(), sub.as_deref()) {
+        ("get" | "list", None) if metrics::is_metrics(&ctx.def) => metrics::serve(&ctx).await,
         ("get", None | Some("status")) => get::get(&ctx).await,
         ("get", Some("scale")) => get::get_scale(&ctx).await,
         ("list", None) => list::list(&ctx).await,
@@ -191,6 +193,9 @@ async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         ("get", Some("log")) if is_pods(&ctx.def) => connect::log(&ctx).await,
         ("get" | "create", Some("exec" | "attach" | "portforward")) if is_pods(&ctx.def) => {
             connect::stream(&ctx).await
+        }
+        ("get", Some("proxy")) if ctx.def.group.is_empty() && ctx.def.plural == "nodes" => {
+            connect::node_proxy(&ctx).await
         }
         ("delete", None) => delete::delete(&ctx, body).await,
         ("deletecollection", None) => delete::delete_collection(&ctx, body).await,

@@ -173,9 +173,9 @@ pub(super) async fn serve(
             Mode::PortForward { .. } | Mode::Tunnel => "portforward.k8s.io",
         }),
     );
-    let mut resp = super::connect::kubelet_request(ctx, addr, Method::POST, path, headers).await?;
+    let mut resp = crate::kubelet::request(&ctx.state, addr, Method::POST, path, headers).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(super::connect::kubelet_error(resp).await);
+        return Err(crate::kubelet::error(resp).await);
     }
     let kubelet_upgrade = hyper::upgrade::on(&mut resp);
     tracing::debug!(
