@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access_control;
+mod churn;
 mod cli;
 mod common;
 mod controllers;
