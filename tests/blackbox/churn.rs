@@ -120,7 +120,7 @@ fn create(s: &Server, batch: &str, count: usize) {
             "pod",
             "-l",
             &format!("batch={batch}"),
-            "--timeout=90s",
+            "--timeout=150s",
         ],
     );
     assert!(
@@ -164,7 +164,7 @@ fn pod_churn_leaves_no_leases_veths_netns_or_sandboxes() {
                 "-l",
                 &format!("batch={batch}"),
                 "--wait",
-                "--timeout=90s",
+                "--timeout=150s",
             ],
         );
     }
@@ -211,7 +211,7 @@ fn leases_of_pods_deleted_while_the_agent_was_down_are_released_when_it_returns(
     // The agent returns: it finds sandboxes of pods that no longer exist and removes them.
     std::fs::write(&config, "").unwrap();
     s.restart_node_process("TERM");
-    if let Err(now) = back_to(&s, &base, Duration::from_secs(60)) {
+    if let Err(now) = back_to(&s, &base, Duration::from_secs(90)) {
         panic!(
             "the returning agent left what the deleted pods held\nbefore: {base:?}\nafter:  {now:?}\n{}",
             s.log()

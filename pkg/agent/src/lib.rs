@@ -416,15 +416,36 @@ async fn cluster_dns(client: Client, cfg: AgentConfig, gateway: Ipv4Addr) {
     }
 }
 
+/// How often sandboxes of pods no worker knows are looked for after the first list.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+
 /// Feeds the pod workers from a watch of the pods bound to this node; removes sandboxes of
-/// pods that no longer exist once the first list is complete.
+/// pods that no longer exist once a list is complete, and every [`ORPHAN_SWEEP`] after the
+/// first (a teardown that failed, or a sweep that found containerd still starting, is
+/// retried there).
 async fn watch_pods(client: Client, cri: Cri, ctx: Arc<pods::Ctx>, node_name: String) {
     let mut workers = pods::Workers::new(ctx);
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let mut stream = watcher(api, cfg).default_backoff().boxed();
     let mut listing: Option<HashSet<String>> = None;
-    while let Some(ev) = stream.next().await {
+    let mut listed = false;
+    let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => match ev {
+                Some(ev) => ev,
+                None => return,
+            },
+            _ = sweep.tick() => {
+                if listed {
+                    let known: HashSet<String> = workers.known().into_iter().collect();
+                    remove_orphan_sandboxes(&cri, &known).await;
+                }
+                continue;
+            }
+        };
         match ev {
             Ok(watcher::Event::Apply(p)) => workers.update(Arc::new(p)),
             Ok(watcher::Event::Delete(p)) => workers.gone(&spec::pod_uid(&p)),
@@ -443,6 +464,7 @@ async fn watch_pods(client: Client, cri: Cri, ctx: Arc<pods::Ctx>, node_name: St
                     }
                 }
                 remove_orphan_sandboxes(&cri, &live).await;
+                listed = true;
             }
             Err(e) => tracing::debug!(error = %e, "pod watch failed; retrying"),
         }
@@ -451,11 +473,15 @@ async fn watch_pods(client: Client, cri: Cri, ctx: Arc<pods::Ctx>, node_name: St
 
 async fn remove_orphan_sandboxes(cri: &Cri, live: &HashSet<String>) {
     let mut rt = cri.runtime.clone();
-    let Ok(list) = rt
+    let list = match rt
         .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
         .await
-    else {
-        return;
+    {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::debug!(error = %e.message(), "listing sandboxes failed; the next sweep retries");
+            return;
+        }
     };
     for s in list.into_inner().items {
         let Some(uid) = s.labels.get(spec::LABEL_POD_UID) else {
@@ -465,15 +491,24 @@ async fn remove_orphan_sandboxes(cri: &Cri, live: &HashSet<String>) {
             continue;
         }
         tracing::info!(pod = ?s.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)), "removing the sandbox of a pod that no longer exists");
-        let _ = rt
+        // Stopping tears the pod network down (CNI DEL: veth and IP lease); a failure is
+        // retried by the next sweep.
+        let removed = match rt
             .stop_pod_sandbox(api::StopPodSandboxRequest {
                 pod_sandbox_id: s.id.clone(),
             })
-            .await;
-        let _ = rt
-            .remove_pod_sandbox(api::RemovePodSandboxRequest {
-                pod_sandbox_id: s.id.clone(),
-            })
-            .await;
+            .await
+        {
+            Ok(_) => rt
+                .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                    pod_sandbox_id: s.id.clone(),
+                })
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(sandbox = %s.id, error = %e.message(), "removing an orphaned sandbox failed; retrying later");
+        }
     }
 }

@@ -128,7 +128,8 @@ fn pod(i: usize) -> Result<Pod> {
 async fn cycle(pods: &Api<Pod>, i: usize) -> Result<String> {
     let name = format!("churn-{i}");
     pods.create(&PostParams::default(), &pod(i)?).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Generous: on a loaded 2-core machine a cycle has taken 45 s.
+    let deadline = Instant::now() + Duration::from_secs(300);
     let ip = loop {
         let p = pods.get(&name).await?;
         let st = p.status.unwrap_or_default();
@@ -138,14 +139,14 @@ async fn cycle(pods: &Api<Pod>, i: usize) -> Result<String> {
             break ip.clone();
         }
         if Instant::now() > deadline {
-            bail!("{name} was not Running within 120 s: {st:?}");
+            bail!("{name} was not Running within 300 s: {st:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     pods.delete(&name, &DeleteParams::default()).await?;
     while pods.get_opt(&name).await?.is_some() {
         if Instant::now() > deadline {
-            bail!("{name} was not gone within 120 s of its creation");
+            bail!("{name} was not gone within 300 s of its creation");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -242,10 +243,7 @@ pub async fn run(node: &Node, cycles: usize, concurrency: usize) -> Result<()> {
         println!("{name:<16} {b:>9} {p:>9} {a:>9} {l:>9}");
     }
     if after != base {
-        bail!(
-            "the node holds more than before the churn (leaked {leaked}); the node's log:\n{}",
-            node.log()
-        );
+        bail!("the node holds more than before the churn (leaked {leaked})");
     }
     println!("no leaks: every resource is back to its baseline");
     Ok(())

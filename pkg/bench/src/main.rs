@@ -289,7 +289,9 @@ fn node_bench(mode: &str, nums: &[usize]) -> Result<()> {
                         netns.name
                     );
                     let node = node::Node::start(&kubox, |_| Ok(())).await?;
-                    churn::run(&node, cycles, concurrency).await
+                    churn::run(&node, cycles, concurrency)
+                        .await
+                        .map_err(|e| node.failed(e))
                 }
                 _ => {
                     let seconds = nums.first().copied().unwrap_or(3).max(1);
@@ -297,7 +299,9 @@ fn node_bench(mode: &str, nums: &[usize]) -> Result<()> {
                         "kubox-bench net: TCP from a client pod to a server pod on one node, {seconds} s per measurement, twice, interleaved; baseline: the server's pod IP, against its ClusterIP"
                     );
                     let node = node::Node::start(&kubox, net::prepare_image).await?;
-                    net::run(&node, u32::try_from(seconds)?).await
+                    net::run(&node, u32::try_from(seconds)?)
+                        .await
+                        .map_err(|e| node.failed(e))
                 }
             }
         };

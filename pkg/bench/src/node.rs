@@ -91,7 +91,12 @@ impl Node {
     /// (to drop image archives into `agent/images`). Returns once the Node is Ready and the
     /// `default` ServiceAccount exists.
     pub async fn start(kubox: &Path, prepare: impl FnOnce(&Path) -> Result<()>) -> Result<Node> {
-        let dir = tempfile::tempdir()?;
+        // KUBOX_BENCH_KEEP=1 keeps the data dir and log (for a post-mortem), KUBOX_BENCH_LOG
+        // sets kubox's log level (warn).
+        let dir = tempfile::Builder::new()
+            .prefix("kubox-bench-")
+            .disable_cleanup(std::env::var_os("KUBOX_BENCH_KEEP").is_some())
+            .tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data)?;
         prepare(&data)?;
@@ -119,10 +124,11 @@ impl Node {
             .arg(&kubeconfig)
             .args(["--https-listen-port", &port.to_string()])
             .args(["--bind-address", "127.0.0.1", "--node-ip", "127.0.0.1"])
-            .args(["--node-name", NODE_NAME, "--log-level", "warn"])
+            .args(["--node-name", NODE_NAME, "--log-level"])
+            .arg(std::env::var("KUBOX_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .env("KUBOX_CONFIG", dir.path().join("config.yaml"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting unshare … kubox server")?;
@@ -138,6 +144,17 @@ impl Node {
 
     pub fn log(&self) -> String {
         log(self.dir.path())
+    }
+
+    /// `e` with the last lines of the node's log and where the log is.
+    pub fn failed(&self, e: anyhow::Error) -> anyhow::Error {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        e.context(format!(
+            "the last lines of the node's log ({}):\n{tail}",
+            self.dir.path().join("server.log").display()
+        ))
     }
 
     pub fn data_dir(&self) -> PathBuf {
