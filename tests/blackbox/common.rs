@@ -164,7 +164,8 @@ impl Server {
         let child = cmd
             .args(self.args())
             .env("KUBOX_CONFIG", self.dir.path().join("config.yaml"))
-            .stdout(Stdio::null())
+            // kubox logs to stdout; both go to the log the failing tests print.
+            .stdout(log.try_clone().expect("server log"))
             .stderr(log)
             .spawn()
             .expect("spawn kubox server");

@@ -4,6 +4,7 @@
 
 mod access_control;
 mod certificates;
+mod churn;
 mod cli;
 mod common;
 mod controllers;
@@ -15,8 +16,8 @@ mod images;
 mod join;
 mod kubectl;
 mod lifecycle;
-mod netpol;
 mod metrics;
+mod netpol;
 mod node;
 mod node_agent;
 mod pod_io;

@@ -487,9 +487,14 @@ async fn cluster_dns(client: Client, cfg: AgentConfig, gateway: Ipv4Addr) {
     }
 }
 
+/// How often sandboxes of pods no worker knows are looked for after the first list.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+
 /// Feeds the pod workers from a watch of the pods bound to this node and from the static pod
 /// manifests (read every 5 s; their mirror pods in the API are not run, only kept in step);
-/// removes sandboxes of pods that no longer exist once the first list is complete.
+/// removes sandboxes of pods that no longer exist once a list is complete, and every
+/// [`ORPHAN_SWEEP`] after the first (a teardown that failed, or a sweep that found containerd
+/// still starting, is retried there).
 async fn watch_pods(
     client: Client,
     cri: Cri,
@@ -508,6 +513,9 @@ async fn watch_pods(
         workers.update(pod);
     }
     let mut reread = tokio::time::interval(Duration::from_secs(5));
+    let mut listed = false;
+    let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let ev = tokio::select! {
             ev = stream.next() => match ev {
@@ -523,6 +531,13 @@ async fn watch_pods(
                     workers.gone(&uid);
                 }
                 statics.sync_mirrors().await;
+                continue;
+            }
+            _ = sweep.tick() => {
+                if listed {
+                    let known: HashSet<String> = workers.known().into_iter().collect();
+                    remove_orphan_sandboxes(&cri, &known).await;
+                }
                 continue;
             }
         };
@@ -553,6 +568,7 @@ async fn watch_pods(
                     }
                 }
                 remove_orphan_sandboxes(&cri, &live).await;
+                listed = true;
             }
             Err(e) => tracing::debug!(error = %e, "pod watch failed; retrying"),
         }
@@ -561,11 +577,15 @@ async fn watch_pods(
 
 async fn remove_orphan_sandboxes(cri: &Cri, live: &HashSet<String>) {
     let mut rt = cri.runtime.clone();
-    let Ok(list) = rt
+    let list = match rt
         .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
         .await
-    else {
-        return;
+    {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::debug!(error = %e.message(), "listing sandboxes failed; the next sweep retries");
+            return;
+        }
     };
     for s in list.into_inner().items {
         let Some(uid) = s.labels.get(spec::LABEL_POD_UID) else {
@@ -575,15 +595,24 @@ async fn remove_orphan_sandboxes(cri: &Cri, live: &HashSet<String>) {
             continue;
         }
         tracing::info!(pod = ?s.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)), "removing the sandbox of a pod that no longer exists");
-        let _ = rt
+        // Stopping tears the pod network down (CNI DEL: veth and IP lease); a failure is
+        // retried by the next sweep.
+        let removed = match rt
             .stop_pod_sandbox(api::StopPodSandboxRequest {
                 pod_sandbox_id: s.id.clone(),
             })
-            .await;
-        let _ = rt
-            .remove_pod_sandbox(api::RemovePodSandboxRequest {
-                pod_sandbox_id: s.id.clone(),
-            })
-            .await;
+            .await
+        {
+            Ok(_) => rt
+                .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                    pod_sandbox_id: s.id.clone(),
+                })
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(sandbox = %s.id, error = %e.message(), "removing an orphaned sandbox failed; retrying later");
+        }
     }
 }

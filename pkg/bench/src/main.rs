@@ -5,7 +5,13 @@
 //! Prints one line per operation: ops/s, latency percentiles, and kubox's cost relative to
 //! raw SQLite. `-- schedule [NODES [PODS...]]` measures the scheduler instead (see
 //! [`schedule`]), `-- podstart [PODS]` pod start latency on a real node (see [`podstart`]).
+//! `-- churn [CYCLES [CONCURRENCY]]` proves pod churn leaks nothing on a real node
+//! ([`churn`]); `-- net [SECONDS]` measures the Service proxy against pod-to-pod traffic
+//! ([`net`]). Both run the `kubox` binary ([`node`]), as root.
 
+mod churn;
+mod net;
+mod node;
 mod podstart;
 mod schedule;
 
@@ -273,21 +279,79 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn numbers(args: impl Iterator<Item = String>) -> Result<Vec<usize>> {
+    args.map(|a| a.parse().with_context(|| format!("{a:?} is not a number")))
+        .collect()
+}
+
+/// The node benchmarks: a real node in a network namespace of the bench's own, which this
+/// thread enters before the runtime (and its threads) start.
+fn node_bench(mode: &str, nums: &[usize]) -> Result<()> {
+    let kubox = node::kubox_binary()?;
+    let netns = node::enter_netns()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let bench = async {
+            match mode {
+                "churn" => {
+                    let cycles = nums.first().copied().unwrap_or(1000);
+                    let concurrency = nums.get(1).copied().unwrap_or(16).max(1);
+                    println!(
+                        "kubox-bench churn: {cycles} pod create/delete cycles, {concurrency} at a time, on a real node ({}, network namespace {}); baseline: what the node held before",
+                        kubox.display(),
+                        netns.name
+                    );
+                    let node = node::Node::start(&kubox, |_| Ok(())).await?;
+                    churn::run(&node, cycles, concurrency)
+                        .await
+                        .map_err(|e| node.failed(e))
+                }
+                _ => {
+                    let seconds = nums.first().copied().unwrap_or(3).max(1);
+                    println!(
+                        "kubox-bench net: TCP from a client pod to a server pod on one node, {seconds} s per measurement, twice, interleaved; baseline: the server's pod IP, against its ClusterIP"
+                    );
+                    let node = node::Node::start(&kubox, net::prepare_image).await?;
+                    net::run(&node, u32::try_from(seconds)?)
+                        .await
+                        .map_err(|e| node.failed(e))
+                }
+            }
+        };
+        tokio::select! {
+            r = bench => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // Nodes are dropped (killed) inside; the namespace goes last.
+    drop(rt);
+    drop(netns);
+    r
+}
+
+fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("podstart") {
         args.next();
-        let args: Vec<String> = args.collect();
         // It runs a runtime of its own on a thread inside the node's network namespace.
-        return tokio::task::spawn_blocking(move || podstart::run(args)).await?;
+        return podstart::run(args.collect());
     }
+    if let Some(mode) = args.next_if(|a| a == "churn" || a == "net") {
+        return node_bench(&mode, &numbers(args)?);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(api_bench(args))
+}
+
+async fn api_bench(mut args: std::iter::Peekable<impl Iterator<Item = String>>) -> Result<()> {
     if args.peek().map(String::as_str) == Some("schedule") {
         args.next();
-        let nums: Vec<usize> = args
-            .map(|a| a.parse())
-            .collect::<Result<_, _>>()
-            .context("NODES and PODS must be numbers")?;
+        let nums = numbers(args).context("NODES and PODS must be numbers")?;
         let nodes = nums.first().copied().unwrap_or(100);
         let rounds = if nums.len() > 1 {
             nums[1..].to_vec()

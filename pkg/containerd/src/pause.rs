@@ -34,19 +34,38 @@ pub fn architecture() -> &'static str {
 /// and `index.json` naming it [`PAUSE_IMAGE`] through the `io.containerd.image.name`
 /// annotation. The bytes are deterministic (fixed mtimes, owners and JSON key order).
 pub fn pause_image_archive() -> Vec<u8> {
-    let layer = tar_of(&[("pause", PAUSE_BINARY, 0o755)]);
+    image_archive(
+        PAUSE_IMAGE,
+        &[("pause", PAUSE_BINARY, 0o755)],
+        json!({
+            "User": "65535:65535",
+            "Entrypoint": ["/pause"],
+            "WorkingDir": "/",
+        }),
+        "kubox pause image (pause/pause.c)",
+    )
+}
+
+/// An OCI image layout tar (what an airgap archive is) of one image for this architecture:
+/// one uncompressed layer of `files` (path, content, mode; regular files owned by root),
+/// the image config `config` (`Entrypoint`, `Env`, ...), one history entry `created_by`, and
+/// `index.json` naming it `image` (`registry/repo:tag`) through the
+/// `io.containerd.image.name` annotation. The bytes are deterministic.
+pub fn image_archive(
+    image: &str,
+    files: &[(&str, &[u8], u32)],
+    config: serde_json::Value,
+    created_by: &str,
+) -> Vec<u8> {
+    let layer = tar_of(files);
     let layer_digest = sha256(&layer);
 
     let config = json!({
         "architecture": architecture(),
         "os": "linux",
-        "config": {
-            "User": "65535:65535",
-            "Entrypoint": ["/pause"],
-            "WorkingDir": "/",
-        },
+        "config": config,
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
-        "history": [{ "created_by": "kubox pause image (pause/pause.c)" }],
+        "history": [{ "created_by": created_by }],
     });
     let config = to_json(&config);
     let manifest = json!({
@@ -56,7 +75,7 @@ pub fn pause_image_archive() -> Vec<u8> {
         "layers": [{ "mediaType": LAYER_MEDIA_TYPE, "digest": layer_digest, "size": layer.len() }],
     });
     let manifest = to_json(&manifest);
-    let tag = PAUSE_IMAGE.rsplit(':').next().unwrap_or("latest");
+    let tag = image.rsplit(':').next().unwrap_or("latest");
     let index = json!({
         "schemaVersion": 2,
         "mediaType": INDEX_MEDIA_TYPE,
@@ -65,7 +84,7 @@ pub fn pause_image_archive() -> Vec<u8> {
             "digest": sha256(&manifest),
             "size": manifest.len(),
             "annotations": {
-                "io.containerd.image.name": PAUSE_IMAGE,
+                "io.containerd.image.name": image,
                 "org.opencontainers.image.ref.name": tag,
             },
             "platform": { "architecture": architecture(), "os": "linux" },
