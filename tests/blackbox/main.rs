@@ -19,6 +19,7 @@ mod pod_io;
 mod python_client;
 mod quota;
 mod revisions;
+mod scheduling;
 mod security_and_errors;
 mod service_proxy;
 mod storage;

@@ -14,6 +14,8 @@ use super::fit::{self, NodeUsage};
 pub struct NodeInfo {
     pub node: Arc<Node>,
     pub name: String,
+    /// The node's allocatable resources, parsed once.
+    pub allocatable: fit::Resources,
     pub usage: NodeUsage,
     /// Pods placed here (not Succeeded/Failed), terminating ones included.
     pub pods: Vec<Arc<Pod>>,
@@ -23,6 +25,7 @@ impl NodeInfo {
     pub fn new(node: Arc<Node>) -> NodeInfo {
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
+            allocatable: fit::allocatable(&node),
             node,
             usage: NodeUsage::default(),
             pods: Vec::new(),
@@ -33,6 +36,16 @@ impl NodeInfo {
         fit::node_labels(&self.node)
     }
 
+    fn clone_empty(&self) -> NodeInfo {
+        NodeInfo {
+            node: self.node.clone(),
+            name: self.name.clone(),
+            allocatable: self.allocatable.clone(),
+            usage: NodeUsage::default(),
+            pods: Vec::new(),
+        }
+    }
+
     pub fn add(&mut self, pod: Arc<Pod>) {
         self.usage.add_pod(&pod);
         self.pods.push(pod);
@@ -40,7 +53,7 @@ impl NodeInfo {
 
     /// This node without the pods whose uids are in `gone` (usage recounted).
     pub fn without(&self, gone: &[&str]) -> NodeInfo {
-        let mut n = NodeInfo::new(self.node.clone());
+        let mut n = self.clone_empty();
         for p in &self.pods {
             if !gone.contains(&p.metadata.uid.as_deref().unwrap_or_default()) {
                 n.add(p.clone());

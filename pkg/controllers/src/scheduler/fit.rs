@@ -255,8 +255,35 @@ pub fn selector_and_affinity_match(pod: &Pod, node: &Node) -> bool {
     }
 }
 
+/// What filtering and scoring need of a pod, computed once per attempt rather than per node.
+#[derive(Debug, Clone)]
+pub struct PodFacts {
+    pub requests: Resources,
+    pub host_ports: Vec<(String, String, i32)>,
+}
+
+impl PodFacts {
+    pub fn of(pod: &Pod) -> PodFacts {
+        PodFacts {
+            requests: pod_requests(pod),
+            host_ports: host_ports(pod),
+        }
+    }
+}
+
 /// Every reason `node` cannot take `pod` (empty: it fits).
 pub fn filter(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<Reason> {
+    filter_with(pod, &PodFacts::of(pod), node, &allocatable(node), usage)
+}
+
+/// [`filter`] with the pod's facts and the node's allocatable resources already known.
+pub fn filter_with(
+    pod: &Pod,
+    facts: &PodFacts,
+    node: &Node,
+    have: &Resources,
+    usage: &NodeUsage,
+) -> Vec<Reason> {
     let mut reasons = Vec::new();
     let Some(spec) = pod.spec.as_ref() else {
         return reasons;
@@ -285,8 +312,7 @@ pub fn filter(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<Reason> {
             break;
         }
     }
-    let want = pod_requests(pod);
-    let have = allocatable(node);
+    let want = &facts.requests;
     let used = &usage.requested;
     if used.pods + want.pods > have.pods {
         reasons.push("Too many pods".to_string());
@@ -302,7 +328,7 @@ pub fn filter(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<Reason> {
     {
         reasons.push("Insufficient ephemeral-storage".to_string());
     }
-    let conflict = host_ports(pod).iter().any(|(proto, ip, port)| {
+    let conflict = facts.host_ports.iter().any(|(proto, ip, port)| {
         usage.host_ports.iter().any(|(p2, ip2, port2)| {
             p2 == proto && port2 == port && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
         })
@@ -317,8 +343,18 @@ pub fn filter(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<Reason> {
 /// PreferNoSchedule taints the pod does not tolerate. Pod affinity and spreading are scored
 /// over every feasible node at once ([`super::interpod`], [`super::spread`]).
 pub fn score(pod: &Pod, node: &Node, usage: &NodeUsage) -> i64 {
-    let want = pod_requests(pod);
-    let have = allocatable(node);
+    score_with(pod, &PodFacts::of(pod), node, &allocatable(node), usage)
+}
+
+/// [`score`] with the pod's facts and the node's allocatable resources already known.
+pub fn score_with(
+    pod: &Pod,
+    facts: &PodFacts,
+    node: &Node,
+    have: &Resources,
+    usage: &NodeUsage,
+) -> i64 {
+    let want = &facts.requests;
     let free_fraction = |used: i128, want: i128, cap: i128| -> f64 {
         if cap <= 0 {
             return 0.0;

@@ -188,6 +188,7 @@ fn nominated_node(pod: &Pod) -> Option<&str> {
 /// Everything one scheduling attempt of one pod needs, computed once for all nodes.
 struct Attempt<'a> {
     pod: &'a Pod,
+    facts: fit::PodFacts,
     claims: Vec<Arc<PersistentVolumeClaim>>,
     volumes: &'a volumebinding::Volumes,
     services: &'a [Arc<Service>],
@@ -215,14 +216,17 @@ impl Attempt<'_> {
             .flatten()
             .filter(|p| p.metadata.uid.as_deref() != me && preemption::priority(p) >= prio)
             .collect();
+        let filter = |usage: &fit::NodeUsage| {
+            fit::filter_with(self.pod, &self.facts, &node.node, &node.allocatable, usage)
+        };
         let mut r = if others.is_empty() {
-            fit::filter(self.pod, &node.node, &node.usage)
+            filter(&node.usage)
         } else {
             let mut usage = node.usage.clone();
             for p in others {
                 usage.add_pod(p);
             }
-            fit::filter(self.pod, &node.node, &usage)
+            filter(&usage)
         };
         r.extend(self.volumes.filter(&self.claims, &node.node));
         if r.is_empty()
@@ -344,6 +348,7 @@ impl Scheduler {
             };
             let attempt = Attempt {
                 pod: &pod,
+                facts: fit::PodFacts::of(&pod),
                 claims,
                 volumes: &volumes,
                 services: &services,
@@ -616,7 +621,10 @@ fn decide(a: &Attempt<'_>, snap: &Snapshot, pdbs: &[Arc<PodDisruptionBudget>]) -
     }
     let base: Vec<i64> = feasible
         .iter()
-        .map(|&i| fit::score(a.pod, &snap.nodes[i].node, &snap.nodes[i].usage))
+        .map(|&i| {
+            let n = &snap.nodes[i];
+            fit::score_with(a.pod, &a.facts, &n.node, &n.allocatable, &n.usage)
+        })
         .collect();
     let mut total = base;
     if interpod::scores(&ip) {
