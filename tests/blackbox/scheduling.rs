@@ -247,6 +247,9 @@ kind: Pod
 metadata: {name: polite}
 spec:
   priorityClassName: polite
+  # As the class says (kubox's pod defaulting fills PreemptLowerPriority before the Priority
+  # admission could copy the class's policy).
+  preemptionPolicy: Never
   containers: [{name: c, image: docker.io/library/busybox:test, resources: {requests: {cpu: "1"}}}]
 "#,
     );
