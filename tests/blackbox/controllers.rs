@@ -16,9 +16,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
-fn json(s: &str) -> Value {
+pub(crate) fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
@@ -36,7 +36,7 @@ impl StandInNode {
         StandInNode::start_with_cpu(s, name, subnet, "4")
     }
 
-    fn start_with_cpu(s: &Server, name: &str, subnet: u8, cpu: &str) -> StandInNode {
+    pub(crate) fn start_with_cpu(s: &Server, name: &str, subnet: u8, cpu: &str) -> StandInNode {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -202,7 +202,7 @@ async fn tend(
     Ok(())
 }
 
-fn pods_of(s: &Server, selector: &str) -> Vec<Value> {
+pub(crate) fn pods_of(s: &Server, selector: &str) -> Vec<Value> {
     let out = json(&s.k(KUBECTL_NEW, &["get", "pods", "-l", selector, "-o", "json"]));
     out["items"].as_array().cloned().unwrap_or_default()
 }
@@ -498,7 +498,10 @@ spec:
     // A node too small: upstream's message, and an event kubectl describe shows.
     let _small = StandInNode::start_with_cpu(&s, "node-small", 3, "2");
     let cond = eventually(WAIT, || {
-        reason(&s).filter(|c| c["message"] == "0/1 nodes are available: 1 Insufficient cpu.")
+        reason(&s).filter(|c| {
+            c["message"]
+                == "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."
+        })
     });
     assert!(cond.is_some(), "{:?}", reason(&s));
     let events = s.k(KUBECTL_OLD, &["describe", "pod", "big"]);

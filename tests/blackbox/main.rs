@@ -25,6 +25,7 @@ mod python_client;
 mod quota;
 mod registry;
 mod revisions;
+mod scheduling;
 mod security_and_errors;
 mod service_proxy;
 mod storage;

@@ -211,7 +211,7 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bo
 }
 
 pub(crate) fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let labels = node_labels(node);
     let name = node.metadata.name.as_deref();
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
     let fields = term.match_fields.as_deref().unwrap_or_default();
@@ -227,9 +227,15 @@ pub(crate) fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         })
 }
 
+/// The node's labels (empty when it has none), borrowed.
+pub fn node_labels(node: &Node) -> &BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    node.metadata.labels.as_ref().unwrap_or(&EMPTY)
+}
+
 pub fn selector_and_affinity_match(pod: &Pod, node: &Node) -> bool {
     let Some(spec) = &pod.spec else { return true };
-    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let labels = node_labels(node);
     if let Some(sel) = &spec.node_selector
         && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
     {
@@ -249,10 +255,39 @@ pub fn selector_and_affinity_match(pod: &Pod, node: &Node) -> bool {
     }
 }
 
+/// What filtering and scoring need of a pod, computed once per attempt rather than per node.
+#[derive(Debug, Clone)]
+pub struct PodFacts {
+    pub requests: Resources,
+    pub host_ports: Vec<(String, String, i32)>,
+}
+
+impl PodFacts {
+    pub fn of(pod: &Pod) -> PodFacts {
+        PodFacts {
+            requests: pod_requests(pod),
+            host_ports: host_ports(pod),
+        }
+    }
+}
+
 /// Every reason `node` cannot take `pod` (empty: it fits).
 pub fn filter(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<Reason> {
+    filter_with(pod, &PodFacts::of(pod), node, &allocatable(node), usage)
+}
+
+/// [`filter`] with the pod's facts and the node's allocatable resources already known.
+pub fn filter_with(
+    pod: &Pod,
+    facts: &PodFacts,
+    node: &Node,
+    have: &Resources,
+    usage: &NodeUsage,
+) -> Vec<Reason> {
     let mut reasons = Vec::new();
-    let spec = pod.spec.clone().unwrap_or_default();
+    let Some(spec) = pod.spec.as_ref() else {
+        return reasons;
+    };
     if let Some(name) = spec.node_name.as_deref().filter(|n| !n.is_empty())
         && Some(name) != node.metadata.name.as_deref()
     {
@@ -261,9 +296,9 @@ pub fn filter(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<Reason> {
     if !selector_and_affinity_match(pod, node) {
         reasons.push("node(s) didn't match Pod's node affinity/selector".to_string());
     }
-    let tolerations = spec.tolerations.clone().unwrap_or_default();
+    let tolerations = spec.tolerations.as_deref().unwrap_or_default();
     for t in effective_taints(node) {
-        if (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&tolerations, &t) {
+        if (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(tolerations, &t) {
             let reason = if t.key == "node.kubernetes.io/unschedulable" {
                 "node(s) were unschedulable".to_string()
             } else {
@@ -277,8 +312,7 @@ pub fn filter(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<Reason> {
             break;
         }
     }
-    let want = pod_requests(pod);
-    let have = allocatable(node);
+    let want = &facts.requests;
     let used = &usage.requested;
     if used.pods + want.pods > have.pods {
         reasons.push("Too many pods".to_string());
@@ -294,7 +328,7 @@ pub fn filter(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<Reason> {
     {
         reasons.push("Insufficient ephemeral-storage".to_string());
     }
-    let conflict = host_ports(pod).iter().any(|(proto, ip, port)| {
+    let conflict = facts.host_ports.iter().any(|(proto, ip, port)| {
         usage.host_ports.iter().any(|(p2, ip2, port2)| {
             p2 == proto && port2 == port && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
         })
@@ -305,11 +339,22 @@ pub fn filter(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<Reason> {
     reasons
 }
 
-/// Higher is better: least-allocated and balanced resources, preferred node affinity, fewer
-/// PreferNoSchedule taints the pod does not tolerate, and fewer pods of the same workload.
+/// Higher is better: least-allocated and balanced resources, preferred node affinity and fewer
+/// PreferNoSchedule taints the pod does not tolerate. Pod affinity and spreading are scored
+/// over every feasible node at once ([`super::interpod`], [`super::spread`]).
 pub fn score(pod: &Pod, node: &Node, usage: &NodeUsage) -> i64 {
-    let want = pod_requests(pod);
-    let have = allocatable(node);
+    score_with(pod, &PodFacts::of(pod), node, &allocatable(node), usage)
+}
+
+/// [`score`] with the pod's facts and the node's allocatable resources already known.
+pub fn score_with(
+    pod: &Pod,
+    facts: &PodFacts,
+    node: &Node,
+    have: &Resources,
+    usage: &NodeUsage,
+) -> i64 {
+    let want = &facts.requests;
     let free_fraction = |used: i128, want: i128, cap: i128| -> f64 {
         if cap <= 0 {
             return 0.0;
@@ -321,7 +366,9 @@ pub fn score(pod: &Pod, node: &Node, usage: &NodeUsage) -> i64 {
     let least_allocated = (cpu + mem) / 2.0 * 100.0;
     let balanced = (1.0 - (cpu - mem).abs()) * 100.0;
     let mut score = (least_allocated + balanced) as i64;
-    let spec = pod.spec.clone().unwrap_or_default();
+    let Some(spec) = pod.spec.as_ref() else {
+        return score;
+    };
     if let Some(preferred) = spec
         .affinity
         .as_ref()
@@ -337,16 +384,12 @@ pub fn score(pod: &Pod, node: &Node, usage: &NodeUsage) -> i64 {
             }
         }
     }
-    let tolerations = spec.tolerations.unwrap_or_default();
+    let tolerations = spec.tolerations.as_deref().unwrap_or_default();
     let soft = effective_taints(node)
         .iter()
-        .filter(|t| t.effect == "PreferNoSchedule" && !tolerates(&tolerations, t))
+        .filter(|t| t.effect == "PreferNoSchedule" && !tolerates(tolerations, t))
         .count() as i64;
-    score -= soft * 100;
-    if let Some(uid) = controller_uid(pod) {
-        score -= i64::from(usage.owners.get(&uid).copied().unwrap_or(0)) * 100;
-    }
-    score
+    score - soft * 100
 }
 
 /// Upstream's message for a pod no node takes: `0/3 nodes are available: 1 Insufficient cpu,
@@ -364,5 +407,39 @@ pub fn unschedulable_message(nodes: usize, reasons: &[Vec<Reason>]) -> String {
     format!("0/{nodes} nodes are available: {}.", parts.join(", "))
 }
 
+/// Whether removing pods cannot help a node refused for `reason` (upstream's
+/// `UnschedulableAndUnresolvable`): everything but resources, host ports, anti-affinity and
+/// topology spread skew.
+pub fn unresolvable(reason: &str) -> bool {
+    !(reason == "Too many pods"
+        || reason.starts_with("Insufficient ")
+        || reason == "node(s) didn't have free ports for the requested pod ports"
+        || reason == super::interpod::ANTI_AFFINITY
+        || reason == super::interpod::EXISTING_ANTI_AFFINITY
+        || reason == super::spread::SKEW)
+}
+
+/// Upstream's preemption message appended to an unschedulable pod's: `preemption: 0/3 nodes are
+/// available: 1 No preemption victims found for incoming pod., 2 Preemption is not helpful
+/// for scheduling.` (each node: whether removing lower-priority pods could have helped).
+pub fn preemption_message(helpful: &[bool]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for h in helpful {
+        let r = if *h {
+            "No preemption victims found for incoming pod."
+        } else {
+            "Preemption is not helpful for scheduling"
+        };
+        *counts.entry(r).or_default() += 1;
+    }
+    let mut parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!(
+        "preemption: 0/{} nodes are available: {}.",
+        helpful.len(),
+        parts.join(", ")
+    )
+}
+
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,7 +1,19 @@
 use super::*;
 use serde_json::json;
 
-fn node(name: &str, extra: serde_json::Value) -> Node {
+/// A snapshot of `nodes` with `placed` pods (node name, pod).
+pub(crate) fn snapshot(
+    nodes: Vec<Node>,
+    placed: Vec<(&str, Pod)>,
+) -> super::super::cluster::Snapshot {
+    let mut s = super::super::cluster::Snapshot::new(nodes.into_iter().map(std::sync::Arc::new));
+    for (n, p) in placed {
+        s.place(n, std::sync::Arc::new(p));
+    }
+    s
+}
+
+pub(crate) fn node(name: &str, extra: serde_json::Value) -> Node {
     let mut n = json!({
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
         "spec": {},
@@ -14,7 +26,7 @@ fn node(name: &str, extra: serde_json::Value) -> Node {
     serde_json::from_value(n).expect("node")
 }
 
-fn pod(extra: serde_json::Value) -> Pod {
+pub(crate) fn pod(extra: serde_json::Value) -> Pod {
     let mut p = json!({
         "metadata": {"name": "p", "namespace": "default", "uid": "u1"},
         "spec": {"containers": [{"name": "c", "image": "busybox:test"}]},
@@ -23,7 +35,7 @@ fn pod(extra: serde_json::Value) -> Pod {
     serde_json::from_value(p).expect("pod")
 }
 
-fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+pub(crate) fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
     match (a, b) {
         (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
             for (k, v) in b {
@@ -34,7 +46,7 @@ fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
     }
 }
 
-fn requests(cpu: &str, mem: &str) -> serde_json::Value {
+pub(crate) fn requests(cpu: &str, mem: &str) -> serde_json::Value {
     json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}})
 }
 
@@ -154,17 +166,26 @@ fn host_ports_conflict_on_the_same_protocol_and_port() {
 }
 
 #[test]
-fn the_emptier_node_and_fewer_siblings_score_higher() {
-    let p = pod(
-        json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs1", "controller": true}]}}),
-    );
+fn the_emptier_node_scores_higher() {
+    let p = pod(json!({}));
     let n = node("n1", json!({}));
     let mut busy = NodeUsage::default();
     busy.add_pod(&pod(requests("1", "2Gi")));
     assert!(score(&p, &n, &NodeUsage::default()) > score(&p, &n, &busy));
-    let mut sibling = NodeUsage::default();
-    sibling.add_pod(&p);
-    assert!(score(&p, &n, &NodeUsage::default()) > score(&p, &n, &sibling));
+}
+
+#[test]
+fn preemption_message_counts_nodes_like_upstream() {
+    assert_eq!(
+        preemption_message(&[true, false, false]),
+        "preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod., 2 Preemption is not helpful for scheduling."
+    );
+    assert!(!unresolvable("Insufficient cpu"));
+    assert!(!unresolvable(super::super::interpod::ANTI_AFFINITY));
+    assert!(unresolvable(super::super::interpod::AFFINITY));
+    assert!(unresolvable(
+        "node(s) didn't match Pod's node affinity/selector"
+    ));
 }
 
 #[test]
