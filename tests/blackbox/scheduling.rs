@@ -247,9 +247,6 @@ kind: Pod
 metadata: {name: polite}
 spec:
   priorityClassName: polite
-  # As the class says (kubox's pod defaulting fills PreemptLowerPriority before the Priority
-  # admission could copy the class's policy).
-  preemptionPolicy: Never
   containers: [{name: c, image: docker.io/library/busybox:test, resources: {requests: {cpu: "1"}}}]
 "#,
     );
@@ -259,6 +256,11 @@ spec:
         scheduled_condition(&s, "polite").filter(|c| c["message"] == want)
     });
     assert!(cond.is_some(), "{:?}", scheduled_condition(&s, "polite"));
+    let polite = json(&s.k(KUBECTL_NEW, &["get", "pod", "polite", "-o", "json"]));
+    assert_eq!(
+        polite["spec"]["preemptionPolicy"], "Never",
+        "from its class"
+    );
     s.k(KUBECTL_NEW, &["delete", "pod", "polite", "--wait=false"]);
     // The high-priority pod nominates the node and its victim is marked and deleted.
     s.k_in(

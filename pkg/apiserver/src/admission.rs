@@ -531,12 +531,22 @@ async fn priority(ctx: &Ctx, pod: &mut Value) -> ApiResult<()> {
         ))
         .with_details(json!({"name": pod_name, "kind": "pods"})));
     }
+    if let Some(given) = pod
+        .pointer("/spec/preemptionPolicy")
+        .and_then(Value::as_str)
+        && given != policy
+    {
+        return Err(ApiError::forbidden(format!(
+            "pods {pod_name:?} is forbidden: the string value of PreemptionPolicy ({given}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name"
+        ))
+        .with_details(json!({"name": pod_name, "kind": "pods"})));
+    }
     if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
         spec.insert("priority".into(), json!(value));
         if !class_name.is_empty() {
             spec.insert("priorityClassName".into(), json!(class_name));
         }
-        spec.entry("preemptionPolicy").or_insert(json!(policy));
+        spec.insert("preemptionPolicy".into(), json!(policy));
     }
     Ok(())
 }

@@ -4,7 +4,8 @@ use super::{each_obj, ensure_obj, is_unset, obj_at, set_default};
 use serde_json::{Map, Value, json};
 
 /// Defaults of a Pod object: PodSpec defaults plus the Pod-only ones (enableServiceLinks,
-/// preemptionPolicy, requests from limits). `priority` is set by the Priority admission plugin.
+/// requests from limits). `priority` and `preemptionPolicy` are set by the Priority admission
+/// plugin, from the pod's PriorityClass.
 pub(crate) fn pod_defaults(obj: &mut Value) {
     let Some(root) = obj.as_object_mut() else {
         return;
@@ -12,7 +13,6 @@ pub(crate) fn pod_defaults(obj: &mut Value) {
     let spec = ensure_obj(root, "spec");
     pod_spec_defaults(spec);
     set_default(spec, "enableServiceLinks", json!(true));
-    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     for key in ["containers", "initContainers"] {
         for c in each_obj(spec, key) {
             requests_from_limits(c);
@@ -203,11 +203,12 @@ mod tests {
         assert_eq!(s["terminationGracePeriodSeconds"], 30);
         assert_eq!(s["securityContext"], json!({}));
         assert_eq!(s["enableServiceLinks"], true);
-        assert!(
-            s.get("priority").is_none(),
-            "set by admission, from the PriorityClass"
-        );
-        assert_eq!(s["preemptionPolicy"], "PreemptLowerPriority");
+        for by_admission in ["priority", "preemptionPolicy"] {
+            assert!(
+                s.get(by_admission).is_none(),
+                "set by admission, from the PriorityClass"
+            );
+        }
         let c = &s["containers"][0];
         assert_eq!(c["imagePullPolicy"], "IfNotPresent");
         assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
