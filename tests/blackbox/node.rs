@@ -698,3 +698,81 @@ spec:
     })
     .expect("the static pod is stopped");
 }
+
+#[test]
+fn lifecycle_hooks_run_after_start_and_before_stop() {
+    let s = ready_node();
+    let hooks = s.data_dir().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 20
+  volumes: [{{name: out, hostPath: {{path: {dir}}}}}]
+  containers:
+  - name: c
+    image: docker.io/library/busybox:test
+    command: [sh, -c, "trap 'echo term >> /out/log; exit 0' TERM; while :; do sleep 1; done"]
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, "echo post-start >> /out/log"]}}}}
+      preStop: {{exec: {{command: [sh, -c, "echo pre-stop >> /out/log"]}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: failing-hook}}
+spec:
+  containers:
+  - name: c
+    image: docker.io/library/busybox:test
+    command: [sleep, "3600"]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, "exit 3"]}}}}
+"#,
+        dir = hooks.display()
+    );
+    s.k_in(KUBECTL_NEW, &["apply", "-f", "-"], &manifest);
+    let log = || std::fs::read_to_string(hooks.join("log")).unwrap_or_default();
+    eventually(Duration::from_secs(60), || {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "hooked", "-o", "json"]));
+        (p["status"]["phase"] == "Running").then_some(())
+    })
+    .expect("hooked runs");
+    assert_eq!(
+        log(),
+        "post-start\n",
+        "postStart ran once, before anything else"
+    );
+    s.k(
+        KUBECTL_NEW,
+        &["delete", "pod", "hooked", "--wait=true", "--timeout=60s"],
+    );
+    assert_eq!(
+        log(),
+        "post-start\npre-stop\nterm\n",
+        "preStop ran before SIGTERM"
+    );
+
+    // A failing postStart kills the container, which is restarted, with an event.
+    let events = eventually(Duration::from_secs(60), || {
+        let e = s.k(
+            KUBECTL_NEW,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=failing-hook",
+            ],
+        );
+        e.contains("FailedPostStartHook").then_some(e)
+    })
+    .expect("a FailedPostStartHook event");
+    assert!(events.contains("PostStartHook failed"), "{events}");
+    eventually(Duration::from_secs(60), || {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "failing-hook", "-o", "json"]));
+        (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1)).then_some(())
+    })
+    .expect("the container is restarted");
+}

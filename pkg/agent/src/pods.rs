@@ -39,6 +39,8 @@ pub struct Ctx {
 pub type PodState = Option<Arc<Pod>>;
 
 const BACKOFF_START: Duration = Duration::from_secs(10);
+/// Longest a postStart hook may run.
+const POST_START_LIMIT: Duration = Duration::from_secs(120);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 struct Restart {
@@ -588,7 +590,9 @@ impl Worker {
             }
         };
         if let Err(e) = cri
-            .start_container(api::StartContainerRequest { container_id: id })
+            .start_container(api::StartContainerRequest {
+                container_id: id.clone(),
+            })
             .await
         {
             self.waiting.insert(
@@ -598,13 +602,109 @@ impl Worker {
             return Ok(());
         }
         self.waiting.remove(&c.name);
+        // postStart runs before the container counts as started; a failure kills it (it is
+        // then restarted as its restart policy says).
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let (ok, message) =
+                crate::probes::run_hook(&self.ctx.cri, c, h, ip, &id, POST_START_LIMIT).await;
+            if !ok {
+                let message = format!("PostStartHook failed: {message}");
+                self.ctx
+                    .recorder
+                    .event(pod, "Warning", "FailedPostStartHook", message)
+                    .await;
+                let grace = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30);
+                let _ = cri
+                    .stop_container(api::StopContainerRequest {
+                        container_id: id,
+                        timeout: grace,
+                    })
+                    .await;
+                return Ok(());
+            }
+        }
         tracing::debug!(pod = ?pod.metadata.name, container = %c.name, attempt, "started container");
         Ok(())
     }
 
-    /// Stops every container (SIGTERM, then SIGKILL after `grace` seconds) and the sandbox.
+    /// Runs the running containers' preStop hooks (together, within `grace` seconds), then
+    /// stops every container (SIGTERM, then SIGKILL after the grace left, at least 2 s as
+    /// upstream) and the sandbox.
     async fn kill_pod(&mut self, pod: &Pod, grace: i64) -> SyncResult<()> {
-        self.stop_sandboxes(&spec::pod_uid(pod), grace).await
+        let uid = spec::pod_uid(pod);
+        let started = Instant::now();
+        if grace > 0 {
+            let ip = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default();
+            let limit = Duration::from_secs(grace as u64);
+            let mut hooks = Vec::new();
+            for (c, id) in self.running_containers(pod, &uid).await? {
+                let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+                    continue;
+                };
+                let (cri, ctx, ip) = (self.ctx.cri.clone(), self.ctx.clone(), ip.clone());
+                hooks.push(async move {
+                    let (ok, message) =
+                        crate::probes::run_hook(&cri, &c, &h, &ip, &id, limit).await;
+                    if !ok {
+                        let message = format!("PreStopHook failed: {message}");
+                        ctx.recorder
+                            .event(pod, "Warning", "FailedPreStopHook", message)
+                            .await;
+                    }
+                });
+            }
+            let _ = tokio::time::timeout(limit, futures::future::join_all(hooks)).await;
+        }
+        let left = (grace - started.elapsed().as_secs() as i64).max(if grace > 0 { 2 } else { 0 });
+        self.stop_sandboxes(&uid, left).await
+    }
+
+    /// The running containers of the pod with their specs and CRI ids.
+    async fn running_containers(
+        &self,
+        pod: &Pod,
+        uid: &str,
+    ) -> SyncResult<Vec<(Container, String)>> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let sandboxes = self
+            .ctx
+            .cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(api::ListPodSandboxRequest {
+                filter: Some(api::PodSandboxFilter {
+                    label_selector: [(LABEL_POD_UID.to_string(), uid.to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items;
+        let mut out = Vec::new();
+        for s in sandboxes {
+            for c in containers_in(&self.ctx.cri, &s.id).await? {
+                if state_of(&c) != api::ContainerState::ContainerRunning {
+                    continue;
+                }
+                let name = c
+                    .labels
+                    .get(LABEL_CONTAINER_NAME)
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(spec_c) = spec.containers.iter().find(|sc| sc.name == name) {
+                    out.push((spec_c.clone(), c.id.clone()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn stop_sandboxes(&mut self, uid: &str, grace: i64) -> SyncResult<()> {

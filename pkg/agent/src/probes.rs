@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubox_containerd::cri::{Cri, api};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -127,6 +127,31 @@ fn port(c: &Container, port: &IntOrString) -> Option<u16> {
                 .and_then(|p| u16::try_from(p.container_port).ok())
         }),
     }
+}
+
+/// Runs a lifecycle hook (postStart, preStop) of `c` within `timeout`: exec, httpGet and
+/// tcpSocket as a probe would, `sleep` by sleeping. (success, message for events).
+pub async fn run_hook(
+    cri: &Cri,
+    c: &Container,
+    h: &LifecycleHandler,
+    pod_ip: &str,
+    container_id: &str,
+    timeout: Duration,
+) -> (bool, String) {
+    if let Some(sleep) = &h.sleep {
+        let wanted = Duration::from_secs(sleep.seconds.max(0) as u64);
+        tokio::time::sleep(wanted.min(timeout)).await;
+        return (true, String::new());
+    }
+    let as_probe = Probe {
+        exec: h.exec.clone(),
+        http_get: h.http_get.clone(),
+        tcp_socket: h.tcp_socket.clone(),
+        timeout_seconds: Some(timeout.as_secs().clamp(1, i32::MAX as u64) as i32),
+        ..Default::default()
+    };
+    run(cri, c, &as_probe, pod_ip, container_id).await
 }
 
 /// One probe run: (success, message for events).
