@@ -776,3 +776,95 @@ spec:
     })
     .expect("the container is restarted");
 }
+
+#[test]
+fn limits_reach_the_cgroup_the_security_context_the_process_and_crashes_back_off() {
+    let s = ready_node();
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: limited}
+spec:
+  securityContext: {runAsUser: 1000, runAsGroup: 2000}
+  containers:
+  - name: c
+    image: docker.io/library/busybox:test
+    command: [sleep, "3600"]
+    resources: {limits: {cpu: 200m, memory: 64Mi}}
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+"#,
+    );
+    let pod = eventually(Duration::from_secs(60), || {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "limited", "-o", "json"]));
+        (p["status"]["phase"] == "Running").then_some(p)
+    })
+    .expect("limited runs");
+    // Requests default to the limits: Guaranteed.
+    assert_eq!(pod["status"]["qosClass"], "Guaranteed", "{pod:#}");
+    let exec = |cmd: &str| {
+        s.k(KUBECTL_NEW, &["exec", "limited", "--", "sh", "-c", cmd])
+            .trim()
+            .to_string()
+    };
+    // The container's own cgroup, as cgroup v2 or v1 shows it.
+    let v2 = exec("test -e /sys/fs/cgroup/memory.max && echo v2 || echo v1") == "v2";
+    let (memory, cpu) = if v2 {
+        (
+            "cat /sys/fs/cgroup/memory.max",
+            "cat /sys/fs/cgroup/cpu.max",
+        )
+    } else {
+        (
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "echo $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)",
+        )
+    };
+    assert_eq!(exec(memory), (64 << 20).to_string());
+    assert_eq!(exec(cpu), "20000 100000");
+    assert_eq!(exec("id -u; id -g"), "1000\n2000");
+    assert_eq!(
+        exec("touch /x 2>/dev/null && echo writable || echo read-only"),
+        "read-only"
+    );
+    // No capabilities left in the effective set, and no way to gain them.
+    assert_eq!(
+        exec("grep -E '^(CapEff|NoNewPrivs)' /proc/self/status | tr -s '\\t' ' '"),
+        "CapEff: 0000000000000000\nNoNewPrivs: 1"
+    );
+
+    // A container that keeps failing is restarted with back-off: CrashLoopBackOff, with the
+    // last attempt's exit code kept.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "run",
+            "crasher",
+            "--image=docker.io/library/busybox:test",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+    );
+    let cs = eventually(Duration::from_secs(90), || {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "crasher", "-o", "json"]));
+        let cs = p["status"]["containerStatuses"][0].clone();
+        (cs["state"]["waiting"]["reason"] == "CrashLoopBackOff").then_some(cs)
+    })
+    .expect("CrashLoopBackOff");
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs:#}");
+    assert_eq!(cs["lastState"]["terminated"]["reason"], "Error", "{cs:#}");
+    assert!(cs["restartCount"].as_i64() >= Some(1), "{cs:#}");
+    assert!(
+        cs["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("back-off "),
+        "{cs:#}"
+    );
+}
