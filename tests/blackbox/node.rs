@@ -433,6 +433,20 @@ spec:
             .then_some(st)
     });
     assert!(restarted.is_some(), "{}", status("dying"));
+    let events = s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=dying",
+        ],
+    );
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    assert!(
+        events.contains("failed liveness probe, will be restarted"),
+        "{events}"
+    );
 }
 
 #[test]
@@ -754,6 +768,16 @@ spec:
         "post-start\npre-stop\nterm\n",
         "preStop ran before SIGTERM"
     );
+    let events = s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=hooked",
+        ],
+    );
+    assert!(events.contains("Stopping container c"), "{events}");
 
     // A failing postStart kills the container, which is restarted, with an event.
     let events = eventually(Duration::from_secs(60), || {
@@ -867,4 +891,20 @@ spec:
             .starts_with("back-off "),
         "{cs:#}"
     );
+    let events = s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=crasher",
+        ],
+    );
+    for want in [
+        "Created container: crasher",
+        "Started container crasher",
+        "Back-off restarting failed container crasher in pod crasher_default(",
+    ] {
+        assert!(events.contains(want), "{want}:\n{events}");
+    }
 }

@@ -307,6 +307,14 @@ impl Worker {
         let verdict = crate::probes::probe(&self.ctx.cri, c, ip, state).await;
         if let crate::probes::Verdict::Kill(kind, message) = verdict {
             tracing::info!(pod = ?pod.metadata.name, container = %c.name, probe = kind, %message, "container failed its probe; killing it");
+            let failed = format!("{kind} probe failed: {message}");
+            container_event(&self.ctx, pod, c, "Warning", "Unhealthy", failed).await;
+            let killing = format!(
+                "Container {} failed {} probe, will be restarted",
+                c.name,
+                kind.to_lowercase()
+            );
+            container_event(&self.ctx, pod, c, "Normal", "Killing", killing).await;
             let grace = pod
                 .spec
                 .as_ref()
@@ -343,6 +351,20 @@ impl Worker {
             not_before: now,
         });
         if now < entry.not_before {
+            let already = self
+                .waiting
+                .get(&c.name)
+                .is_some_and(|(reason, _)| reason == "CrashLoopBackOff");
+            if !already {
+                let message = format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    c.name,
+                    pod.metadata.name.clone().unwrap_or_default(),
+                    pod.metadata.namespace.clone().unwrap_or_default(),
+                    spec::pod_uid(pod)
+                );
+                container_event(&self.ctx, pod, c, "Warning", "BackOff", message).await;
+            }
             self.waiting.insert(
                 c.name.clone(),
                 (
@@ -580,7 +602,11 @@ impl Worker {
             })
             .await;
         let id = match created {
-            Ok(r) => r.into_inner().container_id,
+            Ok(r) => {
+                let message = format!("Created container: {}", c.name);
+                container_event(&self.ctx, pod, c, "Normal", "Created", message).await;
+                r.into_inner().container_id
+            }
             Err(e) => {
                 self.waiting.insert(
                     c.name.clone(),
@@ -602,6 +628,8 @@ impl Worker {
             return Ok(());
         }
         self.waiting.remove(&c.name);
+        let message = format!("Started container {}", c.name);
+        container_event(&self.ctx, pod, c, "Normal", "Started", message).await;
         // postStart runs before the container counts as started; a failure kills it (it is
         // then restarted as its restart policy says).
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
@@ -646,6 +674,8 @@ impl Worker {
             let limit = Duration::from_secs(grace as u64);
             let mut hooks = Vec::new();
             for (c, id) in self.running_containers(pod, &uid).await? {
+                let message = format!("Stopping container {}", c.name);
+                container_event(&self.ctx, pod, &c, "Normal", "Killing", message).await;
                 let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
                     continue;
                 };
@@ -774,6 +804,21 @@ pub(crate) trait View {
     fn waiting(&self, container: &str) -> Option<(String, String)>;
     /// (ready, started) per the container's probes, for container `id`; None without probes.
     fn probed(&self, container: &str, id: &str) -> Option<(bool, bool)>;
+}
+
+/// Records an event about container `c` of `pod` (with its field path, as the kubelet does).
+async fn container_event(
+    ctx: &Ctx,
+    pod: &Pod,
+    c: &Container,
+    type_: &str,
+    reason: &str,
+    message: String,
+) {
+    let field = Some(crate::pull::field_path(pod, c));
+    ctx.recorder
+        .event_on(pod, field, type_, reason, message)
+        .await;
 }
 
 impl View for Worker {
