@@ -32,6 +32,25 @@ pub(crate) fn ready_node_with(extra: &[&str]) -> Server {
     s
 }
 
+/// Runs pod `web`: busybox httpd on port 8080 serving the test image's /www.
+pub(crate) fn run_web(s: &Server) {
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "run",
+            "web",
+            "--image=docker.io/library/busybox:test",
+            "--",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/www",
+        ],
+    );
+}
+
 /// GET `url` from the node (busybox wget, 5 s timeout): the body, or None.
 pub(crate) fn http_get(s: &Server, url: &str) -> Option<String> {
     let out = s
@@ -220,21 +239,7 @@ fn a_deployment_runs_real_pods_reachable_by_their_ips_and_through_a_service() {
 #[test]
 fn restarting_kubox_keeps_running_containers() {
     let mut s = ready_node();
-    s.k(
-        KUBECTL_NEW,
-        &[
-            "run",
-            "web",
-            "--image=docker.io/library/busybox:test",
-            "--",
-            "httpd",
-            "-f",
-            "-p",
-            "8080",
-            "-h",
-            "/www",
-        ],
-    );
+    run_web(&s);
     let running = |s: &Server| {
         let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "web", "-o", "json"]));
         let cs = &p["status"]["containerStatuses"][0];

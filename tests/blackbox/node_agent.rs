@@ -69,21 +69,7 @@ const TICKER: &str = "i=0; while :; do echo tick $i; i=$((i+1)); sleep 1; done";
 #[test]
 fn containerd_killed_under_the_agent_is_restarted_and_pods_keep_running() {
     let s = ready_node();
-    s.k(
-        KUBECTL_NEW,
-        &[
-            "run",
-            "web",
-            "--image=docker.io/library/busybox:test",
-            "--",
-            "httpd",
-            "-f",
-            "-p",
-            "8080",
-            "-h",
-            "/www",
-        ],
-    );
+    crate::node::run_web(&s);
     s.k(
         KUBECTL_NEW,
         &[

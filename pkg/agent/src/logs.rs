@@ -55,18 +55,7 @@ pub async fn run(cri: Cri, cfg: LogRotation) {
 
 async fn rotate_all(cri: &Cri, cfg: &LogRotation) -> Result<(), tonic::Status> {
     let mut rt = cri.runtime.clone();
-    let running = rt
-        .list_containers(api::ListContainersRequest {
-            filter: Some(api::ContainerFilter {
-                state: Some(api::ContainerStateValue {
-                    state: api::ContainerState::ContainerRunning as i32,
-                }),
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .containers;
+    let running = cri.running_containers().await?;
     for c in running {
         let Ok(status) = rt
             .container_status(api::ContainerStatusRequest {

@@ -156,18 +156,7 @@ impl Stats {
             .await?
             .into_inner()
             .items;
-        let containers = rt
-            .list_containers(api::ListContainersRequest {
-                filter: Some(api::ContainerFilter {
-                    state: Some(api::ContainerStateValue {
-                        state: api::ContainerState::ContainerRunning as i32,
-                    }),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .containers;
+        let containers = self.cri.running_containers().await?;
         let stats = rt
             .list_container_stats(api::ListContainerStatsRequest { filter: None })
             .await?

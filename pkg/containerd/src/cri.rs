@@ -28,6 +28,24 @@ impl Cri {
         })
     }
 
+    /// The containers that are running now.
+    pub async fn running_containers(&self) -> Result<Vec<api::Container>, tonic::Status> {
+        Ok(self
+            .runtime
+            .clone()
+            .list_containers(api::ListContainersRequest {
+                filter: Some(api::ContainerFilter {
+                    state: Some(api::ContainerStateValue {
+                        state: api::ContainerState::ContainerRunning as i32,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers)
+    }
+
     /// Whether the runtime and its network are ready (CRI `Status` conditions).
     pub async fn ready(&self) -> Result<(bool, bool, String), tonic::Status> {
         let status = self
