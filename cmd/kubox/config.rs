@@ -64,17 +64,8 @@ pub struct ServerArgs {
     /// Extra hostname or IP for the serving certificate (repeatable).
     #[arg(long = "tls-san", value_delimiter = ',')]
     pub tls_san: Vec<String>,
-    /// Node name (default: hostname).
-    #[arg(long, env = "KUBOX_NODE_NAME")]
-    pub node_name: Option<String>,
-    /// IP address of this node (repeatable).
-    #[arg(
-        long = "node-ip",
-        short = 'i',
-        env = "KUBOX_NODE_IP",
-        value_delimiter = ','
-    )]
-    pub node_ip: Vec<IpAddr>,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Shared secret nodes join with.
     #[arg(long, short = 't', env = "KUBOX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -114,12 +105,6 @@ pub struct ServerArgs {
     /// Seconds between datastore compactions (tests, tuning).
     #[arg(long, hide = true, default_value = "60")]
     pub datastore_compact_interval: u64,
-    /// Port of the node's kubelet API (logs, exec, attach, port-forward).
-    #[arg(long, env = "KUBOX_KUBELET_PORT", default_value = "10250", value_parser = parse_port)]
-    pub kubelet_port: u16,
-    /// Hard eviction thresholds behind the node's pressure conditions (kubelet syntax).
-    #[arg(long, default_value = kubox_agent::pressure::DEFAULT_EVICTION_HARD, value_parser = parse_thresholds)]
-    pub eviction_hard: kubox_agent::pressure::Thresholds,
     /// How often the node lifecycle controller checks node health (Go duration).
     #[arg(long, hide = true, default_value = "5s", value_parser = go_duration)]
     pub node_monitor_period: std::time::Duration,
@@ -135,8 +120,6 @@ pub struct ServerArgs {
     /// tolerationSeconds of the unreachable:NoExecute toleration added to every pod without one.
     #[arg(long, hide = true, default_value = "300")]
     pub default_unreachable_toleration_seconds: i64,
-    #[command(flatten)]
-    pub container_logs: ContainerLogArgs,
     /// Static bearer tokens: a CSV file of `token,user,uid,"group1,group2"` (kube-apiserver's --token-auth-file).
     #[arg(long, env = "KUBOX_TOKEN_AUTH_FILE")]
     pub token_auth_file: Option<PathBuf>,
@@ -156,6 +139,47 @@ pub struct ServerArgs {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
+}
+
+/// The node's own settings, the same for `kubox server` (its embedded agent) and `kubox agent`.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Node name (default: the hostname).
+    #[arg(long, env = "KUBOX_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// IP address(es) to advertise for the node.
+    #[arg(
+        long = "node-ip",
+        short = 'i',
+        env = "KUBOX_NODE_IP",
+        value_delimiter = ','
+    )]
+    pub node_ip: Vec<IpAddr>,
+    /// Label to register the node with (key=value; repeatable).
+    #[arg(long = "node-label", value_parser = parse_label)]
+    pub node_label: Vec<(String, String)>,
+    /// Taint to register the node with (key[=value]:Effect; repeatable).
+    #[arg(long = "node-taint", value_parser = parse_taint)]
+    pub node_taint: Vec<Value>,
+    /// Port of the node's kubelet API (logs, exec, attach, port-forward).
+    #[arg(long, env = "KUBOX_KUBELET_PORT", default_value = "10250", value_parser = parse_port)]
+    pub kubelet_port: u16,
+    /// Hard eviction thresholds behind the node's pressure conditions (kubelet syntax).
+    #[arg(long, default_value = kubox_agent::pressure::DEFAULT_EVICTION_HARD, value_parser = parse_thresholds)]
+    pub eviction_hard: kubox_agent::pressure::Thresholds,
+    #[command(flatten)]
+    pub container_logs: ContainerLogArgs,
+}
+
+impl NodeArgs {
+    fn options(&self) -> kubox_agent::NodeOptions {
+        kubox_agent::NodeOptions {
+            labels: self.node_label.iter().cloned().collect(),
+            taints: self.node_taint.clone(),
+            eviction_hard: self.eviction_hard.clone(),
+            log_rotation: self.container_logs.to_config(),
+        }
+    }
 }
 
 /// Container log rotation: kubelet's settings of the same names (k3s passes them as
@@ -207,8 +231,8 @@ impl ServerArgs {
             bind_address: self.bind_address,
             advertise_address: self.advertise_address,
             tls_sans: self.tls_san.clone(),
-            node_name: self.node_name.clone(),
-            node_ips: self.node_ip.clone(),
+            node_name: self.node.node_name.clone(),
+            node_ips: self.node.node_ip.clone(),
             token: self.token.clone(),
             cluster_cidr: self.cluster_cidr,
             service_cidr: self.service_cidr,
@@ -225,8 +249,8 @@ impl ServerArgs {
             datastore_compact_interval: std::time::Duration::from_secs(
                 self.datastore_compact_interval.max(1),
             ),
-            kubelet_port: self.kubelet_port,
-            eviction_hard: self.eviction_hard.clone(),
+            kubelet_port: self.node.kubelet_port,
+            node: self.node.options(),
             node_lifecycle: kubox_server::NodeLifecycleConfig {
                 monitor_period: self.node_monitor_period,
                 grace_period: self.node_monitor_grace_period,
@@ -234,7 +258,6 @@ impl ServerArgs {
             },
             default_not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
             default_unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
-            container_logs: self.container_logs.to_config(),
             token_auth_file: self.token_auth_file.clone(),
             service_account_extend_token_expiration: self.service_account_extend_token_expiration,
             metric_resolution: self
@@ -411,33 +434,10 @@ pub struct AgentArgs {
         default_value = "/var/lib/kubox"
     )]
     pub data_dir: PathBuf,
-    /// Node name (default: the hostname).
-    #[arg(long, env = "KUBOX_NODE_NAME")]
-    pub node_name: Option<String>,
-    /// IP address(es) to advertise for the node.
-    #[arg(
-        long = "node-ip",
-        short = 'i',
-        env = "KUBOX_NODE_IP",
-        value_delimiter = ','
-    )]
-    pub node_ip: Vec<IpAddr>,
-    /// Label to register the node with (key=value; repeatable).
-    #[arg(long = "node-label", value_parser = parse_label)]
-    pub node_label: Vec<(String, String)>,
-    /// Taint to register the node with (key[=value]:Effect; repeatable).
-    #[arg(long = "node-taint", value_parser = parse_taint)]
-    pub node_taint: Vec<Value>,
+    #[command(flatten)]
+    pub node: NodeArgs,
     #[arg(long, hide = true, env = "KUBOX_RUN_DIR", default_value = "/run/kubox")]
     pub run_dir: PathBuf,
-    /// Port of the node's kubelet API (logs, exec, attach, port-forward).
-    #[arg(long, env = "KUBOX_KUBELET_PORT", default_value = "10250", value_parser = parse_port)]
-    pub kubelet_port: u16,
-    /// Hard eviction thresholds behind the node's pressure conditions (kubelet syntax).
-    #[arg(long, default_value = kubox_agent::pressure::DEFAULT_EVICTION_HARD, value_parser = parse_thresholds)]
-    pub eviction_hard: kubox_agent::pressure::Thresholds,
-    #[command(flatten)]
-    pub container_logs: ContainerLogArgs,
     /// Log level.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -510,16 +510,20 @@ impl AgentArgs {
                 self.data_dir.display()
             ));
         }
-        let node_name = self.node_name.clone().unwrap_or_else(kubox_agent::hostname);
+        let node_name = self
+            .node
+            .node_name
+            .clone()
+            .unwrap_or_else(kubox_agent::hostname);
         if !kubox_core::names::is_dns1123_subdomain(&node_name) {
             return Err(format!(
                 "--node-name {node_name:?} must be a lowercase RFC 1123 subdomain"
             ));
         }
-        let node_ips = if self.node_ip.is_empty() {
+        let node_ips = if self.node.node_ip.is_empty() {
             vec![kubox_agent::primary_ip()]
         } else {
-            self.node_ip.clone()
+            self.node.node_ip.clone()
         };
         Ok(kubox_agent::JoiningAgent {
             join: kubox_agent::join::JoinConfig {
@@ -530,12 +534,9 @@ impl AgentArgs {
                 data_dir: self.data_dir.clone(),
             },
             run_dir: self.run_dir.clone(),
-            labels: self.node_label.iter().cloned().collect(),
-            taints: self.node_taint.clone(),
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/kubox")),
-            kubelet_port: self.kubelet_port,
-            eviction_hard: self.eviction_hard.clone(),
-            log_rotation: self.container_logs.to_config(),
+            kubelet_port: self.node.kubelet_port,
+            node: self.node.options(),
         })
     }
 }

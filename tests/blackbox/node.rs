@@ -535,8 +535,16 @@ spec:
 
 #[test]
 fn a_node_under_its_eviction_thresholds_reports_pressure_and_is_tainted() {
-    // No machine has 1000Ti available: memory pressure from the first status on.
-    let s = Server::start_node(&["--eviction-hard=memory.available<1000Ti"], |_| {});
+    // No machine has 1000Ti available: memory pressure from the first status on. The
+    // server's node also takes the operator's labels and taints, as `kubox agent` does.
+    let s = Server::start_node(
+        &[
+            "--eviction-hard=memory.available<1000Ti",
+            "--node-label=topology.kubernetes.io/zone=edge-1",
+            "--node-taint=dedicated=edge:PreferNoSchedule",
+        ],
+        |_| {},
+    );
     let tainted = eventually(Duration::from_secs(120), || {
         if !node_ready(&s) {
             return None;
@@ -552,6 +560,16 @@ fn a_node_under_its_eviction_thresholds_reports_pressure_and_is_tainted() {
             .then_some(node)
     })
     .unwrap_or_else(|| panic!("not Ready with a memory-pressure taint:\n{}", s.log()));
+    let labels = &tainted["metadata"]["labels"];
+    assert_eq!(labels["topology.kubernetes.io/zone"], "edge-1", "{labels}");
+    assert_eq!(labels["node-role.kubernetes.io/control-plane"], "true");
+    let taints = tainted["spec"]["taints"].as_array().unwrap();
+    assert!(
+        taints.iter().any(|t| t["key"] == "dedicated"
+            && t["value"] == "edge"
+            && t["effect"] == "PreferNoSchedule"),
+        "{taints:?}"
+    );
     let conditions = tainted["status"]["conditions"].as_array().unwrap();
     let condition = |t: &str| conditions.iter().find(|c| c["type"] == t).unwrap();
     assert_eq!(condition("MemoryPressure")["status"], "True", "{tainted:#}");

@@ -62,13 +62,21 @@ pub struct AgentConfig {
     pub cluster_domain: String,
     /// The `kubernetes` Service (ClusterIP, port) announced to pods.
     pub kubernetes_service: (String, u16),
-    pub labels: BTreeMap<String, String>,
-    /// Taints as JSON objects (`{"key","value","effect"}`).
-    pub taints: Vec<Value>,
     /// The kubox binary (CNI plugin links point at it).
     pub exe: PathBuf,
     /// The kubelet API (logs, exec, attach, port-forward for the API server).
     pub kubelet: kubelet::KubeletServing,
+    /// What the operator set for this node.
+    pub node: NodeOptions,
+}
+
+/// Node settings an operator gives `kubox server` and `kubox agent` alike.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// `--node-label`s the node registers with.
+    pub labels: BTreeMap<String, String>,
+    /// `--node-taint`s as JSON objects (`{"key","value","effect"}`).
+    pub taints: Vec<Value>,
     /// `--eviction-hard`: the thresholds behind the node's pressure conditions.
     pub eviction_hard: pressure::Thresholds,
     /// Container log rotation.
@@ -167,15 +175,10 @@ pub fn primary_ip() -> IpAddr {
 pub struct JoiningAgent {
     pub join: join::JoinConfig,
     pub run_dir: PathBuf,
-    pub labels: BTreeMap<String, String>,
-    pub taints: Vec<Value>,
     pub exe: PathBuf,
     /// Port of the kubelet API.
     pub kubelet_port: u16,
-    /// Hard eviction thresholds (pressure conditions).
-    pub eviction_hard: pressure::Thresholds,
-    /// Container log rotation.
-    pub log_rotation: logs::LogRotation,
+    pub node: NodeOptions,
 }
 
 /// Joins the cluster (retrying while the server cannot be reached), then runs the agent with
@@ -226,15 +229,12 @@ pub async fn join_and_run(
         cluster_dns: joined.cluster_dns,
         cluster_domain: joined.cluster_domain,
         kubernetes_service: joined.kubernetes_service,
-        labels: cfg.labels,
-        taints: cfg.taints,
         exe: cfg.exe,
         kubelet: kubelet::KubeletServing {
             port: cfg.kubelet_port,
             ..joined.kubelet
         },
-        eviction_hard: cfg.eviction_hard,
-        log_rotation: cfg.log_rotation,
+        node: cfg.node,
     };
     run(client, agent, shutdown).await
 }
@@ -336,7 +336,7 @@ pub async fn run(
         claims: Default::default(),
         recorder: kubox_events::Recorder::on_node(client.clone(), "kubelet", &cfg.node_name),
     });
-    let log_rotation = tokio::spawn(logs::run(cri.clone(), cfg.log_rotation));
+    let log_rotation = tokio::spawn(logs::run(cri.clone(), cfg.node.log_rotation));
     let local_paths = tokio::spawn(volumes::clean_local_paths(
         client.clone(),
         cfg.node_name.clone(),

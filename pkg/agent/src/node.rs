@@ -79,10 +79,13 @@ pub fn status(
             .map(|t| kubox_core::meta::format_time(t.0))
             .unwrap_or_else(|| now.clone())
     };
-    let under = cfg.eviction_hard.evaluate(&crate::pressure::Filesystems {
-        nodefs: cfg.data_dir.clone(),
-        imagefs: cfg.data_dir.join("agent").join("containerd"),
-    });
+    let under = cfg
+        .node
+        .eviction_hard
+        .evaluate(&crate::pressure::Filesystems {
+            nodefs: cfg.data_dir.clone(),
+            imagefs: cfg.data_dir.join("agent").join("containerd"),
+        });
     // Upstream's reasons and messages, for the condition holding or not.
     let pressure = |t: &str, holds: bool, [ok_reason, ok_message, reason, message]: [&str; 4]| {
         let (status, reason, message) = if holds {
@@ -140,14 +143,14 @@ pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<Node, kube::
         "beta.kubernetes.io/os": "linux",
         "beta.kubernetes.io/arch": arch(),
     });
-    for (k, v) in &cfg.labels {
+    for (k, v) in &cfg.node.labels {
         labels[k] = json!(v);
     }
     let node = json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": cfg.node_name, "labels": labels},
-        "spec": {"taints": cfg.taints},
+        "spec": {"taints": cfg.node.taints},
     });
     match nodes.get_opt(&cfg.node_name).await? {
         None => {

@@ -50,15 +50,13 @@ pub struct ServerConfig {
     pub datastore_compact_interval: std::time::Duration,
     /// Port of the node agent's kubelet API.
     pub kubelet_port: u16,
-    /// The node agent's hard eviction thresholds (pressure conditions).
-    pub eviction_hard: kubox_agent::pressure::Thresholds,
+    /// The embedded node agent's labels, taints, eviction thresholds and log rotation.
+    pub node: kubox_agent::NodeOptions,
     /// The node lifecycle controller's periods.
     pub node_lifecycle: NodeLifecycleConfig,
     /// tolerationSeconds the DefaultTolerationSeconds admission gives pods (upstream: 300).
     pub default_not_ready_toleration_seconds: i64,
     pub default_unreachable_toleration_seconds: i64,
-    /// Rotation of the node agent's container logs.
-    pub container_logs: kubox_agent::logs::LogRotation,
     /// kube-apiserver's `--token-auth-file`: CSV `token,user,uid,"group1,group2"`.
     pub token_auth_file: Option<PathBuf>,
     /// kube-apiserver's `--service-account-extend-token-expiration` (default true).
@@ -103,11 +101,10 @@ impl ServerConfig {
             datastore_history: 10_000,
             datastore_compact_interval: std::time::Duration::from_secs(60),
             kubelet_port: kubox_agent::kubelet::DEFAULT_PORT,
-            eviction_hard: Default::default(),
+            node: Default::default(),
             node_lifecycle: Default::default(),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
-            container_logs: Default::default(),
             token_auth_file: None,
             service_account_extend_token_expiration: true,
             metric_resolution: kubox_apiserver::metrics::DEFAULT_RESOLUTION,
@@ -427,18 +424,6 @@ pub async fn run(
             cluster_dns: cfg.cluster_dns.to_string(),
             cluster_domain: cfg.cluster_domain.clone(),
             kubernetes_service: (cfg.kubernetes_service_ip().to_string(), 443),
-            labels: [
-                (
-                    "node-role.kubernetes.io/control-plane".to_string(),
-                    "true".to_string(),
-                ),
-                (
-                    "node-role.kubernetes.io/master".to_string(),
-                    "true".to_string(),
-                ),
-            ]
-            .into(),
-            taints: Vec::new(),
             exe: cfg.exe.clone(),
             kubelet: kubox_agent::kubelet::KubeletServing {
                 port: cfg.kubelet_port,
@@ -446,8 +431,7 @@ pub async fn run(
                 key_pem,
                 client_ca_pem: pki.client_ca_pem.clone(),
             },
-            eviction_hard: cfg.eviction_hard.clone(),
-            log_rotation: cfg.container_logs,
+            node: control_plane_node(&cfg.node),
         };
         let client = kube::Client::new(
             kubox_apiserver::http::in_process(
@@ -480,6 +464,16 @@ pub async fn run(
 /// The CSR signers' CA files, as k3s passes them to kube-controller-manager
 /// (`--cluster-signing-*`): the client CA for both client signers, the server CA for
 /// kubelet serving certificates; one year at most, as `--cluster-signing-duration`.
+/// The server's own node: the operator's settings plus k3s's control-plane role labels.
+fn control_plane_node(options: &kubox_agent::NodeOptions) -> kubox_agent::NodeOptions {
+    let mut node = options.clone();
+    for role in ["control-plane", "master"] {
+        node.labels
+            .insert(format!("node-role.kubernetes.io/{role}"), "true".into());
+    }
+    node
+}
+
 fn csr_signing(pki: &kubox_pki::ServerPki) -> kubox_controllers::certificates::SigningConfig {
     use kubox_controllers::certificates::SignerFiles;
     use kubox_pki::files;
