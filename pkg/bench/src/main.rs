@@ -7,7 +7,7 @@
 //! [`schedule`]), `-- podstart [PODS]` pod start latency on a real node (see [`podstart`]).
 //! `-- churn [CYCLES [CONCURRENCY]]` proves pod churn leaks nothing on a real node
 //! ([`churn`]); `-- net [SECONDS]` measures the Service proxy against pod-to-pod traffic
-//! ([`net`]). Both run the `kubox` binary ([`node`]), as root.
+//! ([`net`]). The three run the `kubox` binary ([`node`]), as root.
 
 mod churn;
 mod net;
@@ -309,6 +309,16 @@ fn node_bench(mode: &str, nums: &[usize]) -> Result<()> {
                         .await
                         .map_err(|e| node.failed(e))
                 }
+                "podstart" => {
+                    let pods = nums.first().copied().unwrap_or(30).max(1);
+                    println!(
+                        "kubox-bench podstart: {} (server and joined agent in network namespace {}); {pods} pods of {} one at a time, then {pods} at once",
+                        kubox.display(),
+                        netns.name,
+                        kubox_containerd::pause::PAUSE_IMAGE
+                    );
+                    podstart::run(&kubox, pods).await
+                }
                 _ => {
                     let seconds = nums.first().copied().unwrap_or(3).max(1);
                     println!(
@@ -334,12 +344,7 @@ fn node_bench(mode: &str, nums: &[usize]) -> Result<()> {
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("podstart") {
-        args.next();
-        // It runs a runtime of its own on a thread inside the node's network namespace.
-        return podstart::run(args.collect());
-    }
-    if let Some(mode) = args.next_if(|a| a == "churn" || a == "net") {
+    if let Some(mode) = args.next_if(|a| a == "churn" || a == "net" || a == "podstart") {
         return node_bench(&mode, &numbers(args)?);
     }
     tokio::runtime::Builder::new_multi_thread()
