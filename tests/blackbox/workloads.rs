@@ -685,3 +685,300 @@ spec:
     assert_eq!(rs[0]["spec"]["minReadySeconds"], 4);
     assert_eq!(rs[0]["status"]["availableReplicas"], 2);
 }
+
+fn apply(s: &Server, yaml: &str) {
+    s.k_in(KUBECTL_NEW, &["apply", "-f", "-"], yaml);
+}
+
+fn statefulset(name: &str, extra_spec: &str, pod_labels: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: {name}}}
+spec:
+  serviceName: {name}
+  replicas: 3
+  selector: {{matchLabels: {{app: {name}}}}}
+{extra_spec}
+  template:
+    metadata: {{labels: {{app: {name}{pod_labels}}}}}
+    spec:
+      containers: [{{name: c, image: docker.io/library/busybox:test}}]
+"#
+    )
+}
+
+/// Names of the live pods labelled `app=<app>`, sorted, with their images.
+fn members(s: &Server, app: &str) -> Vec<(String, String)> {
+    let mut m: Vec<(String, String)> = pods_of(s, &format!("app={app}"))
+        .iter()
+        .filter(|p| live(p))
+        .map(|p| (name(p), image(p)))
+        .collect();
+    m.sort();
+    m
+}
+
+#[test]
+fn parallel_statefulsets_create_all_pods_at_once_ordered_ones_one_by_one() {
+    let s = Server::start();
+    let _node = StandInNode::start(&s, "node-a", 16);
+    // Pods that never become ready: OrderedReady stops at the first, Parallel does not wait.
+    apply(
+        &s,
+        &statefulset(
+            "par",
+            "  podManagementPolicy: Parallel",
+            ", stand-in/ready: \"false\"",
+        ),
+    );
+    apply(&s, &statefulset("ord", "", ", stand-in/ready: \"false\""));
+    eventually(WAIT, || (members(&s, "par").len() == 3).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", members(&s, "par")));
+    std::thread::sleep(Duration::from_secs(2));
+    let names: Vec<String> = members(&s, "ord").into_iter().map(|m| m.0).collect();
+    assert_eq!(names, ["ord-0"]);
+    let sts = get(&s, "statefulset/par");
+    assert_eq!(sts["status"]["replicas"], 3, "{sts}");
+    assert_eq!(
+        sts["status"]["readyReplicas"].as_i64().unwrap_or(0),
+        0,
+        "{sts}"
+    );
+    let (out, _) = rollout_fails(&s, "statefulset/par", "2s");
+    assert!(out.contains("Waiting for 3 pods to be ready"), "{out}");
+
+    // Scale down: Parallel deletes every condemned pod at once even though none is ready;
+    // OrderedReady waits for unready pods (upstream's monotonic mode).
+    s.k(KUBECTL_NEW, &["scale", "statefulset/par", "--replicas=1"]);
+    eventually(WAIT, || (members(&s, "par").len() == 1).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", members(&s, "par")));
+    assert_eq!(members(&s, "par")[0].0, "par-0");
+}
+
+#[test]
+fn ordered_statefulsets_scale_down_from_the_highest_ordinal_one_at_a_time() {
+    let s = Server::start();
+    let _node = StandInNode::start(&s, "node-a", 17);
+    apply(&s, &statefulset("db", "", ""));
+    rollout_ok(&s, "statefulset/db");
+    let sts = get(&s, "statefulset/db");
+    assert_eq!(sts["status"]["replicas"], 3, "{sts}");
+    assert_eq!(sts["status"]["readyReplicas"], 3, "{sts}");
+    assert_eq!(sts["status"]["availableReplicas"], 3, "{sts}");
+    assert_eq!(sts["status"]["currentReplicas"], 3, "{sts}");
+    // Hold db-2 in termination: db-1 must wait for it.
+    hold(&s, "db-2");
+    let pods = Recording::start::<k8s_openapi::api::core::v1::Pod>(&s, "app=db");
+    s.k(KUBECTL_NEW, &["scale", "statefulset/db", "--replicas=0"]);
+    eventually(WAIT, || {
+        let p = pods_of(&s, "app=db");
+        p.iter()
+            .any(|p| name(p) == "db-2" && !live(p))
+            .then_some(())
+    })
+    .expect("db-2 terminating");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(members(&s, "db").len(), 2, "{:?}", members(&s, "db"));
+    remove_finalizers(&s, "db-2");
+    eventually(WAIT, || pods_of(&s, "app=db").is_empty().then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", members(&s, "db")));
+    std::thread::sleep(Duration::from_millis(300));
+    // Each deletion starts only after the previous pod is gone, highest first.
+    let mut order = Vec::new();
+    for (kind, p) in pods.events() {
+        let n = name(&p);
+        if kind == "MODIFIED" && !live(&p) && !order.contains(&format!("terminating {n}")) {
+            order.push(format!("terminating {n}"));
+        }
+        if kind == "DELETED" {
+            order.push(format!("deleted {n}"));
+        }
+    }
+    assert_eq!(
+        order,
+        [
+            "terminating db-2",
+            "deleted db-2",
+            "terminating db-1",
+            "deleted db-1",
+            "terminating db-0",
+            "deleted db-0"
+        ],
+        "{order:?}"
+    );
+}
+
+#[test]
+fn a_partitioned_rolling_update_touches_only_ordinals_at_or_above_the_partition() {
+    let s = Server::start();
+    let _node = StandInNode::start(&s, "node-a", 18);
+    apply(
+        &s,
+        &statefulset(
+            "web",
+            "  updateStrategy: {type: RollingUpdate, rollingUpdate: {partition: 2}}",
+            "",
+        ),
+    );
+    rollout_ok(&s, "statefulset/web");
+    let first = get(&s, "statefulset/web")["status"]["currentRevision"].clone();
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "set",
+            "image",
+            "statefulset/web",
+            "c=docker.io/library/busybox:v2",
+        ],
+    );
+    let out = s.k(
+        KUBECTL_NEW,
+        &["rollout", "status", "statefulset/web", "--timeout=60s"],
+    );
+    assert!(
+        out.contains("partitioned roll out complete: 1 new pods have been updated"),
+        "{out}"
+    );
+    let old = "docker.io/library/busybox:test".to_string();
+    let new = "docker.io/library/busybox:v2".to_string();
+    assert_eq!(
+        members(&s, "web"),
+        [
+            ("web-0".to_string(), old.clone()),
+            ("web-1".to_string(), old.clone()),
+            ("web-2".to_string(), new.clone())
+        ]
+    );
+    let sts = get(&s, "statefulset/web");
+    let status = &sts["status"];
+    assert_eq!(status["currentRevision"], first, "{sts}");
+    assert_ne!(status["updateRevision"], first, "{sts}");
+    assert_eq!(status["updatedReplicas"], 1, "{sts}");
+    assert_eq!(status["currentReplicas"], 2, "{sts}");
+    assert_eq!(status["replicas"], 3, "{sts}");
+    // A pod below the partition comes back at the current revision.
+    s.k(KUBECTL_NEW, &["delete", "pod", "web-0"]);
+    let pod = eventually(WAIT, || {
+        pods_of(&s, "app=web")
+            .into_iter()
+            .find(|p| name(p) == "web-0" && live(p) && ready(p))
+    })
+    .expect("web-0 back");
+    assert_eq!(image(&pod), old);
+    assert_eq!(pod["metadata"]["labels"]["controller-revision-hash"], first);
+    // Lowering the partition finishes the rollout, highest ordinal first.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "patch",
+            "statefulset/web",
+            "-p",
+            r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
+        ],
+    );
+    let out = s.k(
+        KUBECTL_NEW,
+        &["rollout", "status", "statefulset/web", "--timeout=60s"],
+    );
+    assert!(out.contains("3 new pods have been updated"), "{out}");
+    eventually(WAIT, || {
+        let st = get(&s, "statefulset/web")["status"].clone();
+        (st["currentRevision"] == st["updateRevision"] && st["currentReplicas"] == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", get(&s, "statefulset/web")));
+    assert!(members(&s, "web").iter().all(|(_, i)| *i == new));
+}
+
+#[test]
+fn on_delete_statefulsets_update_only_pods_that_are_deleted() {
+    let s = Server::start();
+    let _node = StandInNode::start(&s, "node-a", 19);
+    apply(
+        &s,
+        &statefulset("od", "  updateStrategy: {type: OnDelete}", ""),
+    );
+    eventually(WAIT, || {
+        let m = pods_of(&s, "app=od");
+        (m.len() == 3 && m.iter().all(ready)).then_some(())
+    })
+    .expect("3 ready pods");
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "set",
+            "image",
+            "statefulset/od",
+            "c=docker.io/library/busybox:v2",
+        ],
+    );
+    eventually(WAIT, || {
+        let st = get(&s, "statefulset/od")["status"].clone();
+        (st["updateRevision"] != st["currentRevision"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", get(&s, "statefulset/od")));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        members(&s, "od").iter().all(|(_, i)| i.ends_with(":test")),
+        "{:?}",
+        members(&s, "od")
+    );
+    let err = s.k_err(KUBECTL_NEW, &["rollout", "status", "statefulset/od"]);
+    assert!(
+        err.contains("rollout status is only available for RollingUpdate strategy type"),
+        "{err}"
+    );
+    s.k(KUBECTL_NEW, &["delete", "pod", "od-1"]);
+    eventually(WAIT, || {
+        let m = members(&s, "od");
+        (m.len() == 3 && m[1].1.ends_with(":v2")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}", members(&s, "od")));
+    let m = members(&s, "od");
+    assert!(
+        m[0].1.ends_with(":test") && m[2].1.ends_with(":test"),
+        "{m:?}"
+    );
+    let st = get(&s, "statefulset/od")["status"].clone();
+    assert_eq!(st["updatedReplicas"], 1, "{st}");
+}
+
+#[test]
+fn claim_retention_policy_deletes_claims_on_scale_down_and_with_the_set() {
+    let s = Server::start();
+    let _node = StandInNode::start(&s, "node-a", 20);
+    let claims = |s: &Server| -> Vec<String> {
+        let mut c: Vec<String> = items(s, "pvc", "app=keep")
+            .iter()
+            .filter(|c| c["metadata"]["deletionTimestamp"].is_null())
+            .map(name)
+            .collect();
+        c.sort();
+        c
+    };
+    apply(
+        &s,
+        &statefulset(
+            "keep",
+            r#"  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Delete}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}"#,
+            "",
+        ),
+    );
+    rollout_ok(&s, "statefulset/keep");
+    assert_eq!(claims(&s), ["data-keep-0", "data-keep-1", "data-keep-2"]);
+    let c = get(&s, "pvc/data-keep-0");
+    assert_eq!(
+        c["metadata"]["ownerReferences"][0]["kind"], "StatefulSet",
+        "{c}"
+    );
+    s.k(KUBECTL_NEW, &["scale", "statefulset/keep", "--replicas=1"]);
+    eventually(WAIT, || (claims(&s) == ["data-keep-0"]).then_some(()))
+        .unwrap_or_else(|| panic!("{}", s.k(KUBECTL_NEW, &["get", "pvc,pods", "-o", "yaml"])));
+    s.k(KUBECTL_NEW, &["delete", "statefulset/keep"]);
+    eventually(WAIT, || claims(&s).is_empty().then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", claims(&s)));
+}
