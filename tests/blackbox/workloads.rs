@@ -982,3 +982,323 @@ fn claim_retention_policy_deletes_claims_on_scale_down_and_with_the_set() {
     eventually(WAIT, || claims(&s).is_empty().then_some(()))
         .unwrap_or_else(|| panic!("{:?}", claims(&s)));
 }
+
+/// `(pod name, ready, serving, terminating, port)` of every endpoint in the slices of
+/// `service`, sorted.
+fn slice_endpoints(s: &Server, service: &str) -> Vec<(String, bool, bool, bool, i64)> {
+    let mut out = Vec::new();
+    for slice in items(
+        s,
+        "endpointslices",
+        &format!("kubernetes.io/service-name={service}"),
+    ) {
+        let port = slice["ports"][0]["port"].as_i64().unwrap_or(0);
+        for e in slice["endpoints"].as_array().cloned().unwrap_or_default() {
+            let c = &e["conditions"];
+            out.push((
+                e["targetRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                c["ready"] == true,
+                c["serving"] == true,
+                c["terminating"] == true,
+                port,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Pod names with a port.
+type Addresses = Vec<(String, i64)>;
+
+/// `(ready addresses, not-ready addresses)` of the Endpoints of `service` by pod name, each
+/// with its subset's first port.
+fn endpoints_of(s: &Server, service: &str) -> (Addresses, Addresses) {
+    let ep = get(s, &format!("endpoints/{service}"));
+    let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+    for subset in ep["subsets"].as_array().cloned().unwrap_or_default() {
+        let port = subset["ports"][0]["port"].as_i64().unwrap_or(0);
+        let names = |key: &str| -> Addresses {
+            subset[key]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| {
+                    (
+                        a["targetRef"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        port,
+                    )
+                })
+                .collect()
+        };
+        ready.extend(names("addresses"));
+        not_ready.extend(names("notReadyAddresses"));
+    }
+    ready.sort();
+    not_ready.sort();
+    (ready, not_ready)
+}
+
+fn e(
+    name: &str,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    port: i64,
+) -> (String, bool, bool, bool, i64) {
+    (name.to_string(), ready, serving, terminating, port)
+}
+
+#[test]
+fn endpoint_slices_carry_ready_serving_and_terminating_as_upstream() {
+    let s = Server::start();
+    let _node = StandInNode::start(&s, "node-a", 21);
+    let pod = |name: &str, port: u16, extra: &str| {
+        format!(
+            r#"
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: ep{extra}}}}}
+spec:
+  containers:
+  - name: c
+    image: docker.io/library/busybox:test
+    ports: [{{name: http, containerPort: {port}}}]
+"#
+        )
+    };
+    let mut yaml = String::from(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ep}
+spec:
+  selector: {app: ep}
+  ports: [{name: web, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ep-all}
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector: {app: ep}
+  ports: [{name: web, port: 80, targetPort: http}]
+"#,
+    );
+    yaml += &pod("a", 8080, "");
+    yaml += &pod("b", 8080, ", stand-in/ready: \"false\"");
+    // The same named port is another number in this pod: a slice of its own.
+    yaml += &pod("c", 9090, "");
+    apply(&s, &yaml);
+    let want = vec![
+        e("a", true, true, false, 8080),
+        e("b", false, false, false, 8080),
+        e("c", true, true, false, 9090),
+    ];
+    eventually(WAIT, || (slice_endpoints(&s, "ep") == want).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", slice_endpoints(&s, "ep")));
+    let slices = items(&s, "endpointslices", "kubernetes.io/service-name=ep");
+    assert_eq!(slices.len(), 2, "{slices:#?}");
+    for slice in &slices {
+        assert_eq!(slice["ports"][0]["name"], "web");
+        assert_eq!(
+            slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+            "endpointslice-controller.k8s.io"
+        );
+    }
+    assert_eq!(
+        endpoints_of(&s, "ep"),
+        (
+            vec![("a".to_string(), 8080), ("c".to_string(), 9090)],
+            vec![("b".to_string(), 8080)]
+        )
+    );
+    // publishNotReadyAddresses: the not-ready pod is ready for the Service (not serving).
+    let want_all = vec![
+        e("a", true, true, false, 8080),
+        e("b", true, false, false, 8080),
+        e("c", true, true, false, 9090),
+    ];
+    eventually(WAIT, || {
+        (slice_endpoints(&s, "ep-all") == want_all).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}", slice_endpoints(&s, "ep-all")));
+    assert_eq!(endpoints_of(&s, "ep-all").0.len(), 3);
+    let ep_all = get(&s, "endpoints/ep-all");
+    assert_eq!(
+        ep_all["metadata"]["labels"]["service.kubernetes.io/headless"],
+        ""
+    );
+    assert_eq!(
+        ep_all["metadata"]["labels"]["endpointslice.kubernetes.io/skip-mirror"],
+        "true"
+    );
+
+    // A terminating pod (held in its grace period): not ready, still serving, terminating;
+    // gone from Endpoints unless not-ready addresses are published.
+    hold(&s, "a");
+    s.k(KUBECTL_NEW, &["delete", "pod", "a", "--wait=false"]);
+    let want = vec![
+        e("a", false, true, true, 8080),
+        e("b", false, false, false, 8080),
+        e("c", true, true, false, 9090),
+    ];
+    eventually(WAIT, || (slice_endpoints(&s, "ep") == want).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", slice_endpoints(&s, "ep")));
+    assert_eq!(
+        endpoints_of(&s, "ep"),
+        (vec![("c".to_string(), 9090)], vec![("b".to_string(), 8080)])
+    );
+    let want_all = vec![
+        e("a", true, true, true, 8080),
+        e("b", true, false, false, 8080),
+        e("c", true, true, false, 9090),
+    ];
+    eventually(WAIT, || {
+        (slice_endpoints(&s, "ep-all") == want_all).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}", slice_endpoints(&s, "ep-all")));
+    assert_eq!(endpoints_of(&s, "ep-all").0.len(), 3);
+    remove_finalizers(&s, "a");
+    let want = vec![
+        e("b", false, false, false, 8080),
+        e("c", true, true, false, 9090),
+    ];
+    eventually(WAIT, || (slice_endpoints(&s, "ep") == want).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", slice_endpoints(&s, "ep")));
+}
+
+#[test]
+fn endpoints_of_services_without_selectors_are_mirrored_to_slices() {
+    let s = Server::start();
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ext}
+spec:
+  ports: [{name: web, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: ext, labels: {team: blue}}
+subsets:
+- addresses: [{ip: 10.9.0.1}, {ip: 10.9.0.2, hostname: two}]
+  notReadyAddresses: [{ip: 10.9.0.3}]
+  ports: [{name: web, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sel}
+spec:
+  selector: {app: nothing}
+  ports: [{port: 80}]
+"#,
+    );
+    let mirrored = |s: &Server| -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for slice in items(s, "endpointslices", "kubernetes.io/service-name=ext") {
+            for e in slice["endpoints"].as_array().cloned().unwrap_or_default() {
+                out.push((
+                    e["addresses"][0].as_str().unwrap_or_default().to_string(),
+                    e["conditions"]["ready"] == true,
+                ));
+            }
+        }
+        out.sort();
+        out
+    };
+    let want = vec![
+        ("10.9.0.1".to_string(), true),
+        ("10.9.0.2".to_string(), true),
+        ("10.9.0.3".to_string(), false),
+    ];
+    eventually(WAIT, || (mirrored(&s) == want).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", mirrored(&s)));
+    let slices = items(&s, "endpointslices", "kubernetes.io/service-name=ext");
+    assert_eq!(slices.len(), 1, "{slices:#?}");
+    let slice = &slices[0];
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslicemirroring-controller.k8s.io"
+    );
+    assert_eq!(slice["metadata"]["labels"]["team"], "blue");
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Endpoints");
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(slice["ports"][0]["name"], "web");
+    assert_eq!(slice["ports"][0]["port"], 8080);
+    let two = slice["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["addresses"][0] == "10.9.0.2")
+        .cloned()
+        .unwrap();
+    assert_eq!(two["hostname"], "two");
+    // Edits follow.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "patch",
+            "endpoints/ext",
+            "--type=merge",
+            "-p",
+            r#"{"subsets":[{"addresses":[{"ip":"10.9.0.1"}],"ports":[{"name":"web","port":8080}]}]}"#,
+        ],
+    );
+    eventually(WAIT, || {
+        (mirrored(&s) == [("10.9.0.1".to_string(), true)]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}", mirrored(&s)));
+    // The controller's own Endpoints are never mirrored.
+    eventually(WAIT, || {
+        let slices = items(&s, "endpointslices", "kubernetes.io/service-name=sel");
+        (slices.len() == 1).then_some(())
+    })
+    .expect("the selector's slice");
+    std::thread::sleep(Duration::from_secs(1));
+    let slices = items(&s, "endpointslices", "kubernetes.io/service-name=sel");
+    assert_eq!(slices.len(), 1, "{slices:#?}");
+    assert_eq!(
+        slices[0]["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    // skip-mirror, then deletion, take the mirrored slices away.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "label",
+            "endpoints/ext",
+            "endpointslice.kubernetes.io/skip-mirror=true",
+        ],
+    );
+    eventually(WAIT, || mirrored(&s).is_empty().then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", mirrored(&s)));
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "label",
+            "endpoints/ext",
+            "endpointslice.kubernetes.io/skip-mirror-",
+        ],
+    );
+    eventually(WAIT, || (mirrored(&s).len() == 1).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", mirrored(&s)));
+    s.k(KUBECTL_NEW, &["delete", "endpoints/ext"]);
+    eventually(WAIT, || {
+        items(&s, "endpointslices", "kubernetes.io/service-name=ext")
+            .is_empty()
+            .then_some(())
+    })
+    .expect("mirrored slices deleted with their Endpoints");
+}
