@@ -803,6 +803,57 @@ mod tests {
         assert_ne!(h, template_hash(&t2, None));
     }
 
+    fn progressing(reason: &str) -> k8s_openapi::api::apps::v1::DeploymentStatus {
+        serde_json::from_value(json!({"conditions": [
+            {"type": "Progressing", "status": "True", "reason": reason}]}))
+        .expect("status")
+    }
+
+    fn reason(c: Option<Vec<DeploymentCondition>>) -> Option<String> {
+        c?.into_iter()
+            .find(|c| c.type_ == "Progressing")
+            .and_then(|c| c.reason)
+    }
+
+    #[test]
+    fn pausing_and_resuming_are_recorded_unless_the_deadline_passed() {
+        let paused = paused_conditions(&progressing("NewReplicaSetAvailable"), true);
+        assert_eq!(reason(paused).as_deref(), Some("DeploymentPaused"));
+        assert!(paused_conditions(&progressing("DeploymentPaused"), true).is_none());
+        let resumed = paused_conditions(&progressing("DeploymentPaused"), false);
+        assert_eq!(reason(resumed).as_deref(), Some("DeploymentResumed"));
+        assert!(paused_conditions(&progressing("NewReplicaSetAvailable"), false).is_none());
+        assert!(paused_conditions(&progressing("ProgressDeadlineExceeded"), true).is_none());
+    }
+
+    fn rs(replicas: i32, status: i32, available: i32) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "spec": {"replicas": replicas, "selector": {}},
+            "status": {"replicas": status, "availableReplicas": available}
+        }))
+        .expect("replica set")
+    }
+
+    #[test]
+    fn rolling_steps_keep_within_surge_and_unavailability() {
+        // 4 replicas, surge 1, unavailable 1: the new set gets one pod, an old one goes.
+        let all = [rs(4, 4, 4), rs(0, 0, 0)];
+        let mut targets = [4, 0];
+        rolling_targets(&all, 1, 4, 1, 1, &mut targets);
+        assert_eq!(targets, [3, 1]);
+        // The old set still has the pod it was told to delete: no room to surge, and the new
+        // set's unavailable pod forbids scaling further down.
+        let all = [rs(3, 4, 4), rs(1, 1, 0)];
+        let mut targets = [3, 1];
+        rolling_targets(&all, 1, 4, 1, 1, &mut targets);
+        assert_eq!(targets, [3, 1]);
+        // Once the new pod is available, the next step.
+        let all = [rs(3, 3, 3), rs(1, 1, 1)];
+        let mut targets = [3, 1];
+        rolling_targets(&all, 1, 4, 1, 1, &mut targets);
+        assert_eq!(targets, [2, 2]);
+    }
+
     #[test]
     fn surge_rounds_up_and_unavailable_rounds_down() {
         let d: Deployment = serde_json::from_value(json!({

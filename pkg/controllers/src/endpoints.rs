@@ -644,3 +644,69 @@ pub(crate) async fn upsert(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn endpoint(ip: &str) -> Value {
+        json!({"addresses": [ip], "conditions": {"ready": true}})
+    }
+
+    #[test]
+    fn slices_hold_at_most_100_endpoints_of_one_address_type() {
+        let ports = json!([{"name": "web", "port": 80, "protocol": "TCP"}]);
+        let mut eps: Vec<Value> = (0..150)
+            .map(|i| endpoint(&format!("10.0.{}.{}", i / 100, i % 100)))
+            .collect();
+        eps.push(endpoint("fd00::1"));
+        let slices = chunk(vec![(ports.clone(), eps)]);
+        let shape: Vec<(&str, usize)> = slices
+            .iter()
+            .map(|s| (s.address_type, s.endpoints.len()))
+            .collect();
+        assert_eq!(shape, [("IPv4", 100), ("IPv4", 50), ("IPv6", 1)]);
+        assert!(slices.iter().all(|s| s.ports == ports));
+        // Nothing selected: one empty placeholder.
+        let empty = chunk(Vec::new());
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].endpoints.is_empty());
+    }
+
+    #[test]
+    fn mirrored_endpoints_group_subsets_by_ports() {
+        let ep: k8s_openapi::api::core::v1::Endpoints = serde_json::from_value(json!({
+            "metadata": {"name": "x"},
+            "subsets": [
+                {"addresses": [{"ip": "10.0.0.1"}], "notReadyAddresses": [{"ip": "10.0.0.2"}],
+                 "ports": [{"name": "a", "port": 80}]},
+                {"addresses": [{"ip": "10.0.0.3", "hostname": "h"}], "ports": [{"name": "a", "port": 80}]},
+                {"addresses": [{"ip": "10.0.0.4"}], "ports": [{"name": "b", "port": 81, "protocol": "UDP"}]},
+                {"ports": [{"name": "c", "port": 82}]},
+            ]
+        }))
+        .unwrap();
+        let groups = mirrored(&ep);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            groups[0].0,
+            json!([{"name": "a", "port": 80, "protocol": "TCP"}])
+        );
+        let ready: Vec<(Value, Value)> = groups[0]
+            .1
+            .iter()
+            .map(|e| (e["addresses"][0].clone(), e["conditions"]["ready"].clone()))
+            .collect();
+        assert_eq!(
+            ready,
+            [
+                (json!("10.0.0.1"), json!(true)),
+                (json!("10.0.0.2"), json!(false)),
+                (json!("10.0.0.3"), json!(true))
+            ]
+        );
+        assert_eq!(groups[0].1[2]["hostname"], "h");
+        assert_eq!(groups[1].0[0]["protocol"], "UDP");
+    }
+}
