@@ -1302,3 +1302,65 @@ spec:
     })
     .expect("mirrored slices deleted with their Endpoints");
 }
+
+#[test]
+fn scaling_a_paused_rollout_is_proportional() {
+    let s = Server::start();
+    let _node = StandInNode::start(&s, "node-a", 22);
+    apply(
+        &s,
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: prop}
+spec:
+  replicas: 4
+  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  selector: {matchLabels: {app: prop}}
+  template:
+    metadata: {labels: {app: prop}}
+    spec:
+      containers: [{name: c, image: docker.io/library/busybox:test}]
+"#,
+    );
+    rollout_ok(&s, "deployment/prop");
+    // A rollout whose new pod never becomes ready stalls at 4 old + 1 new.
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "patch",
+            "deployment/prop",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"metadata":{"labels":{"stand-in/ready":"false"}}}}}"#,
+        ],
+    );
+    let sizes = |s: &Server| -> (i64, i64) {
+        let sets = items(s, "replicasets", "app=prop");
+        let size = |new: bool| {
+            sets.iter()
+                .find(|rs| {
+                    rs["spec"]["template"]["metadata"]["labels"]["stand-in/ready"].is_null() != new
+                })
+                .map_or(-1, |rs| rs["spec"]["replicas"].as_i64().unwrap_or(0))
+        };
+        (size(false), size(true))
+    };
+    eventually(WAIT, || (sizes(&s) == (4, 1)).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", sizes(&s)));
+    s.k(KUBECTL_NEW, &["rollout", "pause", "deployment/prop"]);
+    // 8 replicas + 1 surge spread over both in proportion (upstream: 7 and 2).
+    s.k(KUBECTL_NEW, &["scale", "deployment/prop", "--replicas=8"]);
+    eventually(WAIT, || (sizes(&s) == (7, 2)).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", sizes(&s)));
+    eventually(WAIT, || {
+        (running(&pods_of(&s, "app=prop")) == 9).then_some(())
+    })
+    .expect("9 pods");
+    // Down to 2 (+1 surge): 3 in all, taken from the larger first.
+    s.k(KUBECTL_NEW, &["scale", "deployment/prop", "--replicas=2"]);
+    eventually(WAIT, || (sizes(&s) == (2, 1)).then_some(()))
+        .unwrap_or_else(|| panic!("{:?}", sizes(&s)));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sizes(&s), (2, 1));
+}

@@ -162,6 +162,15 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<crate::Ctx>) -> Result<Action, E
         .max()
         .unwrap_or(0);
     let paused = spec.paused == Some(true);
+    // Upstream's isScalingEvent: an active ReplicaSet was sized for another replica count.
+    let scaling_event = all.iter().any(|rs| {
+        spec_replicas(rs) > 0
+            && rs
+                .annotations()
+                .get(DESIRED)
+                .and_then(|v| v.parse::<i32>().ok())
+                .is_some_and(|v| v != replicas)
+    });
     let (surge, max_unavailable) = surge_and_unavailable(&d, replicas);
     let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
     let mut created_new = None;
@@ -201,7 +210,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<crate::Ctx>) -> Result<Action, E
             }
             Some(i)
         }
-        None if paused || old_pods_running => None,
+        None if paused || old_pods_running || scaling_event => None,
         None => {
             let current: i32 = all
                 .iter()
@@ -263,14 +272,20 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<crate::Ctx>) -> Result<Action, E
 
     // Scale.
     let mut targets: Vec<i32> = all.iter().map(spec_replicas).collect();
-    if let Some(n) = new_idx {
-        if paused {
-            // Paused: scaling only, never a rollout step.
-            let old_total: i32 = (0..all.len()).filter(|i| *i != n).map(|i| targets[i]).sum();
-            if old_total == 0 {
-                targets[n] = replicas;
-            }
-        } else if recreate {
+    if paused || scaling_event {
+        // Scaling only, never a rollout step (upstream's sync).
+        let max_replicas = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        scale_targets(
+            &all,
+            new_idx,
+            replicas,
+            surge,
+            !recreate,
+            max_replicas,
+            &mut targets,
+        );
+    } else if let Some(n) = new_idx {
+        if recreate {
             for (i, t) in targets.iter_mut().enumerate() {
                 if i != n {
                     *t = 0;
@@ -281,13 +296,6 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<crate::Ctx>) -> Result<Action, E
             }
         } else {
             rolling_targets(&all, n, replicas, surge, max_unavailable, &mut targets);
-        }
-    } else if paused {
-        // No ReplicaSet for the current template yet: keep the newest one at the desired scale.
-        if let Some(last) = targets.last_mut()
-            && all.len() == 1
-        {
-            *last = replicas;
         }
     } else if recreate {
         // Old pods still running: scale every old ReplicaSet down and wait.
@@ -600,6 +608,101 @@ async fn old_pods_running(
     }))
 }
 
+/// Upstream's `scale`: a Deployment whose replica count changed, or a paused one. The only
+/// active ReplicaSet (or the newest, when none is) takes the whole count; a saturated new
+/// ReplicaSet takes the old ones down to 0; otherwise, for a rolling update, the difference
+/// to replicas + maxSurge is spread in proportion to each active ReplicaSet's size relative to
+/// the `max-replicas` it was sized for (`status_replicas` when it has none), the leftover
+/// going to the largest.
+fn scale_targets(
+    all: &[ReplicaSet],
+    new: Option<usize>,
+    replicas: i32,
+    surge: i32,
+    rolling: bool,
+    status_replicas: i32,
+    targets: &mut [i32],
+) {
+    let active: Vec<usize> = (0..all.len()).filter(|i| targets[*i] > 0).collect();
+    match active.as_slice() {
+        [] => {
+            if let Some(i) = new.or(all.len().checked_sub(1)) {
+                targets[i] = replicas;
+            }
+            return;
+        }
+        [only] => {
+            targets[*only] = replicas;
+            return;
+        }
+        _ => {}
+    }
+    if let Some(n) = new {
+        let rs = &all[n];
+        let saturated = targets[n] == replicas
+            && rs.annotations().get(DESIRED) == Some(&replicas.to_string())
+            && status_of(rs).2 >= replicas;
+        if saturated {
+            for i in active.into_iter().filter(|i| *i != n) {
+                targets[i] = 0;
+            }
+            return;
+        }
+    }
+    if !rolling {
+        return;
+    }
+    let allowed = if replicas > 0 { replicas + surge } else { 0 };
+    let total: i32 = active.iter().map(|i| targets[*i]).sum();
+    let to_add = allowed - total;
+    if to_add == 0 {
+        return;
+    }
+    // Larger first; ties newer first when adding, older first when removing (`all` is oldest
+    // first).
+    let mut order = active;
+    order.sort_by(|a, b| {
+        targets[*b]
+            .cmp(&targets[*a])
+            .then_with(|| if to_add > 0 { b.cmp(a) } else { a.cmp(b) })
+    });
+    let mut added = 0;
+    let mut sizes: Vec<(usize, i32)> = Vec::new();
+    for &i in &order {
+        let current = targets[i];
+        let proportion = if added == to_add {
+            0
+        } else {
+            let fraction = if replicas == 0 {
+                -current
+            } else {
+                let before = all[i]
+                    .annotations()
+                    .get(MAX_REPLICAS)
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .filter(|v| *v > 0)
+                    .unwrap_or(status_replicas.max(1));
+                let size = f64::from(current) * f64::from(replicas + surge) / f64::from(before);
+                size.round() as i32 - current
+            };
+            let left = to_add - added;
+            if to_add > 0 {
+                fraction.min(left)
+            } else {
+                fraction.max(left)
+            }
+        };
+        added += proportion;
+        sizes.push((i, current + proportion));
+    }
+    if let Some(first) = sizes.first_mut() {
+        first.1 = (first.1 + to_add - added).max(0);
+    }
+    for (i, size) in sizes {
+        targets[i] = size;
+    }
+}
+
 /// One rolling-update step (upstream's `reconcileNewReplicaSet` + `reconcileOldReplicaSets`):
 /// scale the new ReplicaSet up within maxSurge, then old ones down, unhealthy pods first,
 /// keeping at least `replicas - maxUnavailable` available.
@@ -852,6 +955,31 @@ mod tests {
         let mut targets = [3, 1];
         rolling_targets(&all, 1, 4, 1, 1, &mut targets);
         assert_eq!(targets, [2, 2]);
+    }
+
+    fn sized(replicas: i32, max_replicas: i32) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"annotations": {MAX_REPLICAS: max_replicas.to_string(), DESIRED: "4"}},
+            "spec": {"replicas": replicas, "selector": {}},
+        }))
+        .expect("replica set")
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        // 4 replicas with a surge of 1, mid-rollout at 4 old + 1 new, scaled to 8 (surge 2).
+        let all = [sized(4, 5), sized(1, 5)];
+        let mut targets = [4, 1];
+        scale_targets(&all, Some(1), 8, 2, true, 5, &mut targets);
+        assert_eq!(targets, [8, 2]);
+        // Down to 2 (surge 1): 3 in all, the older first when removing.
+        let mut targets = [4, 1];
+        scale_targets(&all, Some(1), 2, 1, true, 5, &mut targets);
+        assert_eq!(targets, [2, 1]);
+        // One active ReplicaSet takes the whole count.
+        let mut targets = [0, 3];
+        scale_targets(&all, Some(1), 6, 2, true, 3, &mut targets);
+        assert_eq!(targets, [0, 6]);
     }
 
     #[test]
