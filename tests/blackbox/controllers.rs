@@ -144,7 +144,8 @@ async fn register(client: &kube::Client, name: &str, cpu: &str) {
         .unwrap();
 }
 
-/// One pass of the kubelet's API duties for pods bound to `node`.
+/// One pass of the kubelet's API duties for pods bound to `node` (start and Ready transition
+/// at the real time, so `minReadySeconds` counts from it).
 async fn tend(
     client: &kube::Client,
     node: &str,
@@ -184,7 +185,7 @@ async fn tend(
             != Some("false");
         let ip = format!("10.42.{subnet}.{next_ip}");
         *next_ip = next_ip.wrapping_add(1).max(2);
-        let now = "2026-01-01T00:00:00Z";
+        let now = kubox_core::meta::now_rfc3339();
         let r = if ready && !completes { "True" } else { "False" };
         let patch = json!({"status": {
             "phase": phase,
@@ -207,7 +208,7 @@ pub(crate) fn pods_of(s: &Server, selector: &str) -> Vec<Value> {
     out["items"].as_array().cloned().unwrap_or_default()
 }
 
-fn running(pods: &[Value]) -> usize {
+pub(crate) fn running(pods: &[Value]) -> usize {
     pods.iter()
         .filter(|p| {
             p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()

@@ -31,3 +31,4 @@ mod service_proxy;
 mod storage;
 mod webhooks;
 mod websocket;
+mod workloads;

@@ -1,8 +1,10 @@
-//! Endpoints and EndpointSlice controller: for every Service with a selector, the pods it
-//! selects become `Endpoints` subsets (ready addresses, notReadyAddresses) and one
-//! `EndpointSlice` per address family (ready/serving/terminating conditions, named ports
-//! resolved per pod, `publishNotReadyAddresses`). Services without a selector are left to
-//! their owners.
+//! Endpoints and EndpointSlice controllers: for every Service with a selector, the pods it
+//! selects become `Endpoints` subsets (ready addresses, notReadyAddresses; terminating pods
+//! only with `publishNotReadyAddresses`) and `EndpointSlice`s (ready/serving/terminating
+//! conditions as upstream's podToEndpoint, one slice per distinct resolution of named ports,
+//! at most 100 endpoints each). Services without a selector are left to their owners, and
+//! their hand-written Endpoints are mirrored into EndpointSlices (upstream's
+//! EndpointSliceMirroring controller, [`run_mirroring`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,14 +23,25 @@ use crate::Error;
 use crate::pods;
 
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+/// The mirroring controller's `managed-by` value.
+pub const MIRRORING: &str = "endpointslicemirroring-controller.k8s.io";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// On Endpoints the mirroring controller must leave alone (those this controller writes).
+const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
+const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// Upstream's `--max-endpoints-per-slice` default.
+const MAX_PER_SLICE: usize = 100;
 
 struct Ctx {
     client: Client,
 }
 
 pub async fn run(client: Client) {
+    futures::join!(run_selected(client.clone()), run_mirroring(client));
+}
+
+async fn run_selected(client: Client) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
     });
@@ -139,6 +152,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             if matches!(phase, Some("Succeeded" | "Failed")) {
                 return None;
             }
+            // Upstream's podToEndpoint: serving is the pod's readiness, ready never true
+            // while terminating unless not-ready addresses are published.
             let terminating = pod.metadata.deletion_timestamp.is_some();
             let serving = pods::is_ready(pod);
             let ready = (serving && !terminating) || publish_not_ready;
@@ -146,7 +161,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 pod,
                 ip,
                 ready,
-                serving: serving || publish_not_ready,
+                serving,
                 terminating,
                 hostname: pod
                     .spec
@@ -226,7 +241,8 @@ async fn write_endpoints(
         })
         .collect();
     let api = raw_api(client, &ns, "", "v1", "Endpoints", "endpoints");
-    let labels = svc.labels().clone();
+    let mut labels = service_labels(svc);
+    labels.insert(SKIP_MIRROR_LABEL.into(), "true".into());
     let desired = json!({
         "apiVersion": "v1",
         "kind": "Endpoints",
@@ -236,14 +252,129 @@ async fn write_endpoints(
     upsert(&api, &name, desired, &["subsets"]).await
 }
 
+/// The Service's labels, with upstream's headless label on headless Services.
+fn service_labels(svc: &Service) -> BTreeMap<String, String> {
+    let mut labels = svc.labels().clone();
+    let headless = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None");
+    if headless {
+        labels.insert(HEADLESS_LABEL.into(), String::new());
+    } else {
+        labels.remove(HEADLESS_LABEL);
+    }
+    labels
+}
+
+/// One EndpointSlice's content: address type, ports and endpoints.
+#[derive(Debug, PartialEq)]
+struct SliceContent {
+    address_type: &'static str,
+    ports: Value,
+    endpoints: Vec<Value>,
+}
+
+fn address_type(ip: &str) -> &'static str {
+    if ip.contains(':') { "IPv6" } else { "IPv4" }
+}
+
+/// Splits endpoints sharing one port list into slices of at most [`MAX_PER_SLICE`] per
+/// address type; no endpoints at all still gives one (empty) slice, as upstream's placeholder.
+fn chunk(groups: Vec<(Value, Vec<Value>)>) -> Vec<SliceContent> {
+    let mut out = Vec::new();
+    for (ports, endpoints) in groups {
+        let mut by_type: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
+        for e in endpoints {
+            let t = address_type(e["addresses"][0].as_str().unwrap_or_default());
+            by_type.entry(t).or_default().push(e);
+        }
+        for (t, eps) in by_type {
+            for c in eps.chunks(MAX_PER_SLICE) {
+                out.push(SliceContent {
+                    address_type: t,
+                    ports: ports.clone(),
+                    endpoints: c.to_vec(),
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(SliceContent {
+            address_type: "IPv4",
+            ports: json!([]),
+            endpoints: Vec::new(),
+        });
+    }
+    out
+}
+
 async fn write_slice(
     client: &Client,
     svc: &Service,
     ports: &[ServicePort],
     members: &[Member<'_>],
 ) -> Result<(), Error> {
-    let ns = svc.namespace().unwrap_or_default();
     let name = svc.name_any();
+    // Pods whose named ports resolve alike share slices; a port a pod does not have is left
+    // out of its slices (upstream's getEndpointPorts).
+    let mut groups: BTreeMap<Vec<Option<i32>>, Vec<Value>> = BTreeMap::new();
+    for m in members {
+        let mut e = json!({
+            "addresses": [m.ip],
+            "conditions": {"ready": m.ready, "serving": m.serving, "terminating": m.terminating},
+            "targetRef": target_ref(m.pod),
+        });
+        if let Some(h) = &m.hostname {
+            e["hostname"] = json!(h);
+        }
+        if let Some(node) = m.pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            e["nodeName"] = json!(node);
+        }
+        groups.entry(m.ports.clone()).or_default().push(e);
+    }
+    let groups: Vec<(Value, Vec<Value>)> = groups
+        .into_iter()
+        .map(|(resolved, eps)| {
+            let ports: Vec<Value> = ports
+                .iter()
+                .zip(resolved.iter())
+                .filter_map(|(p, r)| {
+                    let mut v = json!({"name": p.name.clone().unwrap_or_default(), "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into()), "port": (*r)?});
+                    if let Some(a) = &p.app_protocol {
+                        v["appProtocol"] = json!(a);
+                    }
+                    Some(v)
+                })
+                .collect();
+            (json!(ports), eps)
+        })
+        .collect();
+    let mut labels = service_labels(svc);
+    labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    let owner = serde_json::to_value(pods::controller_ref(svc))?;
+    sync_slices(
+        client,
+        svc.namespace().unwrap_or_default(),
+        &name,
+        MANAGED_BY,
+        labels,
+        owner,
+        chunk(groups),
+    )
+    .await
+}
+
+/// Makes the slices `managed_by` for Service `service` hold `want`: existing slices are
+/// reused (those with the same ports and address type first), missing ones created under
+/// `<service>-`, the rest deleted.
+async fn sync_slices(
+    client: &Client,
+    ns: String,
+    service: &str,
+    managed_by: &str,
+    labels: BTreeMap<String, String>,
+    owner: Value,
+    want: Vec<SliceContent>,
+) -> Result<(), Error> {
     let api = raw_api(
         client,
         &ns,
@@ -252,89 +383,82 @@ async fn write_slice(
         "EndpointSlice",
         "endpointslices",
     );
-    let sel = format!("{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}");
-    let existing: Vec<Value> = api
+    let sel = format!("{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={managed_by}");
+    let mut existing: Vec<Value> = api
         .list(&ListParams::default().labels(&sel))
         .await?
         .items
         .into_iter()
         .filter_map(|o| serde_json::to_value(o).ok())
         .collect();
-    // One port list per slice: pods whose named ports resolve differently would need more
-    // slices; the first resolution wins (what a single-template workload always gives).
-    let resolved: Vec<Option<i32>> = members
-        .first()
-        .map(|m| m.ports.clone())
-        .unwrap_or_else(|| vec![None; ports.len()]);
-    let slice_ports: Vec<Value> = ports
-        .iter()
-        .zip(resolved.iter())
-        .map(|(p, r)| {
-            let mut v = json!({"name": p.name.clone().unwrap_or_default(), "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into())});
-            if let Some(r) = r {
-                v["port"] = json!(r);
-            }
-            if let Some(a) = &p.app_protocol {
-                v["appProtocol"] = json!(a);
-            }
-            v
-        })
-        .collect();
-    let endpoints: Vec<Value> = members
-        .iter()
-        .filter(|m| m.ports == resolved)
-        .map(|m| {
-            let mut e = json!({
-                "addresses": [m.ip],
-                "conditions": {"ready": m.ready, "serving": m.serving, "terminating": m.terminating},
-                "targetRef": target_ref(m.pod),
-            });
-            if let Some(h) = &m.hostname {
-                e["hostname"] = json!(h);
-            }
-            if let Some(node) = m.pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                e["nodeName"] = json!(node);
-            }
-            e
-        })
-        .collect();
-    let mut labels = svc.labels().clone();
-    labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
-    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
-    let owner = pods::controller_ref(svc);
-    let body = |slice_name: Option<String>| {
+    existing.sort_by(|a, b| {
+        a["metadata"]["name"]
+            .as_str()
+            .cmp(&b["metadata"]["name"].as_str())
+    });
+    let body = |slice_name: Option<&str>, c: &SliceContent| {
         let mut meta = json!({"namespace": ns, "labels": labels, "ownerReferences": [owner]});
         match slice_name {
             Some(n) => meta["name"] = json!(n),
-            None => meta["generateName"] = json!(format!("{name}-")),
+            None => meta["generateName"] = json!(format!("{service}-")),
         }
         json!({
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
             "metadata": meta,
-            "addressType": "IPv4",
-            "endpoints": endpoints,
-            "ports": slice_ports,
+            "addressType": c.address_type,
+            "endpoints": c.endpoints,
+            "ports": c.ports,
         })
     };
-    let mut existing = existing.into_iter();
-    match existing.next() {
-        Some(first) => {
-            let slice_name = first["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            upsert(
-                &api,
-                &slice_name,
-                body(Some(slice_name.clone())),
-                &["endpoints", "ports", "metadata"],
-            )
-            .await?;
+    let mut unmatched: Vec<&SliceContent> = Vec::new();
+    // First pass: slices whose address type and ports already match.
+    for c in &want {
+        let found = existing.iter().position(|e| {
+            e["addressType"] == c.address_type && e.get("ports").unwrap_or(&json!([])) == &c.ports
+        });
+        match found {
+            Some(i) => {
+                let e = existing.remove(i);
+                let n = e["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                upsert(
+                    &api,
+                    &n,
+                    body(Some(&n), c),
+                    &["endpoints", "ports", "metadata"],
+                )
+                .await?;
+            }
+            None => unmatched.push(c),
         }
-        None => {
-            let obj: DynamicObject = serde_json::from_value(body(None))?;
-            api.create(&PostParams::default(), &obj).await?;
+    }
+    for c in unmatched {
+        // The address type of a slice cannot change: only one of the same type is reused.
+        match existing
+            .iter()
+            .position(|e| e["addressType"] == c.address_type)
+        {
+            Some(i) => {
+                let e = existing.remove(i);
+                let n = e["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                upsert(
+                    &api,
+                    &n,
+                    body(Some(&n), c),
+                    &["endpoints", "ports", "metadata"],
+                )
+                .await?;
+            }
+            None => {
+                let obj: DynamicObject = serde_json::from_value(body(None, c))?;
+                api.create(&PostParams::default(), &obj).await?;
+            }
         }
     }
     for extra in existing {
@@ -349,6 +473,115 @@ async fn write_slice(
         }
     }
     Ok(())
+}
+
+/// Upstream's EndpointSliceMirroring controller: the Endpoints of a Service without a
+/// selector (written by hand or by another controller) become EndpointSlices managed by
+/// [`MIRRORING`], owned by the Endpoints, so the proxy and DNS, which read slices, see them.
+/// Endpoints labelled `endpointslice.kubernetes.io/skip-mirror: "true"` are not mirrored.
+pub async fn run_mirroring(client: Client) {
+    use k8s_openapi::api::core::v1::Endpoints;
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+    });
+    Controller::new(
+        Api::<Endpoints>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<Service>::all(client),
+        watcher::Config::default(),
+        |svc: Service| {
+            let ns = svc.namespace().unwrap_or_default();
+            Some(ObjectRef::<Endpoints>::new(&svc.name_any()).within(&ns))
+        },
+    )
+    .run(mirror, crate::retry_soon, ctx)
+    .for_each(|_| async {})
+    .await;
+}
+
+async fn mirror(
+    ep: Arc<k8s_openapi::api::core::v1::Endpoints>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, Error> {
+    if ep.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = ep.namespace().unwrap_or_default();
+    let name = ep.name_any();
+    let svc = Api::<Service>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await?;
+    let selectorless = svc.as_ref().is_some_and(|s| {
+        s.spec
+            .as_ref()
+            .and_then(|sp| sp.selector.as_ref())
+            .is_none_or(|sel| sel.is_empty())
+    });
+    let skip = ep.labels().get(SKIP_MIRROR_LABEL).map(String::as_str) == Some("true");
+    // Nothing to mirror (or not to be mirrored): no slices at all, not even a placeholder.
+    let groups = mirrored(&ep);
+    let want = if selectorless && !skip && !groups.is_empty() {
+        chunk(groups)
+    } else {
+        Vec::new()
+    };
+    let mut labels = ep.labels().clone();
+    labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
+    labels.insert(MANAGED_BY_LABEL.into(), MIRRORING.into());
+    let owner = serde_json::to_value(pods::controller_ref(ep.as_ref()))?;
+    sync_slices(&ctx.client, ns, &name, MIRRORING, labels, owner, want).await?;
+    Ok(Action::await_change())
+}
+
+/// The endpoints of each subset of `ep` grouped by their port list, as the mirroring
+/// controller writes them: ready addresses ready, not-ready ones not.
+fn mirrored(ep: &k8s_openapi::api::core::v1::Endpoints) -> Vec<(Value, Vec<Value>)> {
+    let mut groups: Vec<(Value, Vec<Value>)> = Vec::new();
+    for subset in ep.subsets.iter().flatten() {
+        let ports: Vec<Value> = subset
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                let mut v = json!({"name": p.name.clone().unwrap_or_default(), "port": p.port, "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into())});
+                if let Some(a) = &p.app_protocol {
+                    v["appProtocol"] = json!(a);
+                }
+                v
+            })
+            .collect();
+        let ports = json!(ports);
+        let addresses = subset.addresses.iter().flatten().map(|a| (a, true)).chain(
+            subset
+                .not_ready_addresses
+                .iter()
+                .flatten()
+                .map(|a| (a, false)),
+        );
+        let eps: Vec<Value> = addresses
+            .map(|(a, ready)| {
+                let mut e = json!({"addresses": [a.ip], "conditions": {"ready": ready}});
+                if let Some(t) = &a.target_ref {
+                    e["targetRef"] = serde_json::to_value(t).unwrap_or(Value::Null);
+                }
+                if let Some(h) = a.hostname.as_ref().filter(|h| !h.is_empty()) {
+                    e["hostname"] = json!(h);
+                }
+                if let Some(n) = &a.node_name {
+                    e["nodeName"] = json!(n);
+                }
+                e
+            })
+            .collect();
+        match groups.iter_mut().find(|(p, _)| *p == ports) {
+            Some((_, all)) => all.extend(eps),
+            None => groups.push((ports, eps)),
+        }
+    }
+    groups.retain(|(_, eps)| !eps.is_empty());
+    groups
 }
 
 /// A raw-JSON API handle for a built-in kind (objects are never round-tripped through structs).
@@ -409,5 +642,71 @@ pub(crate) async fn upsert(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn endpoint(ip: &str) -> Value {
+        json!({"addresses": [ip], "conditions": {"ready": true}})
+    }
+
+    #[test]
+    fn slices_hold_at_most_100_endpoints_of_one_address_type() {
+        let ports = json!([{"name": "web", "port": 80, "protocol": "TCP"}]);
+        let mut eps: Vec<Value> = (0..150)
+            .map(|i| endpoint(&format!("10.0.{}.{}", i / 100, i % 100)))
+            .collect();
+        eps.push(endpoint("fd00::1"));
+        let slices = chunk(vec![(ports.clone(), eps)]);
+        let shape: Vec<(&str, usize)> = slices
+            .iter()
+            .map(|s| (s.address_type, s.endpoints.len()))
+            .collect();
+        assert_eq!(shape, [("IPv4", 100), ("IPv4", 50), ("IPv6", 1)]);
+        assert!(slices.iter().all(|s| s.ports == ports));
+        // Nothing selected: one empty placeholder.
+        let empty = chunk(Vec::new());
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].endpoints.is_empty());
+    }
+
+    #[test]
+    fn mirrored_endpoints_group_subsets_by_ports() {
+        let ep: k8s_openapi::api::core::v1::Endpoints = serde_json::from_value(json!({
+            "metadata": {"name": "x"},
+            "subsets": [
+                {"addresses": [{"ip": "10.0.0.1"}], "notReadyAddresses": [{"ip": "10.0.0.2"}],
+                 "ports": [{"name": "a", "port": 80}]},
+                {"addresses": [{"ip": "10.0.0.3", "hostname": "h"}], "ports": [{"name": "a", "port": 80}]},
+                {"addresses": [{"ip": "10.0.0.4"}], "ports": [{"name": "b", "port": 81, "protocol": "UDP"}]},
+                {"ports": [{"name": "c", "port": 82}]},
+            ]
+        }))
+        .unwrap();
+        let groups = mirrored(&ep);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            groups[0].0,
+            json!([{"name": "a", "port": 80, "protocol": "TCP"}])
+        );
+        let ready: Vec<(Value, Value)> = groups[0]
+            .1
+            .iter()
+            .map(|e| (e["addresses"][0].clone(), e["conditions"]["ready"].clone()))
+            .collect();
+        assert_eq!(
+            ready,
+            [
+                (json!("10.0.0.1"), json!(true)),
+                (json!("10.0.0.2"), json!(false)),
+                (json!("10.0.0.3"), json!(true))
+            ]
+        );
+        assert_eq!(groups[0].1[2]["hostname"], "h");
+        assert_eq!(groups[1].0[0]["protocol"], "UDP");
     }
 }

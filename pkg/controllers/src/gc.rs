@@ -29,6 +29,7 @@ use crate::Error;
 pub const KINDS: &[(&str, &str, &str, &str, bool)] = &[
     ("", "v1", "Pod", "pods", true),
     ("", "v1", "Service", "services", true),
+    ("", "v1", "Endpoints", "endpoints", true),
     ("", "v1", "ConfigMap", "configmaps", true),
     ("", "v1", "Secret", "secrets", true),
     ("", "v1", "ServiceAccount", "serviceaccounts", true),

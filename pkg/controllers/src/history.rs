@@ -32,6 +32,13 @@ pub fn patch_data(template: &PodTemplateSpec) -> Result<Value, Error> {
     Ok(json!({"spec": {"template": t}}))
 }
 
+/// The pod template a revision holds (what [`patch_data`] stored).
+pub fn template_of(r: &ControllerRevision) -> Option<PodTemplateSpec> {
+    let mut t = data_of(r)?.get("spec")?.get("template")?.clone();
+    t.as_object_mut()?.remove("$patch");
+    serde_json::from_value(t).ok()
+}
+
 fn data_of(r: &ControllerRevision) -> Option<&Value> {
     r.data.as_ref().map(|d| &d.0)
 }
@@ -244,6 +251,13 @@ mod tests {
             data("a"),
             json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "a"}]}, "$patch": "replace"}}})
         );
+    }
+
+    #[test]
+    fn a_revision_gives_its_template_back() {
+        let r = rev("x-1", 1, "a");
+        let t = template_of(&r).unwrap();
+        assert_eq!(t.spec.unwrap().containers[0].image.as_deref(), Some("a"));
     }
 
     #[test]

@@ -77,7 +77,7 @@ where
     Ok(owned)
 }
 
-/// Creates or deletes pods so that `want` of `active` remain; returns whether anything changed.
+/// Creates or deletes pods so that `want` of `active` remain.
 pub(crate) async fn manage_replicas<K>(
     client: &Client,
     recorder: &Recorder,
@@ -89,6 +89,24 @@ pub(crate) async fn manage_replicas<K>(
 where
     K: kube::Resource<DynamicType = ()>,
 {
+    scale_pods(client, recorder, owner, template, active, want)
+        .await
+        .map(|_| ())
+}
+
+/// [`manage_replicas`], returning the names of the pods it deleted.
+async fn scale_pods<K>(
+    client: &Client,
+    recorder: &Recorder,
+    owner: &K,
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    active: &[&Pod],
+    want: usize,
+) -> Result<Vec<String>, Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let mut deleted = Vec::new();
     let ns = owner.meta().namespace.clone().unwrap_or_default();
     let name = owner.meta().name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -125,6 +143,7 @@ where
         for pod in victims.into_iter().take(active.len() - want) {
             match api.delete(&pod.name_any(), &DeleteParams::default()).await {
                 Ok(_) => {
+                    deleted.push(pod.name_any());
                     recorder
                         .event(
                             owner,
@@ -134,12 +153,12 @@ where
                         )
                         .await
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => deleted.push(pod.name_any()),
                 Err(e) => return Err(e.into()),
             }
         }
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// Counts of a workload's active pods: (replicas, fully labeled, ready, available) and when to
@@ -220,9 +239,9 @@ where
         + std::fmt::Debug,
 {
     let owned = claim_pods(&ctx.client, owner, &want.selector).await?;
-    let active: Vec<&Pod> = owned.iter().filter(|p| pods::is_active(p)).collect();
+    let mut active: Vec<&Pod> = owned.iter().filter(|p| pods::is_active(p)).collect();
     if owner.meta().deletion_timestamp.is_none() {
-        manage_replicas(
+        let deleted = scale_pods(
             &ctx.client,
             &ctx.recorder,
             owner,
@@ -231,6 +250,9 @@ where
             want.replicas as usize,
         )
         .await?;
+        // Pods just deleted are no longer counted: a Deployment scaling this ReplicaSet down
+        // must not take them for available a moment longer.
+        active.retain(|p| !deleted.contains(&p.name_any()));
     }
     let labels = want
         .template
