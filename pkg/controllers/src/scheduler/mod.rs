@@ -2,8 +2,10 @@
 //! best node that passes every filter, through the `pods/binding` subresource. Filters: node
 //! name, selector/affinity, taints, resources and host ports ([`fit`]), volumes
 //! ([`volumebinding`]), topology spread ([`spread`]), pod affinity and anti-affinity
-//! ([`interpod`]). A pod no node takes may preempt lower-priority pods ([`preemption`]);
-//! otherwise it gets `PodScheduled=False` with upstream's message and a `FailedScheduling`
+//! ([`interpod`]). A pod no node takes may preempt lower-priority pods ([`preemption`]): it
+//! is nominated to the node (`status.nominatedNodeName`, whose room other pods of lower
+//! priority may not take) until it is bound (the binding clears it), an attempt fails without
+//! waiting for victims, or a higher-priority preemptor displaces it; otherwise it gets `PodScheduled=False` with upstream's message and a `FailedScheduling`
 //! event, and is retried whenever a node, a pod, a claim or a volume changes.
 //!
 //! Bindings run concurrently (up to [`BINDING_CONCURRENCY`] in flight, as upstream's binding
