@@ -562,3 +562,82 @@ async fn pod_bound_tokens_asked_for_3607_seconds_are_extended_to_a_year_with_war
         assert!(c["kubernetes.io"]["warnafter"].is_null(), "{c}");
     }
 }
+
+/// A request (made by openssl) with three organizations and an extension no signer knows,
+/// marked critical: signed with every organization (the user's groups) and without the
+/// extension, as upstream's signer copies only the subject and SANs.
+#[test]
+fn every_requested_organization_becomes_a_group_and_unknown_extensions_are_dropped() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("carol.key");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    let pem = run(&[
+        "req",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        "/O=team-a/O=team-b/O=team-c/CN=carol",
+        "-addext",
+        "1.3.6.1.4.1.99999.1=critical,DER:05:00",
+    ]);
+    s.k_in(
+        KUBECTL_NEW,
+        &["create", "-f", "-"],
+        &csr_object(
+            "carol",
+            &pem,
+            "kubernetes.io/kube-apiserver-client",
+            &["client auth"],
+            None,
+        ),
+    );
+    s.k(KUBECTL_NEW, &["certificate", "approve", "carol"]);
+    let cert = wait_issued(&s, "carol");
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let orgs: Vec<&str> = x
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .collect();
+    assert_eq!(orgs, ["team-a", "team-b", "team-c"]);
+    assert!(
+        x.extensions()
+            .iter()
+            .all(|e| e.oid.to_id_string() != "1.3.6.1.4.1.99999.1"),
+        "{cert}"
+    );
+    std::fs::write(dir.path().join("carol.crt"), &cert).unwrap();
+    let carol = kubeconfig(
+        &s,
+        &dir.path().join("carol"),
+        json!({"client-certificate": dir.path().join("carol.crt"), "client-key": key}),
+    );
+    let (name, groups) = whoami(&s, &carol);
+    assert_eq!(name, "carol");
+    for g in ["team-a", "team-b", "team-c", "system:authenticated"] {
+        assert!(groups.contains(&g.to_string()), "{groups:?}");
+    }
+}

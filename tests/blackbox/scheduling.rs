@@ -199,7 +199,7 @@ fn topology_spread_with_max_skew_one_balances_zones() {
 #[test]
 fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_node() {
     let s = Server::start();
-    let _node = StandInNode::start_with_cpu(&s, "node-a", 40, "2");
+    let _node = StandInNode::start_with_cpu(&s, "node-a", 40, "4");
     assert!(s.default_service_account_within("default", WAIT));
     s.k_in(
         KUBECTL_NEW,
@@ -229,7 +229,7 @@ metadata:
   finalizers: [example.com/hold]
 spec:
   priorityClassName: low
-  containers: [{name: c, image: docker.io/library/busybox:test, resources: {requests: {cpu: "2"}}}]
+  containers: [{name: c, image: docker.io/library/busybox:test, resources: {requests: {cpu: "3"}}}]
 "#,
     );
     let running = |s: &Server, pod: &str| {
@@ -247,7 +247,7 @@ kind: Pod
 metadata: {name: polite}
 spec:
   priorityClassName: polite
-  containers: [{name: c, image: docker.io/library/busybox:test, resources: {requests: {cpu: "1"}}}]
+  containers: [{name: c, image: docker.io/library/busybox:test, resources: {requests: {cpu: "2"}}}]
 "#,
     );
     let want = "0/1 nodes are available: 1 Insufficient cpu. \
@@ -272,7 +272,7 @@ kind: Pod
 metadata: {name: high}
 spec:
   priorityClassName: high
-  containers: [{name: c, image: docker.io/library/busybox:test, resources: {requests: {cpu: "1"}}}]
+  containers: [{name: c, image: docker.io/library/busybox:test, resources: {requests: {cpu: "2"}}}]
 "#,
     );
     let victim = eventually(WAIT, || {
@@ -308,10 +308,33 @@ spec:
         events.contains(&format!("Preempted by pod {uid} on node node-a")),
         "{events}"
     );
+    // The cpu the victim leaves free (1 of 4) is not free for a lower-priority pod: the
+    // nominated pod's request counts on its node.
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: filler}
+spec:
+  containers: [{name: c, image: docker.io/library/busybox:test, resources: {requests: {cpu: "1"}}}]
+"#,
+    );
+    let cond = eventually(WAIT, || scheduled_condition(&s, "filler"));
+    assert!(
+        cond.as_ref().is_some_and(|c| c["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Insufficient cpu")),
+        "{cond:?}"
+    );
     // Not bound while the victim still holds the cpu; bound once it is gone.
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let high = json(&s.k(KUBECTL_NEW, &["get", "pod", "high", "-o", "json"]));
-    assert!(high["spec"]["nodeName"].is_null(), "{high}");
+    for pod in ["high", "filler"] {
+        let p = json(&s.k(KUBECTL_NEW, &["get", "pod", pod, "-o", "json"]));
+        assert!(p["spec"]["nodeName"].is_null(), "{p}");
+    }
     s.k(
         KUBECTL_NEW,
         &[
@@ -326,4 +349,68 @@ spec:
     assert!(eventually(WAIT, || running(&s, "high")).is_some());
     let high = json(&s.k(KUBECTL_NEW, &["get", "pod", "high", "-o", "json"]));
     assert_eq!(high["spec"]["nodeName"], "node-a");
+    // Bound, the nomination is spent; the lower-priority pod takes the cpu left over.
+    assert!(high["status"]["nominatedNodeName"].is_null(), "{high}");
+    assert!(eventually(WAIT, || running(&s, "filler")).is_some());
+}
+
+/// Upstream's system default spreading (hostname maxSkew 3, ScheduleAnyway) over the pods the
+/// Services and the controller selecting a pod select. Pods without requests tie on every
+/// other score (the tie goes to the first node by name), so only spreading moves them.
+#[test]
+fn default_spreading_follows_services_and_controllers_selectors() {
+    let s = Server::start();
+    let _a = StandInNode::start(&s, "node-a", 41);
+    let _b = StandInNode::start(&s, "node-b", 42);
+    assert!(s.default_service_account_within("default", WAIT));
+    let bare = |name: &str, app: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\n\
+             spec:\n  containers: [{{name: c, image: docker.io/library/busybox:test}}]\n---\n"
+        )
+    };
+    // Pods nothing selects all take the tie's node.
+    let mut docs = String::new();
+    for i in 0..2 {
+        docs.push_str(&bare(&format!("lone-{i}"), "lone"));
+    }
+    s.k_in(KUBECTL_NEW, &["apply", "-f", "-"], &docs);
+    let lone = eventually(WAIT, || {
+        let p = placement(&s, "app=lone");
+        (p.len() == 2 && p.iter().all(|(n, _)| !n.is_empty())).then_some(p)
+    })
+    .expect("lone pods placed");
+    assert!(lone.iter().all(|(n, _)| n == "node-a"), "{lone:?}");
+    // A Deployment's replicas (their ReplicaSet's selector) spread over both nodes.
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        &deployment("web", 4, ""),
+    );
+    let web = eventually(WAIT, || {
+        let p = placement(&s, "app=web");
+        (p.len() == 4 && p.iter().all(|(n, _)| !n.is_empty())).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("{}", s.k(KUBECTL_NEW, &["get", "pods", "-o", "wide"])));
+    let on_b = web.iter().filter(|(n, _)| n == "node-b").count();
+    assert_eq!(on_b, 2, "{web:?}");
+    // Pods without an owner that a Service selects spread too.
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: solo}\n\
+         spec: {selector: {app: solo}, ports: [{port: 80}]}\n",
+    );
+    let mut docs = String::new();
+    for i in 0..4 {
+        docs.push_str(&bare(&format!("solo-{i}"), "solo"));
+    }
+    s.k_in(KUBECTL_NEW, &["apply", "-f", "-"], &docs);
+    let solo = eventually(WAIT, || {
+        let p = placement(&s, "app=solo");
+        (p.len() == 4 && p.iter().all(|(n, _)| !n.is_empty())).then_some(p)
+    })
+    .expect("solo pods placed");
+    let on_b = solo.iter().filter(|(n, _)| n == "node-b").count();
+    assert_eq!(on_b, 2, "{solo:?}");
 }

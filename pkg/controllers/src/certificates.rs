@@ -211,26 +211,8 @@ async fn sign(
         KUBELET_SERVING => (&s.kubelet_serving, kubelet_serving_error(subject, usages)),
         _ => return Ok(()),
     };
-    let api = Api::<CertificateSigningRequest>::all(ctx.client.clone());
-    let rv = csr.resource_version();
     if let Some(why) = problem {
-        let mut conditions = current_conditions(csr)?;
-        conditions.push(json!({
-            "type": "Failed",
-            "status": "True",
-            "reason": "SignerValidationFailure",
-            "message": why,
-            "lastUpdateTime": kubox_core::meta::now_rfc3339(),
-        }));
-        let patch =
-            json!({"metadata": {"resourceVersion": rv}, "status": {"conditions": conditions}});
-        api.patch_status(
-            &csr.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
-        return Ok(());
+        return fail(ctx, csr, &why).await;
     }
     let mut ttl = s.duration;
     if let Some(secs) = csr.spec.expiration_seconds
@@ -240,18 +222,51 @@ async fn sign(
     }
     let signer =
         CsrSigner::load(&files.cert, &files.key).map_err(|e| Error::invalid("signing CA", e))?;
-    let pem = signer
-        .sign(&csr.spec.request.0, usages, ttl)
-        .map_err(|e| Error::invalid("certificate signing request", e))?;
+    let pem = match signer.sign(&csr.spec.request.0, usages, ttl) {
+        Ok(pem) => pem,
+        // The request itself cannot be signed (e.g. a key type the signer does not support):
+        // retrying cannot help.
+        Err(kubox_pki::Error::InvalidInput(why)) => return fail(ctx, csr, &why).await,
+        Err(e) => return Err(Error::invalid("certificate signing request", e)),
+    };
     let cert = base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
-    let patch = json!({"metadata": {"resourceVersion": rv}, "status": {"certificate": cert}});
-    api.patch_status(
-        &csr.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await?;
+    let patch = json!({
+        "metadata": {"resourceVersion": csr.resource_version()},
+        "status": {"certificate": cert},
+    });
+    Api::<CertificateSigningRequest>::all(ctx.client.clone())
+        .patch_status(
+            &csr.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
     tracing::info!(csr = %csr.name_any(), signer = %csr.spec.signer_name, "certificate issued");
+    Ok(())
+}
+
+/// Marks the request `Failed` (`SignerValidationFailure`, as upstream's signer): it is never
+/// looked at again.
+async fn fail(ctx: &Ctx, csr: &CertificateSigningRequest, why: &str) -> Result<(), Error> {
+    let mut conditions = current_conditions(csr)?;
+    conditions.push(json!({
+        "type": "Failed",
+        "status": "True",
+        "reason": "SignerValidationFailure",
+        "message": why,
+        "lastUpdateTime": kubox_core::meta::now_rfc3339(),
+    }));
+    let patch = json!({
+        "metadata": {"resourceVersion": csr.resource_version()},
+        "status": {"conditions": conditions},
+    });
+    Api::<CertificateSigningRequest>::all(ctx.client.clone())
+        .patch_status(
+            &csr.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
     Ok(())
 }
 

@@ -20,8 +20,12 @@
 //! currentReplicas/desiredReplicas/currentMetrics/lastScaleTime and the AbleToScale,
 //! ScalingActive and ScalingLimited conditions with upstream's reasons.
 //!
-//! Simplified: Pods, Object and External metrics are reported as unsupported (kubox serves
-//! no custom or external metrics API); recommendations and scale events live in memory, so a
+//! Pods, Object and External metrics fail as upstream's do when the custom or external
+//! metrics API is missing (kubox serves neither): `FailedGetPodsMetric`/`FailedGetObjectMetric`/
+//! `FailedGetExternalMetric` with upstream's messages; the other metrics still decide unless
+//! they would scale down ([`deciding_metric`]).
+//!
+//! Simplified: recommendations and scale events live in memory, so a
 //! restarted server starts its stabilization windows afresh (as upstream's controller
 //! manager does).
 
@@ -531,8 +535,10 @@ pub fn record_scale(h: &mut History, behavior: &Behavior, from: i32, to: i32, no
     }
 }
 
-/// The behavior of a v2 spec with upstream's defaults for what it leaves out.
-pub fn behavior_of(spec: &Value) -> Option<Behavior> {
+/// The behavior of a v2 spec with upstream's defaults for what it leaves out; a scale-down
+/// window left out is the controller's `--horizontal-pod-autoscaler-downscale-stabilization`
+/// (`down_window` seconds), as upstream's controller fills it in.
+pub fn behavior_of(spec: &Value, down_window: i64) -> Option<Behavior> {
     let b = spec.get("behavior")?;
     let rules = |v: Option<&Value>, up: bool| {
         let policies: Vec<Policy> = v
@@ -566,7 +572,7 @@ pub fn behavior_of(spec: &Value) -> Option<Behavior> {
             window_seconds: v
                 .and_then(|r| r.get("stabilizationWindowSeconds"))
                 .and_then(Value::as_i64)
-                .unwrap_or(if up { 0 } else { 300 }),
+                .unwrap_or(if up { 0 } else { down_window }),
             select: match v.and_then(|r| r["selectPolicy"].as_str()) {
                 Some("Min") => Select::Min,
                 Some("Disabled") => Select::Disabled,
@@ -632,6 +638,11 @@ pub async fn run(client: Client, cfg: HpaConfig) {
             }
         }
     }
+}
+
+/// `--horizontal-pod-autoscaler-downscale-stabilization` in seconds.
+fn down_window(state: &State) -> i64 {
+    i64::try_from(state.cfg.downscale_stabilization.as_secs()).unwrap_or(300)
 }
 
 fn key(hpa: &HorizontalPodAutoscaler) -> String {
@@ -797,13 +808,33 @@ async fn reconcile(state: &State, hpa: &HorizontalPodAutoscaler) -> Result<(), E
         rescale_reason = "Current number of replicas below Spec.MinReplicas".into();
         desired = min;
     } else {
-        let (evaluated, errors) =
-            evaluate_metrics(state, hpa, &ns, &spec, current, &selector, now).await;
-        let invalid = errors.len();
-        let best = evaluated.iter().max_by_key(|e| e.proposal.replicas);
-        current_metrics = evaluated.iter().map(|e| e.status.clone()).collect();
-        match best {
-            Some(best) if invalid == 0 || best.proposal.replicas > current => {
+        let results = evaluate_metrics(state, hpa, &ns, &spec, current, &selector, now).await;
+        // Failed metrics keep their place with an empty status, as upstream's.
+        current_metrics = results
+            .iter()
+            .map(|r| match r {
+                Ok(e) => e.status.clone(),
+                Err(_) => json!({"type": ""}),
+            })
+            .collect();
+        let failures: Vec<&Failure> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        let usable = deciding_metric(&results, current);
+        if let Some(first) = failures.first()
+            && usable.is_none()
+        {
+            let message = format!(
+                "failed to compute desired number of replicas based on listed metrics for {t_kind}/{ns}/{t_name}: invalid metrics ({} invalid out of {}), first error is: {}",
+                failures.len(),
+                results.len(),
+                first.wrapped
+            );
+            state
+                .recorder
+                .event(hpa, "Warning", "FailedComputeMetricsReplicas", message)
+                .await;
+        }
+        match usable {
+            Some(best) => {
                 let proposed = best.proposal.replicas;
                 conds.set(
                     "ScalingActive",
@@ -819,7 +850,7 @@ async fn reconcile(state: &State, hpa: &HorizontalPodAutoscaler) -> Result<(), E
                 } else {
                     "All metrics below target".into()
                 };
-                let behavior = behavior_of(&spec);
+                let behavior = behavior_of(&spec, down_window(state));
                 let mut histories = state.history.lock().unwrap_or_else(|e| e.into_inner());
                 let h = histories.entry(key(hpa)).or_default();
                 let window = SignedDuration::try_from(state.cfg.downscale_stabilization)
@@ -834,11 +865,11 @@ async fn reconcile(state: &State, hpa: &HorizontalPodAutoscaler) -> Result<(), E
                 conds.set("ScalingLimited", limited != stabilized, reason, message);
                 desired = limited;
             }
-            _ => {
-                let (reason, msg) = errors
-                    .into_iter()
-                    .next()
-                    .unwrap_or(("FailedGetResourceMetric", "invalid metrics".into()));
+            None => {
+                let (reason, msg) = failures
+                    .first()
+                    .map(|f| (f.reason, f.error.as_str()))
+                    .unwrap_or(("FailedGetResourceMetric", "invalid metrics"));
                 conds.set(
                     "ScalingActive",
                     false,
@@ -890,7 +921,7 @@ async fn reconcile(state: &State, hpa: &HorizontalPodAutoscaler) -> Result<(), E
                     "SucceededRescale",
                     format!("the HPA controller was able to update the target scale to {desired}"),
                 );
-                if let Some(b) = behavior_of(&spec)
+                if let Some(b) = behavior_of(&spec, down_window(state))
                     && let Ok(mut histories) = state.history.lock()
                 {
                     record_scale(
@@ -943,7 +974,34 @@ async fn reconcile(state: &State, hpa: &HorizontalPodAutoscaler) -> Result<(), E
     Ok(())
 }
 
-/// Evaluates every metric of the spec: the usable ones, and (reason, message) of the others.
+/// The metric that decides (upstream's `computeReplicasForMetrics`): the largest proposal,
+/// the first metric giving it on a tie; when some metrics failed, only if it does not scale
+/// down.
+fn deciding_metric(results: &[Result<Evaluated, Failure>], current: i32) -> Option<&Evaluated> {
+    let failed = results.iter().any(Result::is_err);
+    results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .fold(None::<&Evaluated>, |best, e| match best {
+            Some(b) if b.proposal.replicas >= e.proposal.replicas => Some(b),
+            _ => Some(e),
+        })
+        .filter(|b| !failed || b.proposal.replicas >= current)
+}
+
+/// Why one metric gave no proposal.
+struct Failure {
+    /// The ScalingActive=False reason (and the event's, when there is one).
+    reason: &'static str,
+    /// The error (the condition's message after "the HPA was unable to compute the replica
+    /// count: ").
+    error: String,
+    /// The error as upstream's `computeReplicasForMetric` wraps it (for
+    /// `FailedComputeMetricsReplicas`).
+    wrapped: String,
+}
+
+/// Evaluates every metric of the spec, in order.
 async fn evaluate_metrics(
     state: &State,
     hpa: &HorizontalPodAutoscaler,
@@ -952,9 +1010,7 @@ async fn evaluate_metrics(
     current: i32,
     selector: &str,
     now: Timestamp,
-) -> (Vec<Evaluated>, Vec<(&'static str, String)>) {
-    let mut ok = Vec::new();
-    let mut errors = Vec::new();
+) -> Vec<Result<Evaluated, Failure>> {
     // No metrics (an autoscaling/v1 HPA without a target): cpu at 80 %, upstream's default.
     let metrics = spec["metrics"]
         .as_array()
@@ -966,126 +1022,259 @@ async fn evaluate_metrics(
         });
     // Pods and their samples are read once for all metrics.
     let mut inputs: Option<Result<Inputs, String>> = None;
+    let mut out = Vec::new();
     for m in &metrics {
-        let type_ = m["type"].as_str().unwrap_or("");
-        let (source, container) = match type_ {
-            "Resource" => (&m["resource"], None),
-            "ContainerResource" => (
-                &m["containerResource"],
-                m["containerResource"]["container"].as_str(),
-            ),
-            other => {
-                errors.push((
-                    "InvalidMetricSourceType",
-                    format!("metric type {other:?} is not supported by kubox"),
-                ));
-                continue;
+        let result = match m["type"].as_str().unwrap_or("") {
+            "Resource" => {
+                resource_metric(
+                    state,
+                    ns,
+                    &m["resource"],
+                    None,
+                    current,
+                    selector,
+                    now,
+                    &mut inputs,
+                )
+                .await
             }
-        };
-        let resource = source["name"].as_str().unwrap_or("cpu");
-        let target = &source["target"];
-        let target_v = match (
-            target["type"].as_str(),
-            target["averageUtilization"].as_i64(),
-            target["averageValue"].as_str(),
-        ) {
-            (Some("Utilization"), Some(u), _) => Target::Utilization(u as i32),
-            (Some("AverageValue"), _, Some(v)) => match kubox_core::quantity::parse_milli(v) {
-                Some(v) => Target::AverageValue(v as i64),
-                None => {
-                    errors.push((
-                        "InvalidMetricSourceType",
-                        format!("invalid averageValue {v:?}"),
-                    ));
-                    continue;
-                }
-            },
-            _ => {
-                errors.push((
-                    "InvalidMetricSourceType",
-                    "invalid resource metric target".into(),
-                ));
-                continue;
+            "ContainerResource" => {
+                let source = &m["containerResource"];
+                let container = source["container"].as_str().unwrap_or_default();
+                resource_metric(
+                    state,
+                    ns,
+                    source,
+                    Some(container),
+                    current,
+                    selector,
+                    now,
+                    &mut inputs,
+                )
+                .await
             }
+            other => Err(custom_metric_failure(other, m, ns)),
         };
-        if inputs.is_none() {
-            inputs = Some(read_inputs(state, ns, selector).await);
+        if let Err(f) = &result
+            && f.reason != "InvalidMetricSourceType"
+        {
+            state
+                .recorder
+                .event(hpa, "Warning", f.reason, f.error.clone())
+                .await;
         }
-        // Upstream's wrapping of every failure of this metric.
-        let failed = match target_v {
-            Target::Utilization(_) => format!("failed to get {resource} utilization"),
-            Target::AverageValue(_) => format!("failed to get {resource} usage"),
-        };
-        let (pods, samples) = match inputs.as_ref() {
-            Some(Ok(i)) => (&i.0, &i.1),
-            Some(Err(e)) => {
-                let msg = format!("{failed}: unable to get metrics for resource {resource}: {e}");
-                record_metric_failure(state, hpa, &msg).await;
-                errors.push(("FailedGetResourceMetric", msg));
-                continue;
+        out.push(result);
+    }
+    out
+}
+
+/// Pods, Object and External metrics: kubox serves no custom or external metrics API, so they
+/// fail as upstream's do when that API is not there.
+fn custom_metric_failure(type_: &str, m: &Value, ns: &str) -> Failure {
+    const NO_CUSTOM: &str = "unable to fetch metrics from custom metrics API: no custom metrics API (custom.metrics.k8s.io) registered";
+    let has_target = |target: &Value| match target["type"].as_str() {
+        Some("Value") => !target["value"].is_null(),
+        Some("AverageValue") => !target["averageValue"].is_null(),
+        _ => false,
+    };
+    match type_ {
+        "Pods" => {
+            let name = m["pods"]["metric"]["name"].as_str().unwrap_or_default();
+            let error = format!("unable to get metric {name}: {NO_CUSTOM}");
+            Failure {
+                reason: "FailedGetPodsMetric",
+                wrapped: format!("failed to get pods metric value: {error}"),
+                error,
             }
-            None => continue,
-        };
-        let infos: Vec<PodInfo> = pods
-            .iter()
-            .map(|p| pod_info(p, resource, container))
-            .collect();
-        let sample_map = samples_for(samples, resource, container);
-        if sample_map.is_empty() {
-            let msg = format!(
-                "{failed}: unable to get metrics for resource {resource}: no metrics returned from resource metrics API"
-            );
-            record_metric_failure(state, hpa, &msg).await;
-            errors.push(("FailedGetResourceMetric", msg));
-            continue;
         }
-        match replicas_for_resource(
-            current,
-            target_v,
-            &infos,
-            &sample_map,
-            resource == "cpu",
-            now,
-        ) {
-            Ok(p) => {
-                let mut current_v =
-                    json!({"averageValue": milli_quantity(p.average_milli, resource)});
-                if let Some(u) = p.utilization {
-                    current_v["averageUtilization"] = json!(u);
-                }
-                let status = if let Some(c) = container {
-                    json!({"type": "ContainerResource", "containerResource": {"name": resource, "container": c, "current": current_v}})
-                } else {
-                    json!({"type": "Resource", "resource": {"name": resource, "current": current_v}})
-                };
-                let description = match target_v {
-                    Target::Utilization(_) => {
-                        format!("{resource} resource utilization (percentage of request)")
-                    }
-                    Target::AverageValue(_) => format!("{resource} resource"),
-                };
-                ok.push(Evaluated {
-                    proposal: p,
-                    status,
-                    description,
-                });
+        "Object" => {
+            let source = &m["object"];
+            let error = if has_target(&source["target"]) {
+                let object = &source["describedObject"];
+                format!(
+                    "unable to get metric {}: {} on {ns} {}/{NO_CUSTOM}",
+                    source["metric"]["name"].as_str().unwrap_or_default(),
+                    object["kind"].as_str().unwrap_or_default(),
+                    object["name"].as_str().unwrap_or_default(),
+                )
+            } else {
+                "invalid object metric source: neither a value target nor an average value target was set".into()
+            };
+            Failure {
+                reason: "FailedGetObjectMetric",
+                wrapped: format!("failed to get object metric value: {error}"),
+                error,
             }
-            Err(e) => {
-                let msg = format!("{failed}: {e}");
-                record_metric_failure(state, hpa, &msg).await;
-                errors.push(("FailedGetResourceMetric", msg));
+        }
+        "External" => {
+            let source = &m["external"];
+            let name = source["metric"]["name"].as_str().unwrap_or_default();
+            let error = if has_target(&source["target"]) {
+                format!(
+                    "unable to get external metric {ns}/{name}/{}: unable to fetch metrics from external metrics API: the server could not find the requested resource (get {name}.external.metrics.k8s.io)",
+                    go_label_selector(&source["metric"]["selector"])
+                )
+            } else {
+                "invalid external metric source: neither a value target nor an average value target was set".into()
+            };
+            Failure {
+                reason: "FailedGetExternalMetric",
+                wrapped: format!("failed to get {name} external metric value: {error}"),
+                error,
+            }
+        }
+        other => {
+            let error = format!("unknown metric source type {other:?}");
+            Failure {
+                reason: "InvalidMetricSourceType",
+                wrapped: error.clone(),
+                error,
             }
         }
     }
-    (ok, errors)
 }
 
-/// The FailedGetResourceMetric event on the HPA.
-async fn record_metric_failure(state: &State, hpa: &HorizontalPodAutoscaler, msg: &str) {
-    state
-        .recorder
-        .event(hpa, "Warning", "FailedGetResourceMetric", msg.to_string())
-        .await;
+/// A label selector as Go prints a `*metav1.LabelSelector` with `%+v` (its generated
+/// `String()`), as upstream's external metric errors show it.
+fn go_label_selector(v: &Value) -> String {
+    if v.is_null() {
+        return "nil".into();
+    }
+    let mut labels: Vec<(&String, &Value)> = v["matchLabels"]
+        .as_object()
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    labels.sort_by_key(|(k, _)| *k);
+    let labels: String = labels
+        .iter()
+        .map(|(k, v)| format!("{k}: {},", v.as_str().unwrap_or_default()))
+        .collect();
+    let expressions: String = v["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            format!(
+                "LabelSelectorRequirement{{Key:{},Operator:{},Values:[{}],}},",
+                e["key"].as_str().unwrap_or_default(),
+                e["operator"].as_str().unwrap_or_default(),
+                values.join(" ")
+            )
+        })
+        .collect();
+    format!(
+        "&LabelSelector{{MatchLabels:map[string]string{{{labels}}},MatchExpressions:[]LabelSelectorRequirement{{{expressions}}},}}"
+    )
+}
+
+/// A `Resource` metric (`container` None) or a `ContainerResource` one, from metrics.k8s.io.
+#[allow(clippy::too_many_arguments)]
+async fn resource_metric(
+    state: &State,
+    ns: &str,
+    source: &Value,
+    container: Option<&str>,
+    current: i32,
+    selector: &str,
+    now: Timestamp,
+    inputs: &mut Option<Result<Inputs, String>>,
+) -> Result<Evaluated, Failure> {
+    let resource = source["name"].as_str().unwrap_or("cpu");
+    let (reason, wrap) = match container {
+        None => (
+            "FailedGetResourceMetric",
+            format!("failed to get {resource} resource metric value"),
+        ),
+        Some(c) => (
+            "FailedGetContainerResourceMetric",
+            format!("failed to get {c} container metric value"),
+        ),
+    };
+    let fail = |error: String| Failure {
+        reason,
+        wrapped: format!("{wrap}: {error}"),
+        error,
+    };
+    let target = &source["target"];
+    let target_v = match (
+        target["type"].as_str(),
+        target["averageUtilization"].as_i64(),
+        target["averageValue"].as_str(),
+    ) {
+        (Some("Utilization"), Some(u), _) => Target::Utilization(u as i32),
+        (Some("AverageValue"), _, Some(v)) => match kubox_core::quantity::parse_milli(v) {
+            Some(v) => Target::AverageValue(v as i64),
+            None => return Err(fail(format!("invalid averageValue {v:?}"))),
+        },
+        _ => {
+            return Err(fail(
+                "invalid resource metric source: neither a utilization target nor a value target was set".into(),
+            ));
+        }
+    };
+    if inputs.is_none() {
+        *inputs = Some(read_inputs(state, ns, selector).await);
+    }
+    // Upstream's wrapping of every failure of this metric.
+    let failed = match target_v {
+        Target::Utilization(_) => format!("failed to get {resource} utilization"),
+        Target::AverageValue(_) => format!("failed to get {resource} usage"),
+    };
+    let (pods, samples) = match inputs.as_ref() {
+        Some(Ok(i)) => (&i.0, &i.1),
+        Some(Err(e)) => {
+            return Err(fail(format!(
+                "{failed}: unable to get metrics for resource {resource}: {e}"
+            )));
+        }
+        None => return Err(fail(format!("{failed}: no pods"))),
+    };
+    let infos: Vec<PodInfo> = pods
+        .iter()
+        .map(|p| pod_info(p, resource, container))
+        .collect();
+    let sample_map = samples_for(samples, resource, container);
+    if sample_map.is_empty() {
+        return Err(fail(format!(
+            "{failed}: unable to get metrics for resource {resource}: no metrics returned from resource metrics API"
+        )));
+    }
+    let p = replicas_for_resource(
+        current,
+        target_v,
+        &infos,
+        &sample_map,
+        resource == "cpu",
+        now,
+    )
+    .map_err(|e| fail(format!("{failed}: {e}")))?;
+    let mut current_v = json!({"averageValue": milli_quantity(p.average_milli, resource)});
+    if let Some(u) = p.utilization {
+        current_v["averageUtilization"] = json!(u);
+    }
+    let status = match container {
+        Some(c) => {
+            json!({"type": "ContainerResource", "containerResource": {"name": resource, "container": c, "current": current_v}})
+        }
+        None => json!({"type": "Resource", "resource": {"name": resource, "current": current_v}}),
+    };
+    let description = match target_v {
+        Target::Utilization(_) => {
+            format!("{resource} resource utilization (percentage of request)")
+        }
+        Target::AverageValue(_) => format!("{resource} resource"),
+    };
+    Ok(Evaluated {
+        proposal: p,
+        status,
+        description,
+    })
 }
 
 /// The selected pods and their PodMetrics objects.

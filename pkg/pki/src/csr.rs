@@ -5,11 +5,11 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use base64::Engine;
 use rcgen::{
-    CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SigningKey, SubjectPublicKeyInfo,
 };
-use rustls::pki_types::CertificateSigningRequestDer;
 use rustls::pki_types::pem::{PemObject, SectionKind};
 use time::{Duration, OffsetDateTime};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -158,9 +158,12 @@ impl CsrSigner {
         &self.ca_pem
     }
 
-    /// Issues a certificate (PEM) for the PEM CSR `request`, with the CSR's subject and
-    /// subject alternative names, the given `usages` (upstream's key usage names) and a
-    /// validity of `ttl` from now (backdated 5 minutes, never past the CA's own expiry).
+    /// Issues a certificate (PEM) for the PEM CSR `request`, with the CSR's subject (its
+    /// attributes exactly as requested, any number of organizations) and subject alternative
+    /// names, the given `usages` (upstream's key usage names) and a validity of `ttl` from now
+    /// (backdated 5 minutes, never past the CA's own expiry). Other extensions the CSR asks
+    /// for are not copied (as upstream's signer). [`Error::InvalidInput`]: the request cannot
+    /// be signed (it does not parse, or its key type is not supported).
     pub fn sign(
         &self,
         request: &[u8],
@@ -169,35 +172,24 @@ impl CsrSigner {
     ) -> Result<String> {
         let der = csr_der(request).map_err(Error::InvalidInput)?;
         let subject = parse_csr(request).map_err(Error::InvalidInput)?;
-        let mut csr = CertificateSigningRequestParams::from_der(
-            &CertificateSigningRequestDer::from(der.as_slice()),
-        )?;
-        let params = &mut csr.params;
-        // rcgen keeps one value per attribute type: organizations are written again as
-        // issue_leaf writes them (a second one under the attribute's custom-OID twin).
-        params.distinguished_name.remove(DnType::OrganizationName);
-        match subject.organizations.as_slice() {
-            [] => {}
-            [o] => params
+        let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+            .map_err(|e| {
+                Error::InvalidInput(format!("failed to parse certificate request: {e}"))
+            })?;
+        let info = &req.certification_request_info;
+        let public_key = SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
+            .map_err(|e| Error::InvalidInput(format!("unsupported public key: {e}")))?;
+        let mut params = CertificateParams::default();
+        // rcgen keeps one value per attribute type: the subject is written with a stand-in
+        // and replaced by the CSR's own afterwards (see `with_subject`).
+        params.distinguished_name = DistinguishedName::new();
+        let has_subject = info.subject.iter().next().is_some();
+        if has_subject {
+            params
                 .distinguished_name
-                .push(DnType::OrganizationName, o.as_str()),
-            [o1, o2] => {
-                params
-                    .distinguished_name
-                    .push(DnType::OrganizationName, o1.as_str());
-                params.distinguished_name.push(
-                    DnType::CustomDnType(certs::ORG_NAME_OID.to_vec()),
-                    o2.as_str(),
-                );
-            }
-            _ => {
-                return Err(Error::InvalidInput(
-                    "at most two organizations per certificate are supported".into(),
-                ));
-            }
+                .push(DnType::CommonName, "kubox-subject");
         }
-        params.key_usages.clear();
-        params.extended_key_usages.clear();
+        params.subject_alt_names = subject_alt_names(&subject)?;
         for u in usages {
             match usage(u) {
                 Some(Usage::Key(k)) => {
@@ -224,8 +216,111 @@ impl CsrSigner {
         params.not_before = now - Duration::minutes(5);
         params.not_after = (now + ttl).min(ca_end);
         let issuer = Issuer::from_ca_cert_pem(&self.ca_pem, &self.key)?;
-        Ok(params.signed_by(&csr.public_key, &issuer)?.pem())
+        let cert = params.signed_by(&public_key, &issuer)?;
+        if !has_subject {
+            return Ok(cert.pem());
+        }
+        let der = with_subject(cert.der(), info.subject.as_raw(), &self.key)?;
+        Ok(certificate_pem(&der))
     }
+}
+
+/// The CSR's subject alternative names as rcgen writes them.
+fn subject_alt_names(subject: &CsrSubject) -> Result<Vec<SanType>> {
+    let ia5 = |s: &String| {
+        s.clone()
+            .try_into()
+            .map_err(|e| Error::InvalidInput(format!("subjectAltName {s:?}: {e}")))
+    };
+    let mut out = Vec::new();
+    for d in &subject.dns_names {
+        out.push(SanType::DnsName(ia5(d)?));
+    }
+    for e in &subject.emails {
+        out.push(SanType::Rfc822Name(ia5(e)?));
+    }
+    for ip in &subject.ip_addresses {
+        out.push(SanType::IpAddress(*ip));
+    }
+    for u in &subject.uris {
+        out.push(SanType::URI(ia5(u)?));
+    }
+    Ok(out)
+}
+
+/// The elements of a DER SEQUENCE, each as its own DER.
+fn der_elements(der: &[u8]) -> Result<Vec<Vec<u8>>> {
+    yasna::parse_der(der, |r| {
+        let mut out = Vec::new();
+        r.read_sequence_of(|r| {
+            out.push(r.read_der()?);
+            Ok(())
+        })?;
+        Ok(out)
+    })
+    .map_err(|e| Error::InvalidInput(format!("re-encoding the certificate: {e}")))
+}
+
+/// Certificate `cert` (DER) with its subject replaced by `subject` (a DER Name), signed again
+/// by `key` with the same algorithm.
+fn with_subject(cert: &[u8], subject: &[u8], key: &KeyPair) -> Result<Vec<u8>> {
+    // TBSCertificate: version [0], serialNumber, signature, issuer, validity, subject, ...
+    resigned(
+        cert,
+        |fields| {
+            if fields.len() < 7 || fields[0].first() != Some(&0xa0) {
+                return Err(Error::InvalidInput(
+                    "unexpected TBSCertificate layout".into(),
+                ));
+            }
+            fields[5] = subject.to_vec();
+            Ok(())
+        },
+        key,
+    )
+}
+
+/// A signed DER structure (certificate or CSR: SEQUENCE { signed SEQUENCE, algorithm,
+/// signature }) with the signed part's elements changed by `edit` and signed again by `key`.
+fn resigned(
+    der: &[u8],
+    edit: impl FnOnce(&mut Vec<Vec<u8>>) -> Result<()>,
+    key: &KeyPair,
+) -> Result<Vec<u8>> {
+    let parts = der_elements(der)?;
+    let [signed, algorithm, _] = parts.as_slice() else {
+        return Err(Error::InvalidInput(
+            "signed structure is not three elements".into(),
+        ));
+    };
+    let mut fields = der_elements(signed)?;
+    edit(&mut fields)?;
+    let signed = yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            for f in &fields {
+                w.next().write_der(f);
+            }
+        })
+    });
+    let signature = key.sign(&signed)?;
+    Ok(yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_der(&signed);
+            w.next().write_der(algorithm);
+            w.next().write_bitvec_bytes(&signature, signature.len() * 8);
+        })
+    }))
+}
+
+fn certificate_pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 enum Usage {
@@ -293,6 +388,7 @@ pub const KEY_USAGES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::CertificateDer;
 
     fn request(cn: &str, orgs: &[&str], sans: &[&str]) -> (String, KeyPair) {
         let key = KeyPair::generate().unwrap();
@@ -340,6 +436,138 @@ mod tests {
         let err = parse_csr(tampered.as_bytes()).unwrap_err();
         assert!(err.contains("signature"), "{err}");
         assert!(parse_csr(b"").is_err());
+    }
+
+    /// A DER Name of the given RDNs, each a set of (attribute OID, UTF-8 value).
+    fn name(rdns: &[&[(&[u64], &str)]]) -> Vec<u8> {
+        yasna::construct_der(|w| {
+            w.write_sequence(|w| {
+                for rdn in rdns {
+                    w.next().write_set(|w| {
+                        for (oid, value) in rdn.iter() {
+                            w.next().write_sequence(|w| {
+                                w.next()
+                                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(oid));
+                                w.next().write_utf8_string(value);
+                            })
+                        }
+                    })
+                }
+            })
+        })
+    }
+
+    fn signer() -> (tempfile::TempDir, CsrSigner, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_pem = certs::new_ca("test-ca", &ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), &ca_pem).unwrap();
+        std::fs::write(dir.path().join("ca.key"), ca_key.serialize_pem()).unwrap();
+        let signer =
+            CsrSigner::load(&dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
+        (dir, signer, ca_pem)
+    }
+
+    fn pem(kind: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {kind}-----\n{}\n-----END {kind}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    const O: &[u64] = &[2, 5, 4, 10];
+    const CN: &[u64] = &[2, 5, 4, 3];
+
+    #[test]
+    fn every_organization_is_kept_one_rdn_each_or_all_in_one() {
+        let (_dir, signer, ca_pem) = signer();
+        let ca = certs::parse_cert_pem(Path::new("ca"), &ca_pem).unwrap();
+        let usages = vec!["client auth".to_string()];
+        // openssl writes one RDN per attribute, Go one RDN holding every organization.
+        let subjects = [
+            name(&[&[(O, "a")], &[(O, "b")], &[(O, "c")], &[(CN, "alice")]]),
+            name(&[&[(O, "a"), (O, "b"), (O, "c")], &[(CN, "alice")]]),
+        ];
+        for subject in subjects {
+            let (request, key) = request("placeholder", &[], &["alice.example"]);
+            let der = csr_der(request.as_bytes()).unwrap();
+            // CertificationRequestInfo: version, subject, subjectPKInfo, attributes.
+            let der = resigned(
+                &der,
+                |f| {
+                    f[1] = subject.clone();
+                    Ok(())
+                },
+                &key,
+            )
+            .unwrap();
+            let request = pem("CERTIFICATE REQUEST", &der);
+            let parsed = parse_csr(request.as_bytes()).unwrap();
+            assert_eq!(parsed.organizations, vec!["a", "b", "c"]);
+            let cert = signer
+                .sign(
+                    request.as_bytes(),
+                    &usages,
+                    std::time::Duration::from_secs(600),
+                )
+                .unwrap();
+            check_certificate_bundle(cert.as_bytes()).unwrap();
+            let info = certs::parse_cert_pem(Path::new("x"), &cert).unwrap();
+            assert_eq!(info.cn.as_deref(), Some("alice"));
+            assert_eq!(info.orgs, vec!["a", "b", "c"]);
+            assert!(info.matches_key(&key));
+            assert!(info.issued_by(&ca), "the re-encoded certificate verifies");
+            let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+            let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+            assert_eq!(x.tbs_certificate.subject.as_raw(), subject.as_slice());
+            let san = x.subject_alternative_name().unwrap().unwrap();
+            assert!(
+                !san.critical,
+                "a certificate with a subject has a plain SAN"
+            );
+        }
+    }
+
+    #[test]
+    fn extensions_the_request_asks_for_are_not_copied() {
+        let (_dir, signer, _) = signer();
+        let key = KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "bob");
+        let mut odd =
+            rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![5, 0]);
+        odd.set_criticality(true);
+        params.custom_extensions.push(odd);
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let request = params.serialize_request(&key).unwrap().pem().unwrap();
+        let usages = vec!["client auth".to_string()];
+        let cert = signer
+            .sign(
+                request.as_bytes(),
+                &usages,
+                std::time::Duration::from_secs(600),
+            )
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let oids: Vec<String> = x
+            .extensions()
+            .iter()
+            .map(|e| e.oid.to_id_string())
+            .collect();
+        assert!(
+            !oids.contains(&"1.3.6.1.4.1.99999.1".to_string()),
+            "{oids:?}"
+        );
+        let bc = x.basic_constraints().unwrap().unwrap().value;
+        assert!(!bc.ca, "never a CA, whatever the request asks");
     }
 
     #[test]

@@ -185,6 +185,10 @@ pub async fn bind(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
         .collect();
     conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()}));
     new["status"]["conditions"] = json!(conds);
+    // A bound pod's nomination is spent (upstream 1.34+ clears it here for every binder).
+    if let Some(status) = new["status"].as_object_mut() {
+        status.remove("nominatedNodeName");
+    }
     commit_update(ctx, new, rev, ctx.query.dry_run()?).await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(super::json_response(StatusCode::CREATED, &status))

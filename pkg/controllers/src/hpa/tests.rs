@@ -243,7 +243,7 @@ fn behavior_windows_and_rate_policies() {
         "scaleUp": {"stabilizationWindowSeconds": 60, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]},
         "scaleDown": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]}
     }});
-    let b = behavior_of(&spec).unwrap();
+    let b = behavior_of(&spec, 300).unwrap();
     assert_eq!(b.up.window_seconds, 60);
     assert_eq!(b.down.window_seconds, 0);
     let mut h = History::default();
@@ -264,9 +264,12 @@ fn behavior_windows_and_rate_policies() {
         limit_with_behavior(8, 1, 1, 10, &b, &h, ts(500)),
         (4, "ScaleDownLimit", DOWN_LIMIT.1)
     );
-    // Defaults of a behavior that names nothing: scale-down window 300 s, up 100 % or 4 pods.
-    let d = behavior_of(&json!({"behavior": {}})).unwrap();
+    // Defaults of a behavior that names nothing: the controller's scale-down window, up
+    // 100 % or 4 pods.
+    let d = behavior_of(&json!({"behavior": {}}), 300).unwrap();
     assert_eq!(d.down.window_seconds, 300);
+    let short = behavior_of(&json!({"behavior": {"scaleDown": {}}}), 60).unwrap();
+    assert_eq!(short.down.window_seconds, 60);
     assert_eq!(d.up.policies.len(), 2);
     assert_eq!(
         limit_with_behavior(1, 10, 1, 10, &d, &History::default(), ts(0)).0,
@@ -292,4 +295,106 @@ fn pod_metrics_objects_become_samples() {
     assert_eq!(s["a"].value, 1024 * 1000);
     assert_eq!(milli_quantity(250, "cpu"), "250m");
     assert_eq!(milli_quantity(1024 * 1000, "memory"), "1024");
+}
+
+fn evaluated(replicas: i32, description: &str) -> Result<Evaluated, Failure> {
+    Ok(Evaluated {
+        proposal: Proposal {
+            replicas,
+            utilization: None,
+            average_milli: 0,
+        },
+        status: serde_json::Value::Null,
+        description: description.into(),
+    })
+}
+
+#[test]
+fn the_largest_proposal_decides_and_failed_metrics_block_only_scaling_down() {
+    let pods = || {
+        Err(custom_metric_failure(
+            "Pods",
+            &serde_json::json!({"pods": {"metric": {"name": "qps"}}}),
+            "default",
+        ))
+    };
+    let chosen = |r: &[Result<Evaluated, Failure>], current| {
+        deciding_metric(r, current).map(|e| e.description.clone())
+    };
+    let r = [
+        evaluated(3, "cpu"),
+        evaluated(5, "memory"),
+        evaluated(5, "later"),
+    ];
+    assert_eq!(chosen(&r, 4).as_deref(), Some("memory"));
+    // A failed metric: scaling up (or staying) still goes ahead, scaling down does not.
+    let r = [pods(), evaluated(6, "cpu")];
+    assert_eq!(chosen(&r, 4).as_deref(), Some("cpu"));
+    let r = [pods(), evaluated(4, "cpu")];
+    assert_eq!(chosen(&r, 4).as_deref(), Some("cpu"));
+    let r = [evaluated(2, "cpu"), pods()];
+    assert_eq!(chosen(&r, 4), None);
+    assert_eq!(chosen(&[pods()], 4), None);
+}
+
+#[test]
+fn custom_and_external_metrics_fail_as_without_their_apis() {
+    use serde_json::json;
+    let f = custom_metric_failure(
+        "Pods",
+        &json!({"pods": {"metric": {"name": "packets-per-second"},
+            "target": {"type": "AverageValue", "averageValue": "1k"}}}),
+        "default",
+    );
+    assert_eq!(f.reason, "FailedGetPodsMetric");
+    assert_eq!(
+        f.error,
+        "unable to get metric packets-per-second: unable to fetch metrics from custom metrics API: no custom metrics API (custom.metrics.k8s.io) registered"
+    );
+    assert_eq!(
+        f.wrapped,
+        format!("failed to get pods metric value: {}", f.error)
+    );
+    let f = custom_metric_failure(
+        "Object",
+        &json!({"object": {"metric": {"name": "requests-per-second"},
+            "describedObject": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "main-route"},
+            "target": {"type": "Value", "value": "10k"}}}),
+        "shop",
+    );
+    assert_eq!(f.reason, "FailedGetObjectMetric");
+    assert_eq!(
+        f.error,
+        "unable to get metric requests-per-second: Ingress on shop main-route/unable to fetch metrics from custom metrics API: no custom metrics API (custom.metrics.k8s.io) registered"
+    );
+    let f = custom_metric_failure(
+        "Object",
+        &json!({"object": {"metric": {"name": "x"}, "target": {"type": "Utilization"}}}),
+        "shop",
+    );
+    assert_eq!(
+        f.error,
+        "invalid object metric source: neither a value target nor an average value target was set"
+    );
+    let f = custom_metric_failure(
+        "External",
+        &json!({"external": {"metric": {"name": "queue_messages_ready",
+            "selector": {"matchLabels": {"queue": "worker_tasks"},
+                "matchExpressions": [{"key": "env", "operator": "In", "values": ["a", "b"]}]}},
+            "target": {"type": "AverageValue", "averageValue": "30"}}}),
+        "default",
+    );
+    assert_eq!(f.reason, "FailedGetExternalMetric");
+    assert_eq!(
+        f.error,
+        "unable to get external metric default/queue_messages_ready/&LabelSelector{MatchLabels:map[string]string{queue: worker_tasks,},MatchExpressions:[]LabelSelectorRequirement{LabelSelectorRequirement{Key:env,Operator:In,Values:[a b],},},}: unable to fetch metrics from external metrics API: the server could not find the requested resource (get queue_messages_ready.external.metrics.k8s.io)"
+    );
+    assert_eq!(
+        f.wrapped,
+        format!(
+            "failed to get queue_messages_ready external metric value: {}",
+            f.error
+        )
+    );
+    assert_eq!(go_label_selector(&serde_json::Value::Null), "nil");
 }

@@ -94,27 +94,13 @@ pub struct NodeUsage {
     pub requested: Resources,
     /// (protocol, hostIP, port) in use.
     pub host_ports: BTreeSet<(String, String, i32)>,
-    /// Pods per owner uid (for spreading a workload's pods).
-    pub owners: BTreeMap<String, u32>,
 }
 
 impl NodeUsage {
     pub fn add_pod(&mut self, pod: &Pod) {
         self.requested.add(&pod_requests(pod));
         self.host_ports.extend(host_ports(pod));
-        if let Some(uid) = controller_uid(pod) {
-            *self.owners.entry(uid).or_default() += 1;
-        }
     }
-}
-
-pub fn controller_uid(pod: &Pod) -> Option<String> {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.clone())
 }
 
 fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {

@@ -2,8 +2,10 @@
 //! best node that passes every filter, through the `pods/binding` subresource. Filters: node
 //! name, selector/affinity, taints, resources and host ports ([`fit`]), volumes
 //! ([`volumebinding`]), topology spread ([`spread`]), pod affinity and anti-affinity
-//! ([`interpod`]). A pod no node takes may preempt lower-priority pods ([`preemption`]);
-//! otherwise it gets `PodScheduled=False` with upstream's message and a `FailedScheduling`
+//! ([`interpod`]). A pod no node takes may preempt lower-priority pods ([`preemption`]): it
+//! is nominated to the node (`status.nominatedNodeName`, whose room other pods of lower
+//! priority may not take) until it is bound (the binding clears it), an attempt fails without
+//! waiting for victims, or a higher-priority preemptor displaces it; otherwise it gets `PodScheduled=False` with upstream's message and a `FailedScheduling`
 //! event, and is retried whenever a node, a pod, a claim or a volume changes.
 //!
 //! Bindings run concurrently (up to [`BINDING_CONCURRENCY`] in flight, as upstream's binding
@@ -21,9 +23,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
-    Service,
+    ReplicationController, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -94,6 +97,31 @@ pub async fn run(client: Client) {
     crate::persistentvolume::spawn_reflector(Api::<Namespace>::all(client.clone()), w, &kick);
     let (services, w) = reflector::store();
     crate::persistentvolume::spawn_reflector(Api::<Service>::all(client.clone()), w, &kick);
+    // Controllers only for their selectors (system default spreading): pod templates dropped.
+    let (rcs, w) = reflector::store();
+    spawn_selector_mirror(
+        Api::<ReplicationController>::all(client.clone()),
+        w,
+        &kick,
+        |rc| {
+            if let Some(s) = rc.spec.as_mut() {
+                s.template = None;
+            }
+        },
+    );
+    let (rss, w) = reflector::store();
+    spawn_selector_mirror(Api::<ReplicaSet>::all(client.clone()), w, &kick, |rs| {
+        if let Some(s) = rs.spec.as_mut() {
+            s.template = None;
+        }
+    });
+    let (sets, w) = reflector::store();
+    spawn_selector_mirror(Api::<StatefulSet>::all(client.clone()), w, &kick, |set| {
+        if let Some(s) = set.spec.as_mut() {
+            s.template = Default::default();
+            s.volume_claim_templates = None;
+        }
+    });
     let (pdbs, w) = reflector::store();
     crate::persistentvolume::spawn_reflector(
         Api::<PodDisruptionBudget>::all(client.clone()),
@@ -107,6 +135,9 @@ pub async fn run(client: Client) {
     let _ = classes.wait_until_ready().await;
     let _ = namespaces.wait_until_ready().await;
     let _ = services.wait_until_ready().await;
+    let _ = rcs.wait_until_ready().await;
+    let _ = rss.wait_until_ready().await;
+    let _ = sets.wait_until_ready().await;
     let _ = pdbs.wait_until_ready().await;
     let (bound_tx, bound_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
@@ -119,6 +150,9 @@ pub async fn run(client: Client) {
         classes,
         namespaces,
         services,
+        rcs,
+        rss,
+        sets,
         pdbs,
         assumed: HashMap::new(),
         reported: HashMap::new(),
@@ -135,6 +169,39 @@ pub async fn run(client: Client) {
     }
 }
 
+/// Mirrors `api` into `writer` with `strip` applied to every object (what the scheduler does not
+/// look at dropped), kicking a pass on every change.
+fn spawn_selector_mirror<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    kick: &Arc<Notify>,
+    strip: fn(&mut K),
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let k = kick.clone();
+    let stream = watcher(api, watcher::Config::default()).modify(move |o: &mut K| {
+        o.meta_mut().managed_fields = None;
+        o.meta_mut().annotations = None;
+        strip(o);
+    });
+    tokio::spawn(
+        reflector::reflector(writer, stream)
+            .default_backoff()
+            .touched_objects()
+            .for_each(move |_| {
+                k.notify_one();
+                async {}
+            }),
+    );
+}
+
 struct Scheduler {
     client: Client,
     recorder: Recorder,
@@ -145,6 +212,9 @@ struct Scheduler {
     classes: Store<StorageClass>,
     namespaces: Store<Namespace>,
     services: Store<Service>,
+    rcs: Store<ReplicationController>,
+    rss: Store<ReplicaSet>,
+    sets: Store<StatefulSet>,
     pdbs: Store<PodDisruptionBudget>,
     /// Pods bound by this scheduler that the pod store does not show as bound yet
     /// (uid → (node, pod)), so back-to-back decisions do not overcommit a node.
@@ -191,7 +261,7 @@ struct Attempt<'a> {
     facts: fit::PodFacts,
     claims: Vec<Arc<PersistentVolumeClaim>>,
     volumes: &'a volumebinding::Volumes,
-    services: &'a [Arc<Service>],
+    selecting: &'a spread::Selecting,
     /// Pending pods nominated per node index (their room is kept for them).
     nominated: &'a HashMap<usize, Vec<Arc<Pod>>>,
 }
@@ -244,7 +314,7 @@ impl Attempt<'_> {
 
     /// Whether the pod fits node `i` of a simulated cluster (states computed afresh).
     fn fits(&self, snap: &Snapshot, i: usize) -> bool {
-        let sp = spread::prepare(self.pod, snap, self.services);
+        let sp = spread::prepare(self.pod, snap, self.selecting);
         let ip = interpod::prepare(self.pod, snap);
         self.reasons(snap, i, &sp, &ip).is_empty()
     }
@@ -254,7 +324,9 @@ impl Attempt<'_> {
 enum Decision {
     Bind(usize),
     Preempt(preemption::Candidate, String),
-    Unschedulable(String),
+    /// The message, and whether a nomination the pod has is void (upstream keeps it only
+    /// while the pod waits for its victims).
+    Unschedulable(String, bool),
 }
 
 impl Scheduler {
@@ -327,7 +399,12 @@ impl Scheduler {
             pvs: self.pvs.state(),
             classes: self.classes.state(),
         };
-        let services = self.services.state();
+        let selecting = spread::Selecting::new(
+            &self.services.state(),
+            &self.rcs.state(),
+            &self.rss.state(),
+            &self.sets.state(),
+        );
         let pdbs = self.pdbs.state();
         let mut nominated: HashMap<usize, Vec<Arc<Pod>>> = HashMap::new();
         for p in &pending {
@@ -342,7 +419,7 @@ impl Scheduler {
                     let n = snap.nodes.len();
                     let reasons = vec![vec![message]; n];
                     let message = fit::unschedulable_message(n, &reasons);
-                    self.unschedulable(&pod, message).await;
+                    self.unschedulable(&pod, message, true).await;
                     continue;
                 }
             };
@@ -351,7 +428,7 @@ impl Scheduler {
                 facts: fit::PodFacts::of(&pod),
                 claims,
                 volumes: &volumes,
-                services: &services,
+                selecting: &selecting,
                 nominated: &nominated,
             };
             let decision = decide(&attempt, &snap, &pdbs);
@@ -372,11 +449,29 @@ impl Scheduler {
                 }
                 Decision::Preempt(c, message) => {
                     let node_name = snap.nodes[c.node].name.clone();
+                    // Lower-priority pods nominated to the node may no longer fit there.
+                    let prio = preemption::priority(&pod);
+                    let list = nominated.entry(c.node).or_default();
+                    let (displaced, kept): (Vec<_>, Vec<_>) = std::mem::take(list)
+                        .into_iter()
+                        .partition(|p| preemption::priority(p) < prio);
+                    *list = kept;
+                    list.push(pod.clone());
                     self.preempt(&pod, &node_name, &c.victims).await;
-                    nominated.entry(c.node).or_default().push(pod.clone());
-                    self.unschedulable(&pod, message).await;
+                    for p in displaced {
+                        self.clear_nomination(&p).await;
+                    }
+                    self.unschedulable(&pod, message, false).await;
                 }
-                Decision::Unschedulable(message) => self.unschedulable(&pod, message).await,
+                Decision::Unschedulable(message, clear) => {
+                    if clear
+                        && let Some(n) = nominated_node(&pod).and_then(|n| snap.by_name.get(n))
+                        && let Some(list) = nominated.get_mut(n)
+                    {
+                        list.retain(|p| !Arc::ptr_eq(p, &pod));
+                    }
+                    self.unschedulable(&pod, message, clear).await
+                }
             }
         }
     }
@@ -493,8 +588,26 @@ impl Scheduler {
         }
     }
 
-    async fn unschedulable(&mut self, pod: &Pod, message: String) {
+    /// Drops `pod`'s nomination (upstream's `ClearNominatedNodeName`).
+    async fn clear_nomination(&self, pod: &Pod) {
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = json!({"status": {"nominatedNodeName": null}});
+        let params = PatchParams::default();
+        if let Err(e) = api
+            .patch_status(&pod.name_any(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(error = %e, pod = %pod.name_any(), "clearing a nomination failed");
+        }
+    }
+
+    /// Records that `pod` fits no node; `clear`: its nomination, if any, is dropped too.
+    async fn unschedulable(&mut self, pod: &Pod, message: String, clear: bool) {
         let id = uid(pod);
+        if clear && nominated_node(pod).is_some() {
+            self.clear_nomination(pod).await;
+        }
         if self.reported.get(&id) == Some(&message) {
             return;
         }
@@ -580,7 +693,7 @@ async fn bind(client: &Client, pod: &Pod, node: &str) -> bool {
 /// Filters every node, scores the feasible ones and picks the best; failing that, looks for
 /// preemption victims.
 fn decide(a: &Attempt<'_>, snap: &Snapshot, pdbs: &[Arc<PodDisruptionBudget>]) -> Decision {
-    let sp = spread::prepare(a.pod, snap, a.services);
+    let sp = spread::prepare(a.pod, snap, a.selecting);
     let ip = interpod::prepare(a.pod, snap);
     let mut reasons = Vec::new();
     let mut feasible = Vec::new();
@@ -596,11 +709,11 @@ fn decide(a: &Attempt<'_>, snap: &Snapshot, pdbs: &[Arc<PodDisruptionBudget>]) -
         let failed: Vec<Vec<fit::Reason>> = reasons.clone();
         let mut message = fit::unschedulable_message(n, &failed);
         if n == 0 {
-            return Decision::Unschedulable(message);
+            return Decision::Unschedulable(message, true);
         }
         if let Some(why) = preemption::ineligible(a.pod, snap) {
             message.push_str(&format!(" preemption: {why}"));
-            return Decision::Unschedulable(message);
+            return Decision::Unschedulable(message, false);
         }
         let helpful: Vec<bool> = reasons
             .iter()
@@ -613,7 +726,7 @@ fn decide(a: &Attempt<'_>, snap: &Snapshot, pdbs: &[Arc<PodDisruptionBudget>]) -
         }
         message.push(' ');
         message.push_str(&fit::preemption_message(&helpful));
-        return Decision::Unschedulable(message);
+        return Decision::Unschedulable(message, true);
     }
     let base: Vec<i64> = feasible
         .iter()
@@ -658,6 +771,8 @@ fn decide(a: &Attempt<'_>, snap: &Snapshot, pdbs: &[Arc<PodDisruptionBudget>]) -
     }
     match best {
         Some((_, i)) => Decision::Bind(i),
-        None => Decision::Unschedulable(fit::unschedulable_message(snap.nodes.len(), &reasons)),
+        None => {
+            Decision::Unschedulable(fit::unschedulable_message(snap.nodes.len(), &reasons), true)
+        }
     }
 }

@@ -7,16 +7,20 @@
 //! and `nodeTaintsPolicy` (Ignore by default) and carry the topology key; terminating pods do
 //! not count. `matchLabelKeys` adds `key in (pod's value)` to the selector.
 //!
-//! A pod without constraints of its own gets upstream's system defaults when a Service,
-//! ReplicationController, ReplicaSet or StatefulSet selects it: `kubernetes.io/hostname`
-//! maxSkew 3 and `topology.kubernetes.io/zone` maxSkew 5, both ScheduleAnyway, counting the
-//! pods of the same controller (its selector's pods) or, for pods only a Service selects, the
-//! pods every such Service selects; nodes without a zone label skip the zone constraint.
+//! A pod without constraints of its own gets upstream's system defaults:
+//! `kubernetes.io/hostname` maxSkew 3 and `topology.kubernetes.io/zone` maxSkew 5, both
+//! ScheduleAnyway, counting the pods upstream's `DefaultSelector` selects — the requirements of
+//! every Service in the pod's namespace that selects it, and of its controlling
+//! ReplicationController, ReplicaSet or StatefulSet, all together ([`Selecting`]); no such
+//! selector, no default constraints. Nodes without a zone label skip the zone constraint.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, ReplicationController, Service};
 use kube::core::{Expression, Selector, SelectorExt};
 
 use super::cluster::{NodeInfo, Snapshot};
@@ -33,10 +37,6 @@ const ZONE: &str = "topology.kubernetes.io/zone";
 #[derive(Debug, Clone)]
 enum Matcher {
     Selector(Selector),
-    /// Pods of the same controller (owner uid).
-    Owner(String),
-    /// Pods every one of these selectors matches.
-    Services(Vec<Selector>),
     /// No pod (a constraint without a selector).
     Nothing,
 }
@@ -47,8 +47,6 @@ impl Matcher {
         let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
         match self {
             Matcher::Selector(s) => s.matches(labels),
-            Matcher::Owner(uid) => fit::controller_uid(pod).as_deref() == Some(uid),
-            Matcher::Services(ss) => ss.iter().all(|s| s.matches(labels)),
             Matcher::Nothing => false,
         }
     }
@@ -116,7 +114,7 @@ pub struct State {
     defaulted: bool,
 }
 
-fn constraints_of(pod: &Pod, services: &[Arc<Service>]) -> (Vec<Constraint>, bool) {
+fn constraints_of(pod: &Pod, selecting: &Selecting) -> (Vec<Constraint>, bool) {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let own = pod
         .spec
@@ -153,36 +151,11 @@ fn constraints_of(pod: &Pod, services: &[Arc<Service>]) -> (Vec<Constraint>, boo
         }
         return (out, false);
     }
-    let ns = pod.metadata.namespace.as_deref();
-    let owner = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .filter(|o| {
-            matches!(
-                o.kind.as_str(),
-                "ReplicaSet" | "ReplicationController" | "StatefulSet"
-            )
-        });
-    let matcher = match owner {
-        Some(o) => Matcher::Owner(o.uid.clone()),
-        None => {
-            let selecting: Vec<Selector> = services
-                .iter()
-                .filter(|s| s.metadata.namespace.as_deref() == ns)
-                .filter_map(|s| s.spec.as_ref()?.selector.clone())
-                .filter(|sel| !sel.is_empty())
-                .map(|sel| sel.into_iter().collect::<Selector>())
-                .filter(|sel| sel.matches(&labels))
-                .collect();
-            if selecting.is_empty() {
-                return (out, true);
-            }
-            Matcher::Services(selecting)
-        }
-    };
+    let selector = selecting.default_selector(pod);
+    if selector.selects_all() {
+        return (out, true);
+    }
+    let matcher = Matcher::Selector(selector);
     for (key, skew) in [(HOSTNAME, 3), (ZONE, 5)] {
         out.push(Constraint {
             max_skew: skew,
@@ -200,21 +173,26 @@ fn constraints_of(pod: &Pod, services: &[Arc<Service>]) -> (Vec<Constraint>, boo
     (out, true)
 }
 
-pub fn prepare(pod: &Pod, snap: &Snapshot, services: &[Arc<Service>]) -> State {
-    let (mut constraints, defaulted) = constraints_of(pod, services);
+pub fn prepare(pod: &Pod, snap: &Snapshot, selecting: &Selecting) -> State {
+    let (mut constraints, defaulted) = constraints_of(pod, selecting);
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    // The default constraints share one selector: count each node's pods once for both.
+    let shared: Option<Vec<i64>> = match constraints.first() {
+        Some(c) if defaulted => Some(snap.nodes.iter().map(|n| c.matcher.count(n, ns)).collect()),
+        _ => None,
+    };
     for c in &mut constraints {
         c.self_match = i64::from(c.matcher.matches(pod));
-        for node in &snap.nodes {
+        for (i, node) in snap.nodes.iter().enumerate() {
             if !c.eligible(pod, node) {
                 continue;
             }
             let Some(value) = node.labels().get(&c.key) else {
                 continue;
             };
-            let n = match &c.matcher {
-                Matcher::Owner(uid) => i64::from(node.usage.owners.get(uid).copied().unwrap_or(0)),
-                m => m.count(node, ns),
+            let n = match &shared {
+                Some(counts) => counts[i],
+                None => c.matcher.count(node, ns),
             };
             *c.counts.entry(value.clone()).or_default() += n;
         }
@@ -227,6 +205,94 @@ pub fn prepare(pod: &Pod, snap: &Snapshot, services: &[Arc<Service>]) -> State {
     State {
         constraints,
         defaulted,
+    }
+}
+
+/// What upstream's `DefaultSelector` is built from, gathered once per scheduling pass: the
+/// selectors of Services (by namespace) and of ReplicationControllers, ReplicaSets and
+/// StatefulSets (by kind, namespace and name, as a pod's controller reference names them).
+#[derive(Debug, Default)]
+pub struct Selecting {
+    services: HashMap<String, Vec<Selector>>,
+    controllers: HashMap<(&'static str, String, String), Selector>,
+}
+
+const RC: (&str, &str) = ("v1", "ReplicationController");
+const RS: (&str, &str) = ("apps/v1", "ReplicaSet");
+const STS: (&str, &str) = ("apps/v1", "StatefulSet");
+
+impl Selecting {
+    pub fn new(
+        services: &[Arc<Service>],
+        rcs: &[Arc<ReplicationController>],
+        rss: &[Arc<ReplicaSet>],
+        sets: &[Arc<StatefulSet>],
+    ) -> Selecting {
+        let mut out = Selecting::default();
+        for s in services {
+            // Upstream skips Services without a selector; an empty one selects nothing here.
+            if let Some(sel) = s.spec.as_ref().and_then(|s| s.selector.clone())
+                && !sel.is_empty()
+            {
+                let ns = s.metadata.namespace.clone().unwrap_or_default();
+                out.services
+                    .entry(ns)
+                    .or_default()
+                    .push(sel.into_iter().collect());
+            }
+        }
+        let mut add = |kind: &'static str, meta: &ObjectMeta, sel: Option<Selector>| {
+            if let Some(sel) = sel {
+                let key = (
+                    kind,
+                    meta.namespace.clone().unwrap_or_default(),
+                    meta.name.clone().unwrap_or_default(),
+                );
+                out.controllers.insert(key, sel);
+            }
+        };
+        for rc in rcs {
+            let sel = rc.spec.as_ref().and_then(|s| s.selector.clone());
+            add(RC.1, &rc.metadata, sel.map(|m| m.into_iter().collect()));
+        }
+        for rs in rss {
+            let sel = rs.spec.as_ref().map(|s| s.selector.clone());
+            add(RS.1, &rs.metadata, sel.and_then(|s| s.try_into().ok()));
+        }
+        for set in sets {
+            let sel = set.spec.as_ref().map(|s| s.selector.clone());
+            add(STS.1, &set.metadata, sel.and_then(|s| s.try_into().ok()));
+        }
+        out
+    }
+
+    /// Every requirement of the Services that select `pod` and of its controller (upstream's
+    /// `helper.DefaultSelector`); selects all when there is none.
+    pub fn default_selector(&self, pod: &Pod) -> Selector {
+        let empty = Default::default();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut out = Selector::default();
+        for s in self.services.get(&ns).into_iter().flatten() {
+            if s.matches(labels) {
+                out.extend(s.clone());
+            }
+        }
+        let owner = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        if let Some(o) = owner
+            && let Some(&(_, kind)) = [RC, RS, STS]
+                .iter()
+                .find(|(v, k)| *v == o.api_version && *k == o.kind)
+            && let Some(sel) = self.controllers.get(&(kind, ns, o.name.clone()))
+        {
+            out.extend(sel.clone());
+        }
+        out
     }
 }
 
