@@ -528,11 +528,7 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
         }
     }
     // Recorded pods that are gone or already released.
-    let still_tracked: BTreeSet<String> = owned
-        .iter()
-        .filter(|p| tracked(p))
-        .map(uid)
-        .collect();
+    let still_tracked: BTreeSet<String> = owned.iter().filter(|p| tracked(p)).map(uid).collect();
     moved_s += unc_s.iter().filter(|u| !still_tracked.contains(*u)).count();
     moved_f += unc_f.iter().filter(|u| !still_tracked.contains(*u)).count();
     unc_s.retain(|u| still_tracked.contains(u));
