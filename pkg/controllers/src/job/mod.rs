@@ -15,7 +15,7 @@
 
 mod policy;
 
-pub use policy::{Action, backoff_delay, compress, match_policy, parse_indexes};
+pub use policy::{Action, backoff_delay, compress, match_policy, parse_indexes, success_rule};
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -180,7 +180,10 @@ async fn orphaned(client: &Client, jobs: &Store<Job>, pod: &Pod) -> bool {
         return true;
     };
     let ns = pod.namespace().unwrap_or_default();
-    let cached = jobs.get(&ObjectRef::new(&owner.name).within(&ns));
+    // A deleted pod may be the garbage collector's work for a Job just gone: ask the API.
+    let cached = jobs
+        .get(&ObjectRef::new(&owner.name).within(&ns))
+        .filter(|_| pod.metadata.deletion_timestamp.is_none());
     if cached.is_some_and(|j| j.metadata.uid.as_deref() == Some(owner.uid.as_str())) {
         return false;
     }
@@ -215,8 +218,8 @@ fn set_condition(conds: &mut Vec<Value>, t: &str, status: &str, reason: &str, me
     }
 }
 
-/// Why the Job fails, if it does.
-type Failure = Option<(String, String)>;
+/// A verdict on the Job (failure or success) as condition reason and message.
+type Reason = Option<(String, String)>;
 
 async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error> {
     let ctx = &jctx.ctx;
@@ -279,7 +282,7 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
     let mut new_s: Vec<&Pod> = Vec::new();
     let mut new_f: Vec<&Pod> = Vec::new();
     let mut ignored: Vec<&Pod> = Vec::new();
-    let mut fail_job: Failure = None;
+    let mut fail_job: Reason = None;
     for p in owned.iter().filter(|p| tracked(p)) {
         let id = uid(p);
         if unc_s.contains(&id) || unc_f.contains(&id) {
@@ -374,7 +377,7 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
         0
     };
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let mut failure: Failure = condition(&conds, "FailureTarget")
+    let mut failure: Reason = condition(&conds, "FailureTarget")
         .filter(|c| c["status"] == "True")
         .map(|c| {
             let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
@@ -422,13 +425,37 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
                 })
             });
     }
-    let success = failure.is_none()
-        && (condition_true(&conds, "SuccessCriteriaMet")
-            || match spec.completions {
-                Some(c) if indexed => completed.len() as i32 >= c,
-                Some(c) => succeeded_total >= c,
-                None => succeeded_total > 0 && active.is_empty(),
-            });
+    let completions_reached = || {
+        (
+            "CompletionsReached".to_string(),
+            "Reached expected number of succeeded pods".to_string(),
+        )
+    };
+    let success: Reason = if failure.is_some() {
+        None
+    } else if let Some(c) =
+        condition(&conds, "SuccessCriteriaMet").filter(|c| c["status"] == "True")
+    {
+        let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+        Some((s("reason"), s("message")))
+    } else if let Some(i) = spec
+        .success_policy
+        .as_ref()
+        .filter(|_| indexed)
+        .and_then(|p| success_rule(p, &completed, n))
+    {
+        Some((
+            "SuccessPolicy".into(),
+            format!("Matched rules at index {i}"),
+        ))
+    } else {
+        match spec.completions {
+            Some(c) if indexed => completed.len() as i32 >= c,
+            Some(c) => succeeded_total >= c,
+            None => succeeded_total > 0 && active.is_empty(),
+        }
+        .then(completions_reached)
+    };
 
     // 3. Record what finished (and, on failure, every pod that is still running) before any
     //    finalizer goes.
@@ -474,16 +501,13 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
             set_condition(&mut conds, "FailureTarget", "True", reason, message);
             true
         }
-        None if success && !condition_true(&conds, "SuccessCriteriaMet") => {
-            set_condition(
-                &mut conds,
-                "SuccessCriteriaMet",
-                "True",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            );
-            true
-        }
+        None => match &success {
+            Some((reason, message)) if !condition_true(&conds, "SuccessCriteriaMet") => {
+                set_condition(&mut conds, "SuccessCriteriaMet", "True", reason, message);
+                true
+            }
+            _ => false,
+        },
         _ => false,
     };
     let mut rv = job.metadata.resource_version.clone();
@@ -549,7 +573,7 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
     } else {
         0
     };
-    if failure.is_some() || success || suspended {
+    if failure.is_some() || success.is_some() || suspended {
         crate::replicaset::manage_replicas(&ctx.client, &ctx.recorder, &job, &template, &active, 0)
             .await?;
         deleted = active.len();
@@ -647,21 +671,15 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
                 .event(&job, "Warning", reason, message.clone())
                 .await;
             finished_now = true;
-        } else if success {
-            set_condition(
-                &mut conds,
-                "Complete",
-                "True",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            );
+        } else if let Some((reason, message)) = &success {
+            set_condition(&mut conds, "Complete", "True", reason, message);
             ctx.recorder
                 .event(&job, "Normal", "Completed", "Job completed".into())
                 .await;
             finished_now = true;
         }
     }
-    if failure.is_none() && !success {
+    if failure.is_none() && success.is_none() {
         if suspended && !condition_true(&conds, "Suspended") {
             set_condition(
                 &mut conds,
@@ -708,11 +726,17 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
     if per_index.is_some() {
         new_status["failedIndexes"] = json!(compress(&failed_idx));
     }
-    if finished_now && success {
+    if finished_now && success.is_some() {
         new_status["completionTime"] = json!(kubox_core::meta::now_rfc3339());
     }
     let old = serde_json::to_value(&status)?;
-    let norm = |v: Option<&Value>| v.filter(|v| !v.is_null() && **v != json!({})).cloned();
+    let norm = |v: Option<&Value>| {
+        let mut v = v.cloned().unwrap_or(Value::Null);
+        if let Some(m) = v.as_object_mut() {
+            m.retain(|_, x| !x.is_null());
+        }
+        (!v.is_null() && v != json!({})).then_some(v)
+    };
     let changed = new_status
         .as_object()
         .into_iter()
@@ -733,7 +757,7 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
         return Ok(Requeue::requeue(Duration::from_secs(1)));
     }
     let deadline_left = match (spec.active_deadline_seconds, start_time) {
-        (Some(d), Some(start)) if failure.is_none() && !success => {
+        (Some(d), Some(start)) if failure.is_none() && success.is_none() => {
             let left = start.as_second() + d - now.as_second();
             Some(Duration::from_secs(left.max(1) as u64))
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::PodFailurePolicy;
+use k8s_openapi::api::batch::v1::{PodFailurePolicy, SuccessPolicy};
 use k8s_openapi::api::core::v1::Pod;
 
 /// What a podFailurePolicy rule does with a failed pod.
@@ -95,6 +95,30 @@ pub fn match_policy(policy: &PodFailurePolicy, pod: &Pod) -> Option<Matched> {
         }
     }
     None
+}
+
+/// The first `successPolicy` rule the succeeded indexes satisfy (Indexed Jobs): all of its
+/// `succeededIndexes`, or `succeededCount` of them (of any index without a list).
+pub fn success_rule(
+    policy: &SuccessPolicy,
+    completed: &BTreeSet<i32>,
+    completions: i32,
+) -> Option<usize> {
+    policy.rules.iter().position(|r| {
+        let within = r
+            .succeeded_indexes
+            .as_deref()
+            .map(|s| parse_indexes(s, completions));
+        let done = match &within {
+            Some(w) => w.intersection(completed).count(),
+            None => completed.len(),
+        };
+        match (r.succeeded_count, &within) {
+            (Some(c), _) => done as i32 >= c,
+            (None, Some(w)) => !w.is_empty() && done == w.len(),
+            (None, None) => false,
+        }
+    })
 }
 
 /// The delay before a replacement after `failures` failures since the last success:
@@ -207,6 +231,22 @@ mod tests {
             json!([{"type": "DisruptionTarget", "status": "False"}]),
         );
         assert!(match_policy(&p, &not_true).is_none());
+    }
+
+    #[test]
+    fn success_policies_need_their_indexes_or_count() {
+        let p: SuccessPolicy = serde_json::from_value(json!({"rules": [
+            {"succeededIndexes": "0,2-3"},
+            {"succeededIndexes": "4-9", "succeededCount": 2},
+        ]}))
+        .unwrap();
+        assert_eq!(success_rule(&p, &[0, 2].into(), 10), None);
+        assert_eq!(success_rule(&p, &[0, 2, 3].into(), 10), Some(0));
+        assert_eq!(success_rule(&p, &[1, 5, 9].into(), 10), Some(1));
+        let count: SuccessPolicy =
+            serde_json::from_value(json!({"rules": [{"succeededCount": 1}]})).unwrap();
+        assert_eq!(success_rule(&count, &[7].into(), 10), Some(0));
+        assert_eq!(success_rule(&count, &[].into(), 10), None);
     }
 
     #[test]
