@@ -14,6 +14,9 @@
 //! any more lose the finalizer (`release_orphans`).
 
 mod policy;
+mod tracking;
+
+use tracking::{index_of, phase, terminal, terminating, tracked, uid};
 
 pub use policy::{Action, backoff_delay, compress, match_policy, parse_indexes, success_rule};
 
@@ -36,7 +39,7 @@ use crate::pods;
 
 /// The finalizer on every pod a Job creates, until the pod is counted in the Job's status.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
-const INDEX: &str = "batch.kubernetes.io/job-completion-index";
+pub(crate) const INDEX: &str = "batch.kubernetes.io/job-completion-index";
 const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
 
 /// The controller's waiting periods.
@@ -84,33 +87,6 @@ pub async fn run(client: Client, cfg: JobConfig) {
         .run(reconcile, crate::retry_soon, ctx)
         .for_each(|_| async {});
     tokio::join!(reconciling, release_orphans(client, jobs));
-}
-
-fn phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
-fn terminal(p: &Pod) -> bool {
-    matches!(phase(p), "Succeeded" | "Failed")
-}
-
-fn terminating(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_some() && !terminal(p)
-}
-
-fn index_of(p: &Pod) -> Option<i32> {
-    p.annotations().get(INDEX).and_then(|i| i.parse().ok())
-}
-
-fn tracked(p: &Pod) -> bool {
-    p.finalizers().iter().any(|f| f == TRACKING_FINALIZER)
-}
-
-fn uid(p: &Pod) -> String {
-    p.metadata.uid.clone().unwrap_or_default()
 }
 
 /// When the pod's last container finished (upstream's getFinishedTime), else now.
@@ -279,46 +255,19 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
             .filter(|_| phase(p) == "Failed")
             .and_then(|pol| match_policy(pol, p))
     };
-    let mut new_s: Vec<&Pod> = Vec::new();
-    let mut new_f: Vec<&Pod> = Vec::new();
-    let mut ignored: Vec<&Pod> = Vec::new();
-    let mut fail_job: Reason = None;
-    for p in owned.iter().filter(|p| tracked(p)) {
-        let id = uid(p);
-        if unc_s.contains(&id) || unc_f.contains(&id) {
-            continue;
-        }
-        if phase(p) == "Succeeded" {
-            new_s.push(p);
-            continue;
-        }
-        let failed = phase(p) == "Failed" || (terminating(p) && !only_failed);
-        if suspended {
-            // Pods deleted by a suspension are not failures.
-            if failed || terminating(p) {
-                ignored.push(p);
-            }
-            continue;
-        }
-        if !failed {
-            continue;
-        }
-        match action_of(p) {
-            Some(m) if m.action == Action::Ignore => ignored.push(p),
-            Some(m) => {
-                if m.action == Action::FailJob && fail_job.is_none() {
-                    fail_job = Some(("PodFailurePolicy".into(), m.message));
-                }
-                if m.action == Action::FailIndex
-                    && let Some(i) = valid_index(p)
-                {
-                    failed_idx.insert(i);
-                }
-                new_f.push(p);
-            }
-            None => new_f.push(p),
-        }
-    }
+    let found = tracking::classify(
+        &owned,
+        &unc_s,
+        &unc_f,
+        &tracking::Rules {
+            policy: spec.pod_failure_policy.as_ref(),
+            only_failed,
+            suspended,
+        },
+    );
+    let (new_s, mut new_f, ignored) = (found.succeeded, found.failed, found.ignored);
+    let fail_job: Reason = found.fail_job.map(|m| ("PodFailurePolicy".into(), m));
+    failed_idx.extend(found.fail_index.iter().filter_map(|p| valid_index(p)));
     for p in &new_s {
         if let Some(i) = valid_index(p).filter(|_| indexed) {
             completed.insert(i);
