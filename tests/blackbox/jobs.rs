@@ -299,7 +299,7 @@ spec:
 
 #[test]
 fn job_pods_are_tracked_by_finalizer_disruptions_ignored_and_suspension_resumes() {
-    let s = ready_node_with(FAST_BACKOFF);
+    let mut s = ready_node_with(FAST_BACKOFF);
     s.k_in(
         KUBECTL_NEW,
         &["apply", "-f", "-"],
@@ -492,4 +492,37 @@ spec:
             "--timeout=50s",
         ],
     );
+
+    // Killed in the middle of a job, the controller picks up where the status says: every
+    // success counted exactly once, no pod run twice.
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: steady}
+spec:
+  completions: 4
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: docker.io/library/busybox:test, command: [sh, -c, "sleep 2"]}]
+"#,
+    );
+    let started = eventually(Duration::from_secs(40), || {
+        job_pods(&s, "steady")
+            .iter()
+            .any(|p| p["status"]["phase"] == "Succeeded")
+            .then_some(())
+    });
+    assert!(started.is_some(), "no pod of job steady succeeded");
+    s.restart_node_process("KILL");
+    wait_for(&s, "steady", "complete");
+    let steady = job(&s, "steady");
+    assert_eq!(steady["status"]["succeeded"], 4, "{steady}");
+    let pods = job_pods(&s, "steady");
+    assert_eq!(pods.len(), 4, "one pod per completion");
+    assert!(pods.iter().all(|p| p["metadata"]["finalizers"].is_null()));
 }

@@ -536,17 +536,24 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
             None if succeeded_total > 0 => active.len().min(parallelism),
             None => parallelism,
         };
-        let delay = {
-            let backoffs = jctx.backoffs.lock().unwrap_or_else(|e| e.into_inner());
-            backoffs.get(&job_uid).map_or(Duration::ZERO, |r| {
-                let d = backoff_delay(
-                    r.failures,
-                    jctx.cfg.pod_failure_backoff,
-                    jctx.cfg.pod_failure_max_backoff,
-                );
-                let until = r.last_failure.as_millisecond() + d.as_millis() as i64;
-                Duration::from_millis((until - now.as_millisecond()).max(0) as u64)
-            })
+        let wait_after = |failures: u32, last: jiff::Timestamp| {
+            let d = backoff_delay(
+                failures,
+                jctx.cfg.pod_failure_backoff,
+                jctx.cfg.pod_failure_max_backoff,
+            );
+            let until = last.as_millisecond() + d.as_millis() as i64;
+            Duration::from_millis((until - now.as_millisecond()).max(0) as u64)
+        };
+        // With backoffLimitPerIndex each index waits after its own failures (below).
+        let delay = match per_index {
+            Some(_) => Duration::ZERO,
+            None => {
+                let backoffs = jctx.backoffs.lock().unwrap_or_else(|e| e.into_inner());
+                backoffs
+                    .get(&job_uid)
+                    .map_or(Duration::ZERO, |r| wait_after(r.failures, r.last_failure))
+            }
         };
         if active.len() > want {
             crate::replicaset::manage_replicas(
@@ -577,9 +584,25 @@ async fn reconcile(cached: Arc<Job>, jctx: Arc<JobCtx>) -> Result<Requeue, Error
                 .filter(|p| pods::is_active(p) || (only_failed && terminating(p)))
                 .filter_map(index_of)
                 .collect();
-            let missing = (0..n)
-                .filter(|i| !completed.contains(i) && !failed_idx.contains(i) && !busy.contains(i));
-            for i in missing.take(want - active.len() - waiting) {
+            let mut missing: Vec<i32> = (0..n)
+                .filter(|i| !completed.contains(i) && !failed_idx.contains(i) && !busy.contains(i))
+                .collect();
+            if per_index.is_some() {
+                missing.retain(|i| {
+                    let failures = index_failures.get(i).copied().unwrap_or(0);
+                    let last = owned
+                        .iter()
+                        .filter(|p| phase(p) == "Failed" && valid_index(p) == Some(*i))
+                        .map(|p| finished_at(p, now))
+                        .max();
+                    let wait = last.map_or(Duration::ZERO, |l| wait_after(failures as u32, l));
+                    if !wait.is_zero() {
+                        requeue = Some(requeue.map_or(wait, |r: Duration| r.min(wait)));
+                    }
+                    wait.is_zero()
+                });
+            }
+            for i in missing.into_iter().take(want - active.len() - waiting) {
                 let pod = indexed_pod(&job, &template, &ns, i, index_failures.get(&i).copied());
                 match pod_api.create(&PostParams::default(), &pod).await {
                     Ok(p) => {
