@@ -136,6 +136,13 @@ pub struct ServerArgs {
     /// How far back the autoscaler looks for a higher recommendation before scaling down.
     #[arg(long, hide = true, default_value = "5m", value_parser = go_duration)]
     pub horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+    /// The Job controller's first delay before replacing a failed pod, doubled per failure
+    /// (a constant upstream: kube-controller-manager has no such flag).
+    #[arg(long, hide = true, default_value = "10s", value_parser = go_duration)]
+    pub job_pod_failure_backoff: std::time::Duration,
+    /// The Job controller's longest delay before replacing a failed pod.
+    #[arg(long, hide = true, default_value = "6m", value_parser = go_duration)]
+    pub job_pod_failure_max_backoff: std::time::Duration,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -268,6 +275,10 @@ impl ServerArgs {
                     .horizontal_pod_autoscaler_sync_period
                     .max(std::time::Duration::from_secs(1)),
                 downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+            },
+            job: kubox_server::JobConfig {
+                pod_failure_backoff: self.job_pod_failure_backoff,
+                pod_failure_max_backoff: self.job_pod_failure_max_backoff,
             },
         };
         cfg.check().map_err(|e| e.to_string())?;

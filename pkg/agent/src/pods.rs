@@ -65,7 +65,7 @@ pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<PodState>) {
         let current = rx.borrow_and_update().clone();
         let Some(pod) = current else {
             if let Some(pod) = &last {
-                let _ = w.kill_pod(pod, 0).await;
+                let _ = w.stop_sandboxes(&spec::pod_uid(pod), 0).await;
                 crate::volumes::cleanup(&w.ctx, &spec::pod_uid(pod));
             }
             return;
@@ -153,6 +153,7 @@ impl Worker {
         if pod.metadata.deletion_timestamp.is_some() {
             let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
             self.kill_pod(pod, grace).await?;
+            self.report_terminal(pod).await?;
             crate::volumes::cleanup(&self.ctx, &uid);
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
@@ -661,7 +662,7 @@ impl Worker {
 
     /// Runs the running containers' preStop hooks (together, within `grace` seconds), then
     /// stops every container (SIGTERM, then SIGKILL after the grace left, at least 2 s as
-    /// upstream) and the sandbox.
+    /// upstream); the sandboxes stay for the final status ([`Self::report_terminal`]).
     async fn kill_pod(&mut self, pod: &Pod, grace: i64) -> SyncResult<()> {
         let uid = spec::pod_uid(pod);
         let started = Instant::now();
@@ -694,7 +695,60 @@ impl Worker {
             let _ = tokio::time::timeout(limit, futures::future::join_all(hooks)).await;
         }
         let left = (grace - started.elapsed().as_secs() as i64).max(if grace > 0 { 2 } else { 0 });
-        self.stop_sandboxes(&uid, left).await
+        self.stop_containers(&uid, left).await.map(|_| ())
+    }
+
+    /// A deleted pod's last status, as the kubelet writes it before the pod may go: a phase
+    /// that is terminal (Succeeded only if every container succeeded) with the containers'
+    /// exit codes, unless the pod already finished. Then its sandboxes go.
+    async fn report_terminal(&mut self, pod: &Pod) -> SyncResult<()> {
+        let uid = spec::pod_uid(pod);
+        let sandboxes = self.stop_containers(&uid, 0).await?;
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let mut finished = matches!(phase, Some("Succeeded" | "Failed"));
+        if !finished && sandboxes.is_empty() {
+            // Nothing ran here, or an earlier worker already reported: ask the API.
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
+            let current = api
+                .get_opt(pod.metadata.name.as_deref().unwrap_or_default())
+                .await?;
+            finished = current.as_ref().is_none_or(|p| {
+                p.metadata.uid != pod.metadata.uid
+                    || matches!(
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    )
+            });
+        }
+        if !finished {
+            let ip = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default();
+            let mut status =
+                crate::status::compute(self, pod, sandboxes.first().map(String::as_str), &ip)
+                    .await?;
+            if status["phase"] != "Succeeded" {
+                status["phase"] = json!("Failed");
+            }
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
+            match api
+                .patch_status(
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({ "status": status })),
+                )
+                .await
+            {
+                Ok(_) => self.last_status = status,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.stop_sandboxes(&uid, 0).await
     }
 
     /// The running containers of the pod with their specs and CRI ids.
@@ -737,9 +791,12 @@ impl Worker {
         Ok(out)
     }
 
-    async fn stop_sandboxes(&mut self, uid: &str, grace: i64) -> SyncResult<()> {
-        let mut cri = self.ctx.cri.runtime.clone();
+    /// Stops the pod's running containers (SIGTERM, SIGKILL after `grace` seconds); returns
+    /// the ids of its sandboxes.
+    async fn stop_containers(&mut self, uid: &str, grace: i64) -> SyncResult<Vec<String>> {
+        let cri = self.ctx.cri.runtime.clone();
         let sandboxes = cri
+            .clone()
             .list_pod_sandbox(api::ListPodSandboxRequest {
                 filter: Some(api::PodSandboxFilter {
                     label_selector: [(LABEL_POD_UID.to_string(), uid.to_string())].into(),
@@ -749,7 +806,7 @@ impl Worker {
             .await?
             .into_inner()
             .items;
-        for s in sandboxes {
+        for s in &sandboxes {
             let containers = containers_in(&self.ctx.cri, &s.id).await?;
             let stops = containers
                 .iter()
@@ -767,14 +824,21 @@ impl Worker {
                     }
                 });
             futures::future::join_all(stops).await;
+        }
+        Ok(sandboxes.into_iter().map(|s| s.id).collect())
+    }
+
+    /// Stops the pod's containers (see [`Self::stop_containers`]), then stops and removes its
+    /// sandboxes.
+    async fn stop_sandboxes(&mut self, uid: &str, grace: i64) -> SyncResult<()> {
+        let mut cri = self.ctx.cri.runtime.clone();
+        for id in self.stop_containers(uid, grace).await? {
             cri.stop_pod_sandbox(api::StopPodSandboxRequest {
-                pod_sandbox_id: s.id.clone(),
+                pod_sandbox_id: id.clone(),
             })
             .await?;
-            cri.remove_pod_sandbox(api::RemovePodSandboxRequest {
-                pod_sandbox_id: s.id.clone(),
-            })
-            .await?;
+            cri.remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await?;
         }
         Ok(())
     }

@@ -195,13 +195,21 @@ pub(crate) async fn compute(
         c
     };
     let ready = all_ready && phase == "Running";
-    let conditions = vec![
+    let mut conditions = vec![
         cond("PodReadyToStartContainers", sandbox_id.is_some(), None),
         cond("Initialized", initialized, Some("ContainersNotInitialized")),
         cond("Ready", ready, Some("ContainersNotReady")),
         cond("ContainersReady", ready, Some("ContainersNotReady")),
         cond("PodScheduled", true, None),
     ];
+    // Conditions others own (DisruptionTarget, readiness gates) are kept as they are.
+    let own: Vec<Value> = conditions.iter().map(|c| c["type"].clone()).collect();
+    conditions.extend(
+        old_conditions
+            .iter()
+            .filter(|c| !own.contains(&c["type"]))
+            .cloned(),
+    );
     let start_time = pod
         .status
         .as_ref()

@@ -69,6 +69,8 @@ pub struct ControllersConfig {
     pub csr_signing: certificates::SigningConfig,
     /// The HorizontalPodAutoscaler controller's periods.
     pub hpa: hpa::HpaConfig,
+    /// The Job controller's pod failure back-off.
+    pub job: job::JobConfig,
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -78,7 +80,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(replicaset::run(client.clone())),
         tokio::spawn(replicationcontroller::run(client.clone())),
         tokio::spawn(deployment::run(client.clone())),
-        tokio::spawn(job::run(client.clone())),
+        tokio::spawn(job::run(client.clone(), cfg.job.clone())),
         tokio::spawn(cronjob::run(client.clone())),
         tokio::spawn(daemonset::run(client.clone())),
         tokio::spawn(statefulset::run(client.clone())),

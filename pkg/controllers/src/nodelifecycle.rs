@@ -368,6 +368,13 @@ impl NodeLifecycle {
                 .await;
             let api: Api<Pod> =
                 Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+            let condition = crate::pods::disruption_target(
+                "DeletionByTaintManager",
+                "Taint manager: deleting due to NoExecute taint",
+            );
+            if let Err(e) = crate::pods::set_condition(&api, &pod, condition).await {
+                tracing::debug!(error = %e, pod = %pod_ref(&pod), "marking an evicted pod failed");
+            }
             match api.delete(&pod.name_any(), &DeleteParams::default()).await {
                 Ok(_) => {
                     tracing::info!(pod = %pod_ref(&pod), node = %node, "taint manager evicted pod");

@@ -172,3 +172,40 @@ pub fn scaled_value(
         }
     }
 }
+
+/// Sets `condition` (a PodCondition as JSON) on the pod's status, replacing one of its type.
+pub async fn set_condition(
+    api: &kube::Api<Pod>,
+    pod: &Pod,
+    condition: serde_json::Value,
+) -> Result<Pod, kube::Error> {
+    use kube::ResourceExt;
+    let mut conditions: Vec<serde_json::Value> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.type_ != condition["type"])
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    conditions.push(condition);
+    let patch = serde_json::json!({"status": {"conditions": conditions}});
+    api.patch_status(
+        &pod.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+}
+
+/// The `DisruptionTarget` condition upstream sets on a pod it is about to delete.
+pub fn disruption_target(reason: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": kubox_core::meta::now_rfc3339(),
+    })
+}

@@ -9,6 +9,7 @@ mod error;
 
 pub use error::Error;
 pub use kubox_controllers::hpa::HpaConfig;
+pub use kubox_controllers::job::JobConfig;
 pub use kubox_controllers::nodelifecycle::NodeLifecycleConfig;
 
 use kubox_apiserver::authn::User;
@@ -65,6 +66,8 @@ pub struct ServerConfig {
     pub metric_resolution: std::time::Duration,
     /// The HorizontalPodAutoscaler controller's sync period and downscale stabilization.
     pub hpa: kubox_controllers::hpa::HpaConfig,
+    /// The Job controller's pod failure back-off (10 s doubling, at most 6 min).
+    pub job: kubox_controllers::job::JobConfig,
 }
 
 impl ServerConfig {
@@ -109,6 +112,7 @@ impl ServerConfig {
             service_account_extend_token_expiration: true,
             metric_resolution: kubox_apiserver::metrics::DEFAULT_RESOLUTION,
             hpa: Default::default(),
+            job: Default::default(),
         }
     }
 
@@ -380,6 +384,7 @@ pub async fn run(
                 node_lifecycle: cfg.node_lifecycle.clone(),
                 csr_signing: csr_signing(&pki),
                 hpa: cfg.hpa.clone(),
+                job: cfg.job.clone(),
             },
         ));
     }

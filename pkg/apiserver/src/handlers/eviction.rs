@@ -44,12 +44,50 @@ pub async fn evict(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             }
         }
     }
+    if !opts.dry_run {
+        mark_disruption_target(ctx).await?;
+    }
     delete_one(ctx, ctx.name(), &opts).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                 "status": "Success", "code": 201}),
     ))
+}
+
+/// Gives a pod that is not finished the `DisruptionTarget` condition upstream's eviction sets
+/// (`EvictionByEvictionAPI`) before it is deleted, so Jobs' podFailurePolicy can see why it
+/// went.
+async fn mark_disruption_target(ctx: &Ctx) -> ApiResult<()> {
+    for _ in 0..20 {
+        let (pod, rev) = super::read_object(ctx).await?;
+        let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            return Ok(());
+        }
+        let mut new = pod.clone();
+        let condition = json!({"type": "DisruptionTarget", "status": "True",
+            "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting",
+            "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
+        let mut conditions: Vec<Value> = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c["type"] != "DisruptionTarget")
+            .cloned()
+            .collect();
+        conditions.push(condition);
+        new["status"]["conditions"] = json!(conditions);
+        let mut status_ctx = ctx.clone();
+        status_ctx.info.verb = "update".into();
+        status_ctx.info.subresource = Some("status".into());
+        match write_update(&status_ctx, &pod, new, rev, "kube-apiserver", false).await {
+            Err(e) if e.code == 409 => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+    Err(ApiError::stale("pods", "", ctx.name()))
 }
 
 /// Pods whose eviction no budget guards: not yet running, finished, or already deleting.

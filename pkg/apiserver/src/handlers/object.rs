@@ -344,7 +344,7 @@ pub fn prepare_for_update(ctx: &Ctx, old: &Value, mut new: Value) -> ApiResult<V
 }
 
 /// Writes an update conditioned on `expected_rev`. A deleting object whose last finalizer
-/// is removed is deleted instead. Returns the object as stored, with its new resourceVersion.
+/// is removed is deleted instead, unless it is still in its grace period. Returns the object as stored, with its new resourceVersion.
 pub async fn commit_update(
     ctx: &Ctx,
     new: Value,
@@ -363,7 +363,13 @@ pub async fn commit_update(
     let namespace_held = ctx.def.group.is_empty()
         && ctx.def.kind == "Namespace"
         && super::delete::has_spec_finalizers(&new);
-    if deleting && meta::finalizers(&new).is_empty() && !namespace_held {
+    // A pod in its grace period stays until its kubelet ends it (upstream's
+    // ShouldDeleteDuringUpdate: only a zero deletionGracePeriodSeconds deletes).
+    let graceful = new
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|g| g > 0);
+    if deleting && meta::finalizers(&new).is_empty() && !namespace_held && !graceful {
         // Last finalizer gone: the object goes away now.
         let bytes = storage::encode(&stored)?;
         ctx.state

@@ -563,14 +563,11 @@ impl Scheduler {
         for v in victims {
             let vns = v.namespace().unwrap_or_default();
             let vapi: Api<Pod> = Api::namespaced(self.client.clone(), &vns);
-            let condition = json!({
-                "type": "DisruptionTarget",
-                "status": "True",
-                "reason": "PreemptionByScheduler",
-                "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
-                "lastTransitionTime": kubox_core::meta::now_rfc3339(),
-            });
-            if let Err(e) = set_condition(&vapi, v, condition).await {
+            let condition = crate::pods::disruption_target(
+                "PreemptionByScheduler",
+                &format!("{scheduler}: preempting to accommodate a higher priority pod"),
+            );
+            if let Err(e) = crate::pods::set_condition(&vapi, v, condition).await {
                 tracing::debug!(error = %e, pod = %v.name_any(), "marking a victim failed");
             }
             match vapi.delete(&v.name_any(), &DeleteParams::default()).await {
@@ -621,7 +618,7 @@ impl Scheduler {
             "lastProbeTime": null,
             "lastTransitionTime": kubox_core::meta::now_rfc3339(),
         });
-        if let Err(e) = set_condition(&api, pod, condition).await {
+        if let Err(e) = crate::pods::set_condition(&api, pod, condition).await {
             tracing::debug!(error = %e, pod = %pod.name_any(), "recording PodScheduled=False failed");
             return;
         }
@@ -634,30 +631,6 @@ impl Scheduler {
 
 /// The pod's status conditions but those of type `kind`, as JSON for a merge patch.
 /// Writes `condition` into `pod`'s status, replacing the one of its type.
-async fn set_condition(
-    api: &Api<Pod>,
-    pod: &Pod,
-    condition: serde_json::Value,
-) -> Result<Pod, kube::Error> {
-    let mut conditions: Vec<serde_json::Value> = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|c| c.type_ != condition["type"])
-        .filter_map(|c| serde_json::to_value(c).ok())
-        .collect();
-    conditions.push(condition);
-    let patch = json!({"status": {"conditions": conditions}});
-    api.patch_status(
-        &pod.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-}
-
 async fn bind(client: &Client, pod: &Pod, node: &str) -> bool {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);

@@ -71,6 +71,7 @@ fn validate_job_spec(
         }
     }
     validate_template(errs, spec.get("template"), &tpath, &[]);
+    validate_failure_handling(errs, spec, path);
     let rp = spec
         .pointer("/template/spec/restartPolicy")
         .and_then(Value::as_str)
@@ -80,6 +81,213 @@ fn validate_job_spec(
             &format!("{tpath}.spec.restartPolicy"),
             RESTART_DETAIL,
         ));
+    }
+}
+
+/// Upstream's limits on `podFailurePolicy`.
+const MAX_POLICY_RULES: usize = 20;
+const MAX_EXIT_CODES: usize = 255;
+const MAX_POD_CONDITIONS: usize = 20;
+
+/// `podFailurePolicy`, `backoffLimitPerIndex`/`maxFailedIndexes` and what they require of
+/// the rest of the spec, with upstream's messages.
+fn validate_failure_handling(errs: &mut Vec<FieldError>, spec: &Value, path: &str) {
+    let indexed = s(spec, "completionMode") == "Indexed";
+    let per_index = spec.get("backoffLimitPerIndex").filter(|v| !v.is_null());
+    non_negative(errs, per_index, &format!("{path}.backoffLimitPerIndex"));
+    if let Some(v) = per_index
+        && !indexed
+    {
+        errs.push(FieldError::invalid(
+            &format!("{path}.backoffLimitPerIndex"),
+            v,
+            "requires indexed completion mode",
+        ));
+    }
+    if let Some(m) = spec.get("maxFailedIndexes").filter(|v| !v.is_null()) {
+        non_negative(errs, Some(m), &format!("{path}.maxFailedIndexes"));
+        if per_index.is_none() {
+            errs.push(FieldError::required(
+                &format!("{path}.backoffLimitPerIndex"),
+                "when maxFailedIndexes is specified",
+            ));
+        }
+        if let (Some(max), Some(c)) = (m.as_i64(), spec.get("completions").and_then(Value::as_i64))
+            && max > c
+        {
+            errs.push(FieldError::invalid(
+                &format!("{path}.maxFailedIndexes"),
+                m,
+                "must be less than or equal to completions",
+            ));
+        }
+    }
+    let Some(policy) = spec.get("podFailurePolicy").filter(|v| !v.is_null()) else {
+        return;
+    };
+    let rp = spec
+        .pointer("/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if rp != "Never" {
+        errs.push(FieldError::invalid_str(
+            &format!("{path}.template.spec.restartPolicy"),
+            rp,
+            "only \"Never\" is supported when podFailurePolicy is specified",
+        ));
+    }
+    if let Some(v) = spec
+        .get("podReplacementPolicy")
+        .filter(|v| v.as_str().is_some_and(|p| p != "Failed"))
+    {
+        errs.push(FieldError::not_supported(
+            &format!("{path}.podReplacementPolicy"),
+            v,
+            &["Failed"],
+        ));
+    }
+    let containers: Vec<&str> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| spec.pointer(&format!("/template/spec/{k}")))
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let rules_path = format!("{path}.podFailurePolicy.rules");
+    let rules = policy
+        .get("rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if rules.len() > MAX_POLICY_RULES {
+        errs.push(FieldError::too_many(
+            &rules_path,
+            rules.len(),
+            MAX_POLICY_RULES,
+        ));
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        let rule_path = format!("{rules_path}[{i}]");
+        let action_path = format!("{rule_path}.action");
+        match s(rule, "action") {
+            "" => errs.push(FieldError::required(
+                &action_path,
+                "valid values: [\"Count\" \"FailIndex\" \"FailJob\" \"Ignore\"]",
+            )),
+            "FailIndex" if per_index.is_none() => errs.push(FieldError::invalid_str(
+                &action_path,
+                "FailIndex",
+                "requires the backoffLimitPerIndex to be set",
+            )),
+            "FailIndex" | "FailJob" | "Ignore" | "Count" => {}
+            other => errs.push(FieldError::not_supported(
+                &action_path,
+                &json!(other),
+                &["Count", "FailIndex", "FailJob", "Ignore"],
+            )),
+        }
+        let exit_codes = rule.get("onExitCodes").filter(|v| !v.is_null());
+        let conditions = rule
+            .get("onPodConditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let both = exit_codes.is_some() && !conditions.is_empty();
+        let neither = exit_codes.is_none() && conditions.is_empty();
+        if both || neither {
+            let detail = if both {
+                "specifying both OnExitCodes and OnPodConditions is not supported"
+            } else {
+                "specifying one of OnExitCodes and OnPodConditions is required"
+            };
+            errs.push(FieldError::new(
+                "FieldValueInvalid",
+                &rule_path,
+                format!("Invalid value: {detail}"),
+            ));
+        }
+        if let Some(req) = exit_codes {
+            validate_on_exit_codes(errs, req, &format!("{rule_path}.onExitCodes"), &containers);
+        }
+        let cpath = format!("{rule_path}.onPodConditions");
+        if conditions.len() > MAX_POD_CONDITIONS {
+            errs.push(FieldError::too_many(
+                &cpath,
+                conditions.len(),
+                MAX_POD_CONDITIONS,
+            ));
+        }
+        for (j, pattern) in conditions.iter().enumerate() {
+            let ppath = format!("{cpath}[{j}]");
+            if s(pattern, "type").is_empty() {
+                errs.push(FieldError::required(&format!("{ppath}.type"), ""));
+            }
+            one_of(
+                errs,
+                pattern.get("status"),
+                &format!("{ppath}.status"),
+                &["False", "True", "Unknown"],
+            );
+        }
+    }
+}
+
+fn validate_on_exit_codes(
+    errs: &mut Vec<FieldError>,
+    req: &Value,
+    path: &str,
+    containers: &[&str],
+) {
+    if let Some(name) = req.get("containerName").and_then(Value::as_str)
+        && !containers.contains(&name)
+    {
+        errs.push(FieldError::invalid_str(
+            &format!("{path}.containerName"),
+            name,
+            "must be one of the container or initContainer names in the pod template",
+        ));
+    }
+    let op = s(req, "operator");
+    if op != "In" && op != "NotIn" {
+        errs.push(FieldError::not_supported(
+            &format!("{path}.operator"),
+            &json!(op),
+            &["In", "NotIn"],
+        ));
+    }
+    let vpath = format!("{path}.values");
+    let values: Vec<i64> = req
+        .get("values")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_i64)
+        .collect();
+    if values.is_empty() {
+        errs.push(FieldError::invalid_raw(
+            &vpath,
+            "[]int32(nil)",
+            "at least one value is required",
+        ));
+    }
+    if values.len() > MAX_EXIT_CODES {
+        errs.push(FieldError::too_many(&vpath, values.len(), MAX_EXIT_CODES));
+    }
+    for (j, v) in values.iter().enumerate() {
+        let at = format!("{vpath}[{j}]");
+        if values[..j].contains(v) {
+            errs.push(FieldError::duplicate(&at, &json!(v)));
+        }
+        if op == "In" && *v == 0 {
+            errs.push(FieldError::invalid(
+                &at,
+                &json!(v),
+                "must not be 0 for the In operator",
+            ));
+        }
+        if j > 0 && values[j - 1] > *v {
+            errs.push(FieldError::invalid(&at, &json!(v), "must be ordered"));
+        }
     }
 }
 
@@ -453,6 +661,74 @@ mod tests {
 
     fn fields(e: &[FieldError]) -> Vec<&str> {
         e.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn pod_failure_policies_are_checked_with_upstreams_messages() {
+        let mut s = good_job_spec();
+        s["podFailurePolicy"] = json!({"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]});
+        assert!(validate("batch", "v1", "Job", &job(s.clone()), None).is_empty());
+
+        let mut bad = s.clone();
+        bad["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        bad["podReplacementPolicy"] = json!("TerminatingOrFailed");
+        bad["podFailurePolicy"]["rules"][0]["onExitCodes"] =
+            json!({"containerName": "x", "operator": "In", "values": [0, 3, 1, 3]});
+        bad["podFailurePolicy"]["rules"][1]["action"] = json!("FailIndex");
+        bad["podFailurePolicy"]["rules"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"action": "Count"}));
+        let e = validate("batch", "v1", "Job", &job(bad), None);
+        let msgs: Vec<String> = e
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        for want in [
+            "spec.template.spec.restartPolicy: Invalid value: \"OnFailure\": only \"Never\" is supported when podFailurePolicy is specified",
+            "spec.podReplacementPolicy: Unsupported value: \"TerminatingOrFailed\": supported values: \"Failed\"",
+            "spec.podFailurePolicy.rules[0].onExitCodes.containerName: Invalid value: \"x\": must be one of the container or initContainer names in the pod template",
+            "spec.podFailurePolicy.rules[0].onExitCodes.values[0]: Invalid value: 0: must not be 0 for the In operator",
+            "spec.podFailurePolicy.rules[0].onExitCodes.values[2]: Invalid value: 1: must be ordered",
+            "spec.podFailurePolicy.rules[0].onExitCodes.values[3]: Duplicate value: 3",
+            "spec.podFailurePolicy.rules[1].action: Invalid value: \"FailIndex\": requires the backoffLimitPerIndex to be set",
+            "spec.podFailurePolicy.rules[2]: Invalid value: specifying one of OnExitCodes and OnPodConditions is required",
+        ] {
+            assert!(
+                msgs.iter().any(|m| m == want),
+                "missing {want:?} in {msgs:#?}"
+            );
+        }
+
+        let mut many = s.clone();
+        many["podFailurePolicy"]["rules"] =
+            json!(vec![s["podFailurePolicy"]["rules"][1].clone(); 21]);
+        let e = validate("batch", "v1", "Job", &job(many), None);
+        assert_eq!(e[0].message, "Too many: 21: must have at most 20 items");
+    }
+
+    #[test]
+    fn per_index_limits_need_indexed_jobs() {
+        let mut s = good_job_spec();
+        s["backoffLimitPerIndex"] = json!(1);
+        s["maxFailedIndexes"] = json!(5);
+        s["completions"] = json!(3);
+        let e = validate("batch", "v1", "Job", &job(s.clone()), None);
+        assert_eq!(
+            fields(&e),
+            ["spec.backoffLimitPerIndex", "spec.maxFailedIndexes"],
+            "{e:?}"
+        );
+        assert_eq!(
+            e[0].message,
+            "Invalid value: 1: requires indexed completion mode"
+        );
+        s["completionMode"] = json!("Indexed");
+        s["maxFailedIndexes"] = json!(2);
+        assert!(validate("batch", "v1", "Job", &job(s), None).is_empty());
     }
 
     #[test]
