@@ -588,16 +588,7 @@ spec:
     );
     rollout_ok(&s, "deployment/stuck");
     // The new pods never become ready (as with an image that cannot start).
-    s.k(
-        KUBECTL_NEW,
-        &[
-            "patch",
-            "deployment/stuck",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"template":{"metadata":{"labels":{"stand-in/ready":"false"}}}}}"#,
-        ],
-    );
+    stall_rollout(&s, "deployment/stuck");
     let (_, err) = rollout_fails(&s, "deployment/stuck", "30s");
     assert!(
         err.contains("deployment \"stuck\" exceeded its progress deadline"),
@@ -859,7 +850,10 @@ fn a_partitioned_rolling_update_touches_only_ordinals_at_or_above_the_partition(
     assert_eq!(status["currentReplicas"], 2, "{sts}");
     assert_eq!(status["replicas"], 3, "{sts}");
     // A pod below the partition comes back at the current revision.
-    s.k(KUBECTL_NEW, &["delete", "pod", "web-0"]);
+    // Not waiting: the replacement takes the name at once, and kubectl's wait for the old
+    // pod to go can miss its deletion when it finds the new one (a kubectl race that a
+    // real kubelet's grace period hides).
+    s.k(KUBECTL_NEW, &["delete", "pod", "web-0", "--wait=false"]);
     let pod = eventually(WAIT, || {
         pods_of(&s, "app=web")
             .into_iter()
@@ -929,7 +923,8 @@ fn on_delete_statefulsets_update_only_pods_that_are_deleted() {
         err.contains("rollout status is only available for RollingUpdate strategy type"),
         "{err}"
     );
-    s.k(KUBECTL_NEW, &["delete", "pod", "od-1"]);
+    // Not waiting, as above.
+    s.k(KUBECTL_NEW, &["delete", "pod", "od-1", "--wait=false"]);
     eventually(WAIT, || {
         let m = members(&s, "od");
         (m.len() == 3 && m[1].1.ends_with(":v2")).then_some(())
@@ -1303,6 +1298,21 @@ spec:
     .expect("mirrored slices deleted with their Endpoints");
 }
 
+/// Starts a rollout of `what` whose new pods never become ready (as with an image that
+/// cannot start): the stand-in node keeps pods labelled `stand-in/ready: "false"` unready.
+fn stall_rollout(s: &Server, what: &str) {
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "patch",
+            what,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"metadata":{"labels":{"stand-in/ready":"false"}}}}}"#,
+        ],
+    );
+}
+
 #[test]
 fn scaling_a_paused_rollout_is_proportional() {
     let s = Server::start();
@@ -1325,16 +1335,7 @@ spec:
     );
     rollout_ok(&s, "deployment/prop");
     // A rollout whose new pod never becomes ready stalls at 4 old + 1 new.
-    s.k(
-        KUBECTL_NEW,
-        &[
-            "patch",
-            "deployment/prop",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"template":{"metadata":{"labels":{"stand-in/ready":"false"}}}}}"#,
-        ],
-    );
+    stall_rollout(&s, "deployment/prop");
     let sizes = |s: &Server| -> (i64, i64) {
         let sets = items(s, "replicasets", "app=prop");
         let size = |new: bool| {

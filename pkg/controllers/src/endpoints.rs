@@ -411,46 +411,28 @@ async fn sync_slices(
             "ports": c.ports,
         })
     };
-    let mut unmatched: Vec<&SliceContent> = Vec::new();
-    // First pass: slices whose address type and ports already match.
-    for c in &want {
-        let found = existing.iter().position(|e| {
-            e["addressType"] == c.address_type && e.get("ports").unwrap_or(&json!([])) == &c.ports
-        });
-        match found {
-            Some(i) => {
-                let e = existing.remove(i);
-                let n = e["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                upsert(
-                    &api,
-                    &n,
-                    body(Some(&n), c),
-                    &["endpoints", "ports", "metadata"],
-                )
-                .await?;
+    // The existing slice each wanted one reuses: first one whose address type and ports
+    // already match, then any left of its address type (a slice's type cannot change).
+    let mut reuse: Vec<Option<Value>> = vec![None; want.len()];
+    for same_ports in [true, false] {
+        for (c, slot) in want.iter().zip(reuse.iter_mut()) {
+            if slot.is_some() {
+                continue;
             }
-            None => unmatched.push(c),
+            let found = existing.iter().position(|e| {
+                e["addressType"] == c.address_type
+                    && (!same_ports || e.get("ports").unwrap_or(&json!([])) == &c.ports)
+            });
+            *slot = found.map(|i| existing.remove(i));
         }
     }
-    for c in unmatched {
-        // The address type of a slice cannot change: only one of the same type is reused.
-        match existing
-            .iter()
-            .position(|e| e["addressType"] == c.address_type)
-        {
-            Some(i) => {
-                let e = existing.remove(i);
-                let n = e["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+    for (c, slot) in want.iter().zip(&reuse) {
+        match slot.as_ref().and_then(|e| e["metadata"]["name"].as_str()) {
+            Some(n) => {
                 upsert(
                     &api,
-                    &n,
-                    body(Some(&n), c),
+                    n,
+                    body(Some(n), c),
                     &["endpoints", "ports", "metadata"],
                 )
                 .await?;
