@@ -143,6 +143,12 @@ pub struct ServerArgs {
     /// The Job controller's longest delay before replacing a failed pod.
     #[arg(long, hide = true, default_value = "6m", value_parser = go_duration)]
     pub job_pod_failure_max_backoff: std::time::Duration,
+    /// Terminated pods kept before the pod garbage collector deletes the oldest (0: never).
+    #[arg(long, default_value = "12500")]
+    pub terminated_pod_gc_threshold: usize,
+    /// How long a node must be gone before its pods are deleted (a constant upstream).
+    #[arg(long, hide = true, default_value = "40s", value_parser = go_duration)]
+    pub pod_gc_orphan_quarantine: std::time::Duration,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "KUBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
@@ -279,6 +285,10 @@ impl ServerArgs {
             job: kubox_server::JobConfig {
                 pod_failure_backoff: self.job_pod_failure_backoff,
                 pod_failure_max_backoff: self.job_pod_failure_max_backoff,
+            },
+            pod_gc: kubox_server::PodGcConfig {
+                terminated_threshold: self.terminated_pod_gc_threshold,
+                orphan_quarantine: self.pod_gc_orphan_quarantine,
             },
         };
         cfg.check().map_err(|e| e.to_string())?;

@@ -2,12 +2,13 @@
 //! through the API ([`StandInNode`]s) with short controller periods: a node that stops
 //! renewing its Lease goes Unknown and is tainted, its pods are evicted as their tolerations
 //! say, and it recovers; a deleted namespace is emptied by the namespace controller with
-//! upstream's conditions; `kubectl drain` evicts through a PodDisruptionBudget.
+//! upstream's conditions; `kubectl drain` evicts through a PodDisruptionBudget; the pod
+//! garbage collector removes the pods of a deleted node and the oldest terminated pods.
 
 use std::time::{Duration, Instant};
 
 use crate::common::{KUBECTL_NEW, Server, eventually};
-use crate::controllers::StandInNode;
+use crate::controllers::{StandInNode, pods_of, running};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, EvictParams};
 use serde_json::Value;
@@ -444,4 +445,80 @@ fn evictions_respect_disruption_budgets_and_kubectl_drain_works() {
     })
     .expect("budget healthy again, no pending disruptions");
     eprintln!("kubectl drain of 2 pods under minAvailable=1 took {drained_in:?}");
+}
+
+#[test]
+fn pods_of_a_deleted_node_and_old_terminated_pods_are_collected() {
+    let s = Server::start_with(&[
+        "--pod-gc-orphan-quarantine=2s",
+        "--terminated-pod-gc-threshold=2",
+    ]);
+    let node = StandInNode::start(&s, "node-a", 23);
+    s.k(
+        KUBECTL_NEW,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=docker.io/library/busybox:test",
+            "--replicas=2",
+        ],
+    );
+    let first = eventually(WAIT, || {
+        let pods = pods_of(&s, "app=web");
+        (running(&pods) == 2).then_some(pods)
+    })
+    .expect("two pods running on node-a");
+    let uids: Vec<Value> = first.iter().map(|p| p["metadata"]["uid"].clone()).collect();
+    // The node goes away for good: no kubelet is left to end its pods.
+    drop(node);
+    s.k(KUBECTL_NEW, &["delete", "node", "node-a"]);
+    let replaced = eventually(WAIT, || {
+        let pods = pods_of(&s, "app=web");
+        let old_gone = pods.iter().all(|p| !uids.contains(&p["metadata"]["uid"]));
+        (old_gone && pods.len() == 2).then_some(pods)
+    })
+    .unwrap_or_else(|| panic!("{}", s.k(KUBECTL_NEW, &["get", "pods", "-o", "wide"])));
+    for p in &replaced {
+        assert_eq!(p["status"]["phase"], "Pending", "{p}");
+    }
+
+    // Terminated pods beyond the threshold go, oldest first.
+    for name in ["done-1", "done-2", "done-3"] {
+        s.k_in(
+            KUBECTL_NEW,
+            &["apply", "-f", "-"],
+            &format!(
+                "{{apiVersion: v1, kind: Pod, metadata: {{name: {name}, labels: {{gc: done}}}}, spec: {{schedulerName: nobody, containers: [{{name: c, image: docker.io/library/busybox:test}}]}}}}"
+            ),
+        );
+        s.k(
+            KUBECTL_NEW,
+            &[
+                "patch",
+                "pod",
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"phase":"Failed"}}"#,
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let kept = eventually(WAIT, || {
+        let mut names: Vec<String> = pods_of(&s, "gc=done")
+            .iter()
+            .map(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        (names.len() == 2).then_some(names)
+    })
+    .expect("the oldest terminated pod deleted");
+    assert_eq!(kept, ["done-2", "done-3"]);
 }

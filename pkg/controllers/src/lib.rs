@@ -6,7 +6,8 @@
 //! Entry points: [`run_controllers`], [`scheduler::run`]. One module per controller: [`scheduler`], `replicaset`, `replicationcontroller`, `deployment`, `job`, `cronjob`, `daemonset`, `statefulset`,
 //! `endpoints` (Endpoints and EndpointSlices), `serviceaccount` (the `default` ServiceAccount
 //! and the `kube-root-ca.crt` ConfigMap of every namespace), `gc` (ownerReference garbage
-//! collection with background, foreground and orphan propagation), `nodeipam` (podCIDRs),
+//! collection with background, foreground and orphan propagation), `podgc` (pods of deleted
+//! nodes, unbound terminating pods, terminated pods beyond a threshold), `nodeipam` (podCIDRs),
 //! `history` (ControllerRevisions of DaemonSets and StatefulSets), `servicelb` (LoadBalancer
 //! ingress addresses, as k3s's servicelb), `clusterroleaggregation` (rules of aggregated
 //! ClusterRoles such as admin/edit/view), `persistentvolume` (PV/PVC binding and reclaiming)
@@ -35,6 +36,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod persistentvolume;
+pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod replicationcontroller;
@@ -71,6 +73,8 @@ pub struct ControllersConfig {
     pub hpa: hpa::HpaConfig,
     /// The Job controller's pod failure back-off.
     pub job: job::JobConfig,
+    /// The pod garbage collector's thresholds.
+    pub pod_gc: podgc::PodGcConfig,
 }
 
 /// Starts every controller on `client` (the scheduler is started apart, with
@@ -103,6 +107,7 @@ pub fn run_controllers(client: Client, cfg: ControllersConfig) -> Vec<tokio::tas
         tokio::spawn(storageprotection::run(client.clone())),
         tokio::spawn(ephemeral::run(client.clone())),
         tokio::spawn(hpa::run(client.clone(), cfg.hpa)),
+        tokio::spawn(podgc::run(client.clone(), cfg.pod_gc)),
         tokio::spawn(gc::run(client)),
     ]
 }

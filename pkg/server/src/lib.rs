@@ -11,6 +11,7 @@ pub use error::Error;
 pub use kubox_controllers::hpa::HpaConfig;
 pub use kubox_controllers::job::JobConfig;
 pub use kubox_controllers::nodelifecycle::NodeLifecycleConfig;
+pub use kubox_controllers::podgc::PodGcConfig;
 
 use kubox_apiserver::authn::User;
 use kubox_apiserver::{ApiConfig, ApiState};
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     pub hpa: kubox_controllers::hpa::HpaConfig,
     /// The Job controller's pod failure back-off (10 s doubling, at most 6 min).
     pub job: kubox_controllers::job::JobConfig,
+    /// The pod garbage collector's thresholds.
+    pub pod_gc: kubox_controllers::podgc::PodGcConfig,
 }
 
 impl ServerConfig {
@@ -113,6 +116,7 @@ impl ServerConfig {
             metric_resolution: kubox_apiserver::metrics::DEFAULT_RESOLUTION,
             hpa: Default::default(),
             job: Default::default(),
+            pod_gc: Default::default(),
         }
     }
 
@@ -385,6 +389,7 @@ pub async fn run(
                 csr_signing: csr_signing(&pki),
                 hpa: cfg.hpa.clone(),
                 job: cfg.job.clone(),
+                pod_gc: cfg.pod_gc.clone(),
             },
         ));
     }
