@@ -116,22 +116,14 @@ async fn check(
                     continue;
                 }
                 if !terminated(pod) {
-                    let mut status = json!({"phase": "Failed"});
-                    let mut conditions: Vec<serde_json::Value> = pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .into_iter()
-                        .flatten()
-                        .filter(|c| c.type_ != "DisruptionTarget")
-                        .filter_map(|c| serde_json::to_value(c).ok())
-                        .collect();
-                    conditions.push(crate::pods::disruption_target(
+                    let target = crate::pods::disruption_target(
                         "DeletionByPodGC",
                         "PodGC: node no longer exists",
-                    ));
-                    status["conditions"] = json!(conditions);
-                    let patch = Patch::Merge(json!({"status": status}));
+                    );
+                    let patch = Patch::Merge(json!({"status": {
+                        "phase": "Failed",
+                        "conditions": crate::pods::with_condition(pod, target),
+                    }}));
                     if let Err(e) = api
                         .patch_status(&pod.name_any(), &PatchParams::default(), &patch)
                         .await

@@ -180,6 +180,17 @@ pub async fn set_condition(
     condition: serde_json::Value,
 ) -> Result<Pod, kube::Error> {
     use kube::ResourceExt;
+    let patch = serde_json::json!({"status": {"conditions": with_condition(pod, condition)}});
+    api.patch_status(
+        &pod.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+}
+
+/// The pod's conditions with `condition` in place of any of its type.
+pub fn with_condition(pod: &Pod, condition: serde_json::Value) -> Vec<serde_json::Value> {
     let mut conditions: Vec<serde_json::Value> = pod
         .status
         .as_ref()
@@ -190,13 +201,7 @@ pub async fn set_condition(
         .filter_map(|c| serde_json::to_value(c).ok())
         .collect();
     conditions.push(condition);
-    let patch = serde_json::json!({"status": {"conditions": conditions}});
-    api.patch_status(
-        &pod.name_any(),
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await
+    conditions
 }
 
 /// The `DisruptionTarget` condition upstream sets on a pod it is about to delete.
