@@ -28,6 +28,15 @@ fn placement(s: &Server, selector: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Waits until `count` pods match `selector` and every one is bound: (node, pod) pairs.
+fn all_placed(s: &Server, selector: &str, count: usize) -> Vec<(String, String)> {
+    eventually(WAIT, || {
+        let p = placement(s, selector);
+        (p.len() == count && p.iter().all(|(n, _)| !n.is_empty())).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("{}", s.k(KUBECTL_NEW, &["get", "pods", "-o", "wide"])))
+}
+
 fn deployment(name: &str, replicas: u32, spec_extra: &str) -> String {
     format!(
         r#"
@@ -178,20 +187,12 @@ fn topology_spread_with_max_skew_one_balances_zones() {
         &["apply", "-f", "-"],
         &deployment("web", 4, spread),
     );
-    let placed = eventually(WAIT, || {
-        let p = placement(&s, "app=web");
-        (p.len() == 4 && p.iter().all(|(n, _)| !n.is_empty())).then_some(p)
-    })
-    .unwrap_or_else(|| panic!("{}", s.k(KUBECTL_NEW, &["get", "pods", "-o", "wide"])));
+    let placed = all_placed(&s, "app=web", 4);
     let in_b = placed.iter().filter(|(n, _)| n == "b1").count();
     assert_eq!(in_b, 2, "two per zone: {placed:?}");
     // A fifth replica may go to either zone; a sixth must even them out again.
     s.k(KUBECTL_NEW, &["scale", "deployment", "web", "--replicas=6"]);
-    let placed = eventually(WAIT, || {
-        let p = placement(&s, "app=web");
-        (p.len() == 6 && p.iter().all(|(n, _)| !n.is_empty())).then_some(p)
-    })
-    .expect("six replicas placed");
+    let placed = all_placed(&s, "app=web", 6);
     let in_b = placed.iter().filter(|(n, _)| n == "b1").count();
     assert_eq!(in_b, 3, "three per zone: {placed:?}");
 }
@@ -375,11 +376,7 @@ fn default_spreading_follows_services_and_controllers_selectors() {
         docs.push_str(&bare(&format!("lone-{i}"), "lone"));
     }
     s.k_in(KUBECTL_NEW, &["apply", "-f", "-"], &docs);
-    let lone = eventually(WAIT, || {
-        let p = placement(&s, "app=lone");
-        (p.len() == 2 && p.iter().all(|(n, _)| !n.is_empty())).then_some(p)
-    })
-    .expect("lone pods placed");
+    let lone = all_placed(&s, "app=lone", 2);
     assert!(lone.iter().all(|(n, _)| n == "node-a"), "{lone:?}");
     // A Deployment's replicas (their ReplicaSet's selector) spread over both nodes.
     s.k_in(
@@ -387,11 +384,7 @@ fn default_spreading_follows_services_and_controllers_selectors() {
         &["apply", "-f", "-"],
         &deployment("web", 4, ""),
     );
-    let web = eventually(WAIT, || {
-        let p = placement(&s, "app=web");
-        (p.len() == 4 && p.iter().all(|(n, _)| !n.is_empty())).then_some(p)
-    })
-    .unwrap_or_else(|| panic!("{}", s.k(KUBECTL_NEW, &["get", "pods", "-o", "wide"])));
+    let web = all_placed(&s, "app=web", 4);
     let on_b = web.iter().filter(|(n, _)| n == "node-b").count();
     assert_eq!(on_b, 2, "{web:?}");
     // Pods without an owner that a Service selects spread too.
@@ -406,11 +399,7 @@ fn default_spreading_follows_services_and_controllers_selectors() {
         docs.push_str(&bare(&format!("solo-{i}"), "solo"));
     }
     s.k_in(KUBECTL_NEW, &["apply", "-f", "-"], &docs);
-    let solo = eventually(WAIT, || {
-        let p = placement(&s, "app=solo");
-        (p.len() == 4 && p.iter().all(|(n, _)| !n.is_empty())).then_some(p)
-    })
-    .expect("solo pods placed");
+    let solo = all_placed(&s, "app=solo", 4);
     let on_b = solo.iter().filter(|(n, _)| n == "node-b").count();
     assert_eq!(on_b, 2, "{solo:?}");
 }
