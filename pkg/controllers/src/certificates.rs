@@ -138,18 +138,7 @@ async fn approve(
             "reason": "AutoApproved",
             "message": message,
         }));
-        let patch = json!({
-            "metadata": {"resourceVersion": csr.resource_version()},
-            "status": {"conditions": conditions},
-        });
-        Api::<CertificateSigningRequest>::all(ctx.client.clone())
-            .patch_subresource(
-                "approval",
-                &csr.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await?;
+        write_status(ctx, csr, "approval", json!({"conditions": conditions})).await?;
         tracing::info!(csr = %csr.name_any(), "{message}");
         return Ok(());
     }
@@ -230,17 +219,7 @@ async fn sign(
         Err(e) => return Err(Error::invalid("certificate signing request", e)),
     };
     let cert = base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
-    let patch = json!({
-        "metadata": {"resourceVersion": csr.resource_version()},
-        "status": {"certificate": cert},
-    });
-    Api::<CertificateSigningRequest>::all(ctx.client.clone())
-        .patch_status(
-            &csr.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
+    write_status(ctx, csr, "status", json!({"certificate": cert})).await?;
     tracing::info!(csr = %csr.name_any(), signer = %csr.spec.signer_name, "certificate issued");
     Ok(())
 }
@@ -256,12 +235,24 @@ async fn fail(ctx: &Ctx, csr: &CertificateSigningRequest, why: &str) -> Result<(
         "message": why,
         "lastUpdateTime": kubox_core::meta::now_rfc3339(),
     }));
+    write_status(ctx, csr, "status", json!({"conditions": conditions})).await
+}
+
+/// Merges `status` into the request through `subresource` (`status` or `approval`),
+/// conditioned on the version read, so a concurrent writer's change is never lost.
+async fn write_status(
+    ctx: &Ctx,
+    csr: &CertificateSigningRequest,
+    subresource: &str,
+    status: Value,
+) -> Result<(), Error> {
     let patch = json!({
         "metadata": {"resourceVersion": csr.resource_version()},
-        "status": {"conditions": conditions},
+        "status": status,
     });
     Api::<CertificateSigningRequest>::all(ctx.client.clone())
-        .patch_status(
+        .patch_subresource(
+            subresource,
             &csr.name_any(),
             &PatchParams::default(),
             &Patch::Merge(patch),
