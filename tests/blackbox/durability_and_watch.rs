@@ -243,3 +243,68 @@ async fn kube_runtime_watcher_relists_after_compaction_and_keeps_going() {
         "the watcher must have relisted after its revision was compacted"
     );
 }
+
+/// Removing an object's last finalizer deletes it; a DELETE racing that update may delete it
+/// first. The update still succeeded and must answer 200, as upstream's does (its delete
+/// after the update ignores NotFound); a controller removing its finalizer while a kubelet
+/// force-deletes the pod must not see a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_the_last_finalizer_while_a_delete_races_it_answers_200() {
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    let s = Server::start();
+    let api: Api<ConfigMap> = Api::namespaced(s.client().await, "default");
+    let n = 60;
+    for i in 0..n {
+        let mut c = cm(&format!("held-{i}"), "x");
+        c.metadata.finalizers = Some(vec!["kubox.test/hold".into()]);
+        api.create(&PostParams::default(), &c).await.unwrap();
+        api.delete(&format!("held-{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let name = format!("held-{i}");
+        // Deletes until the object is gone (each one a no-op while the finalizer holds it).
+        let (deleter, name2) = (api.clone(), name.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..2000 {
+                if deleter
+                    .delete(&name2, &DeleteParams::default().grace_period(0))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Err(format!("{name2} was never deleted"))
+        }));
+        let patcher = api.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let patch = serde_json::json!({"metadata": {"finalizers": null}});
+            patcher
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("removing the finalizer of {name}: {e}"))
+        }));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            errors.push(e);
+        }
+    }
+    assert!(errors.is_empty(), "{errors:#?}");
+    let left = api.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        left.iter().all(|c| !c
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("held-")),
+        "objects without finalizers must be gone"
+    );
+}

@@ -372,17 +372,20 @@ pub async fn commit_update(
     if deleting && meta::finalizers(&new).is_empty() && !namespace_held && !graceful {
         // Last finalizer gone: the object goes away now.
         let bytes = storage::encode(&stored)?;
-        ctx.state
+        let updated = ctx
+            .state
             .store
             .update(&key, bytes, expected_rev)
             .await
             .map_err(|e| map_write_err(ctx, e))?;
-        let (rev, _) = ctx
-            .state
-            .store
-            .delete(&key, None)
-            .await
-            .map_err(|e| map_write_err(ctx, e))?;
+        // A DELETE racing this update may have removed the object already; the update
+        // still happened, so it answers 200 (upstream's deleteWithoutFinalizers ignores
+        // NotFound the same way).
+        let rev = match ctx.state.store.delete(&key, None).await {
+            Ok((rev, _)) => rev,
+            Err(kubox_store::Error::NotFound(_)) => updated,
+            Err(e) => return Err(map_write_err(ctx, e)),
+        };
         let mut out = new;
         set_meta(&mut out, "resourceVersion", json!(rev.to_string()));
         return Ok(out);
