@@ -2,7 +2,7 @@
 
 use super::meta::{go_label_selector, go_string_map, validate_label_selector};
 use super::pod::validate_template;
-use super::{FieldError, immutable, non_negative, one_of, s};
+use super::{FieldError, child, immutable, index, non_negative, one_of, s};
 use crate::selectors::LabelSelector;
 use serde_json::{Value, json};
 
@@ -72,6 +72,7 @@ fn validate_job_spec(
     }
     validate_template(errs, spec.get("template"), &tpath, &[]);
     validate_failure_handling(errs, spec, path);
+    validate_success_policy(errs, spec, path);
     let rp = spec
         .pointer("/template/spec/restartPolicy")
         .and_then(Value::as_str)
@@ -82,6 +83,138 @@ fn validate_job_spec(
             RESTART_DETAIL,
         ));
     }
+}
+
+/// Upstream's limits on `successPolicy`.
+const MAX_SUCCESS_RULES: usize = 20;
+const MAX_SUCCEEDED_INDEXES_BYTES: usize = 64 * 1024;
+
+/// `successPolicy`: Indexed Jobs only, 1–20 rules each naming succeededIndexes (a valid
+/// interval list below `completions`) and/or a succeededCount that fits, upstream's messages.
+fn validate_success_policy(errs: &mut Vec<FieldError>, spec: &Value, path: &str) {
+    let Some(policy) = spec.get("successPolicy").filter(|v| !v.is_null()) else {
+        return;
+    };
+    let ppath = child(path, "successPolicy");
+    if s(spec, "completionMode") != "Indexed" {
+        errs.push(FieldError::invalid(
+            &ppath,
+            policy,
+            "requires indexed completion mode",
+        ));
+        return;
+    }
+    let rules = policy
+        .get("rules")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let rpath = child(&ppath, "rules");
+    if rules.is_empty() {
+        errs.push(FieldError::required(
+            &rpath,
+            "at least one rules must be specified when the successPolicy is specified",
+        ));
+    }
+    if rules.len() > MAX_SUCCESS_RULES {
+        errs.push(FieldError::too_many(&rpath, rules.len(), MAX_SUCCESS_RULES));
+    }
+    let completions = spec.get("completions").and_then(Value::as_i64).unwrap_or(0);
+    for (i, rule) in rules.iter().enumerate() {
+        let rule_path = index(&rpath, i);
+        let indexes = rule.get("succeededIndexes").and_then(Value::as_str);
+        let count = rule.get("succeededCount").filter(|v| !v.is_null());
+        if indexes.is_none() && count.is_none() {
+            errs.push(FieldError::required(
+                &rule_path,
+                "at least one of succeededCount or succeededIndexes must be specified",
+            ));
+        }
+        let mut total = 0;
+        if let Some(ix) = indexes {
+            let ipath = child(&rule_path, "succeededIndexes");
+            if ix.len() > MAX_SUCCEEDED_INDEXES_BYTES {
+                errs.push(FieldError::too_long(&ipath, MAX_SUCCEEDED_INDEXES_BYTES));
+            }
+            match count_indexes(ix, completions) {
+                Ok(n) => total = n,
+                Err(e) => errs.push(FieldError::invalid_str(
+                    &ipath,
+                    ix,
+                    &format!("error parsing succeededIndexes: {e}"),
+                )),
+            }
+        }
+        if let Some(c) = count {
+            let cpath = child(&rule_path, "succeededCount");
+            non_negative(errs, Some(c), &cpath);
+            let n = c.as_i64().unwrap_or(0);
+            if n > completions {
+                errs.push(FieldError::invalid(
+                    &cpath,
+                    c,
+                    &format!(
+                        "must be less than or equal to {completions} (the number of specified completions)"
+                    ),
+                ));
+            }
+            if indexes.is_some() && n > total {
+                errs.push(FieldError::invalid(
+                    &cpath,
+                    c,
+                    &format!(
+                        "must be less than or equal to {total} (the number of indexes in the specified succeededIndexes field)"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// How many indexes an interval list such as `0,2-4` names; upstream's format errors for
+/// parts that are malformed, not increasing, or not below `completions`.
+fn count_indexes(list: &str, completions: i64) -> Result<i64, String> {
+    if list.is_empty() {
+        return Ok(0);
+    }
+    let number = |p: &str| {
+        p.parse::<i64>()
+            .map_err(|_| format!("cannot convert string to integer for index: {p:?}"))
+            .and_then(|n| {
+                if n >= completions {
+                    Err(format!("too large index: {p:?}"))
+                } else {
+                    Ok(n)
+                }
+            })
+    };
+    let mut last: Option<i64> = None;
+    let mut total = 0;
+    for interval in list.split(',') {
+        let parts: Vec<&str> = interval.split('-').collect();
+        if parts.len() > 2 {
+            return Err(format!(
+                "the fragment {interval:?} violates the requirement that an index interval can have at most two parts separated by '-'"
+            ));
+        }
+        let x = number(parts[0])?;
+        let y = match parts.get(1) {
+            Some(p) => {
+                let y = number(p)?;
+                if x >= y {
+                    return Err(format!("non-increasing order, previous: {x}, current: {y}"));
+                }
+                y
+            }
+            None => x,
+        };
+        if let Some(l) = last.filter(|l| *l >= x) {
+            return Err(format!("non-increasing order, previous: {l}, current: {x}"));
+        }
+        total += y - x + 1;
+        last = Some(y);
+    }
+    Ok(total)
 }
 
 /// Upstream's limits on `podFailurePolicy`.
@@ -327,6 +460,14 @@ pub(crate) fn validate_job(errs: &mut Vec<FieldError>, obj: &Value, old: Option<
         old_spec.get("completionMode"),
         "spec.completionMode",
     );
+    for f in [
+        "podFailurePolicy",
+        "backoffLimitPerIndex",
+        "managedBy",
+        "successPolicy",
+    ] {
+        immutable(errs, spec.get(f), old_spec.get(f), &format!("spec.{f}"));
+    }
     let indexed = s(spec, "completionMode") == "Indexed";
     if !indexed {
         immutable(
@@ -729,6 +870,72 @@ mod tests {
         s["completionMode"] = json!("Indexed");
         s["maxFailedIndexes"] = json!(2);
         assert!(validate("batch", "v1", "Job", &job(s), None).is_empty());
+    }
+
+    #[test]
+    fn success_policies_need_indexed_jobs_and_fitting_rules() {
+        let mut s = good_job_spec();
+        s["completions"] = json!(5);
+        s["successPolicy"] = json!({"rules": [{"succeededIndexes": "0,2-4", "succeededCount": 3}]});
+        let e = validate("batch", "v1", "Job", &job(s.clone()), None);
+        assert_eq!(fields(&e), ["spec.successPolicy"], "{e:?}");
+        assert!(e[0].message.ends_with("requires indexed completion mode"));
+        s["completionMode"] = json!("Indexed");
+        let good = job(s.clone());
+        assert!(validate("batch", "v1", "Job", &good, None).is_empty());
+
+        let msgs = |spec: &Value| -> Vec<String> {
+            validate("batch", "v1", "Job", &job(spec.clone()), None)
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect()
+        };
+        let mut bad = s.clone();
+        bad["successPolicy"]["rules"] = json!([
+            {},
+            {"succeededIndexes": "1-1"},
+            {"succeededIndexes": "3,1"},
+            {"succeededIndexes": "0-9"},
+            {"succeededIndexes": "x"},
+            {"succeededIndexes": "1-2-3"},
+            {"succeededIndexes": "1-2", "succeededCount": 3},
+            {"succeededCount": 6},
+        ]);
+        let got = msgs(&bad);
+        for want in [
+            "spec.successPolicy.rules[0]: Required value: at least one of succeededCount or succeededIndexes must be specified",
+            "spec.successPolicy.rules[1].succeededIndexes: Invalid value: \"1-1\": error parsing succeededIndexes: non-increasing order, previous: 1, current: 1",
+            "spec.successPolicy.rules[2].succeededIndexes: Invalid value: \"3,1\": error parsing succeededIndexes: non-increasing order, previous: 3, current: 1",
+            "spec.successPolicy.rules[3].succeededIndexes: Invalid value: \"0-9\": error parsing succeededIndexes: too large index: \"9\"",
+            "spec.successPolicy.rules[4].succeededIndexes: Invalid value: \"x\": error parsing succeededIndexes: cannot convert string to integer for index: \"x\"",
+            "spec.successPolicy.rules[5].succeededIndexes: Invalid value: \"1-2-3\": error parsing succeededIndexes: the fragment \"1-2-3\" violates the requirement that an index interval can have at most two parts separated by '-'",
+            "spec.successPolicy.rules[6].succeededCount: Invalid value: 3: must be less than or equal to 2 (the number of indexes in the specified succeededIndexes field)",
+            "spec.successPolicy.rules[7].succeededCount: Invalid value: 6: must be less than or equal to 5 (the number of specified completions)",
+        ] {
+            assert!(
+                got.iter().any(|m| m == want),
+                "missing {want:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), 8, "{got:#?}");
+        bad["successPolicy"]["rules"] = json!([]);
+        assert_eq!(
+            msgs(&bad),
+            [
+                "spec.successPolicy.rules: Required value: at least one rules must be specified when the successPolicy is specified"
+            ]
+        );
+        bad["successPolicy"]["rules"] = json!(vec![json!({"succeededCount": 1}); 21]);
+        assert_eq!(
+            msgs(&bad),
+            ["spec.successPolicy.rules: Too many: 21: must have at most 20 items"]
+        );
+
+        // Immutable once created, like podFailurePolicy.
+        let mut changed = good.clone();
+        changed["spec"]["successPolicy"]["rules"][0]["succeededCount"] = json!(2);
+        let e = validate("batch", "v1", "Job", &changed, Some(&good));
+        assert_eq!(fields(&e), ["spec.successPolicy"], "{e:?}");
     }
 
     #[test]
