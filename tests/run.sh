@@ -27,6 +27,17 @@ if ! python3 -c 'import kubernetes' 2>/dev/null; then
   echo "tests/run.sh: installing the Python kubernetes client"
   python3 -m pip install -q kubernetes 2>&1 | grep -v -e "^WARNING: Running pip as" -e "dependency conflicts" -e "requires" || true
 fi
+# helm v4 for the helm black-box test: the one on PATH, or a static build fetched once into
+# the user's cache (tests/fetch-helm.py).
+if [[ -z "${KUBOX_TEST_HELM:-}" ]]; then
+  if command -v helm >/dev/null; then
+    KUBOX_TEST_HELM="$(command -v helm)"
+  else
+    KUBOX_TEST_HELM="${XDG_CACHE_HOME:-$HOME/.cache}/kubox-test-tools/helm"
+    [[ -x "$KUBOX_TEST_HELM" ]] || python3 tests/fetch-helm.py "$KUBOX_TEST_HELM"
+  fi
+fi
+export KUBOX_TEST_HELM
 kubectl_dir="$(dirname "$(readlink -f "$(command -v kubectl)")")" || {
   echo "tests/run.sh: kubectl is not on PATH; the black-box tests need kubectl 1.27 and 1.33" >&2; exit 1; }
 for v in 1.27 1.33; do

@@ -286,6 +286,33 @@ fn server_side_apply_conflicts_unless_forced() {
         DEPLOYMENT,
     );
     assert!(out.contains("serverside-applied"), "{out}");
+    // An apply that creates records its Apply entry only: the same manager applying a
+    // changed value next must not conflict with itself.
+    let d = json(&s.k(
+        KUBECTL_NEW,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    ));
+    let alice: Vec<&Value> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["manager"] == "alice")
+        .collect();
+    assert_eq!(alice.len(), 1, "{alice:#?}");
+    assert_eq!(alice[0]["operation"], "Apply");
+    let mine = DEPLOYMENT.replace("replicas: 2", "replicas: 3");
+    s.k_in(
+        KUBECTL_NEW,
+        &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
+        &mine,
+    );
     let changed = DEPLOYMENT.replace("replicas: 2", "replicas: 4");
     let out = s.kubectl_stdin(
         KUBECTL_NEW,

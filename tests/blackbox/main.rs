@@ -12,6 +12,7 @@ mod crate_graph;
 mod cronjob;
 mod dns;
 mod durability_and_watch;
+mod helm;
 mod images;
 mod jobs;
 mod join;

@@ -20,12 +20,21 @@ pub async fn create(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
     check_type(ctx, &mut obj)?;
     check_namespace(ctx, &mut obj)?;
     crate::fieldvalidation::check(ctx, &obj)?;
-    let obj = create_object(ctx, obj, dry_run).await?;
+    let obj = create_object(ctx, obj, dry_run, true).await?;
     object_response(ctx, StatusCode::CREATED, obj)
 }
 
 /// Creates `obj` (already type- and namespace-checked) and returns it as stored.
-pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> ApiResult<Value> {
+/// Creates `obj`. `record_update` adds the request's field manager as an `Update` entry; a
+/// server-side apply that creates has already recorded its `Apply` entry and passes false
+/// (a second entry of the same manager would own every field and make its next apply
+/// conflict with itself).
+pub(crate) async fn create_object(
+    ctx: &Ctx,
+    mut obj: Value,
+    dry_run: bool,
+    record_update: bool,
+) -> ApiResult<Value> {
     check_namespace_writable(ctx, true).await?;
     // Name: given, or generated from generateName.
     let name = match meta::name(&obj) {
@@ -74,12 +83,14 @@ pub(crate) async fn create_object(ctx: &Ctx, mut obj: Value, dry_run: bool) -> A
     crate::podsecurity::admit(ctx, &obj).await?;
     crate::quota::resource_quota(ctx, &obj, dry_run).await?;
     let _alloc = crate::allocate::on_create(ctx, &mut obj).await?;
-    let manager = ctx
-        .query
-        .get("fieldManager")
-        .map(String::from)
-        .unwrap_or_else(|| default_manager(ctx));
-    crate::managed::record(ctx, None, &mut obj, &manager, "Update");
+    if record_update {
+        let manager = ctx
+            .query
+            .get("fieldManager")
+            .map(String::from)
+            .unwrap_or_else(|| default_manager(ctx));
+        crate::managed::record(ctx, None, &mut obj, &manager, "Update");
+    }
     if dry_run {
         return Ok(obj);
     }

@@ -5,7 +5,7 @@ use super::list::{Filter, read_page};
 use super::object::map_write_err;
 use super::{Ctx, json_response, object_response};
 use crate::error::{ApiError, ApiResult};
-use crate::request::decode_json;
+use crate::request::decode_body;
 use crate::storage;
 use axum::response::Response;
 use bytes::Bytes;
@@ -42,7 +42,9 @@ impl DeleteOptions {
             );
         }
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let b = decode_json(body)?;
+            // client-go sends DeleteOptions in the request's content type (protobuf for
+            // clients that prefer it, such as helm's release storage).
+            let b = decode_body(ctx.content_type(), body)?;
             if !b.is_object() {
                 return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
             }

@@ -237,7 +237,7 @@ async fn apply_create(
         ctx.def.has_status(),
     )
     .map_err(patch_error)?;
-    let created = create_object(ctx, with_fields, dry_run).await?;
+    let created = create_object(ctx, with_fields, dry_run, false).await?;
     object_response(ctx, StatusCode::CREATED, created)
 }
 

@@ -46,7 +46,7 @@ pub async fn update(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
     let key = storage::key(&ctx.def, ctx.namespace(), ctx.name());
     let Some(kv) = ctx.state.store.get(&key).await? else {
         if allow_create_on_update(ctx) {
-            let created = create_object(ctx, obj, dry_run).await?;
+            let created = create_object(ctx, obj, dry_run, true).await?;
             return object_response(ctx, StatusCode::CREATED, created);
         }
         return Err(ctx.not_found());
