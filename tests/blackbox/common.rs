@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 pub const KUBECTL_OLD: &str = "1.27";
 pub const KUBECTL_NEW: &str = "1.33";
+/// Eviction thresholds of test nodes: memory as upstream, disk only when nearly full.
+pub const TEST_EVICTION_HARD: &str =
+    "memory.available<100Mi,nodefs.available<2%,imagefs.available<2%,nodefs.inodesFree<2%";
 /// Where started servers' PIDs are recorded, so .ci/run can end leftovers of a killed run.
 const PID_DIR: &str = "/tmp/kubox-test-pids";
 
@@ -143,6 +146,12 @@ impl Server {
             "--log-level".into(),
             "warn".into(),
         ]);
+        // The tests share a disk that may sit near upstream's 15% imagefs threshold (build
+        // trees come and go); a node in DiskPressure would refuse every test's pods. Tests of
+        // pressure give their own thresholds.
+        if self.netns.is_some() && !self.extra.iter().any(|a| a.starts_with("--eviction-hard")) {
+            a.push(format!("--eviction-hard={TEST_EVICTION_HARD}"));
+        }
         // A test may give the node an address of its own.
         if !self.extra.iter().any(|a| a == "--node-ip") {
             a.extend(["--node-ip".to_string(), "127.0.0.1".into()]);

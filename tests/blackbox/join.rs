@@ -1,7 +1,9 @@
 //! `kubox agent --join`: a node joins a server with the join token, the server's CA pinned by
 //! the hash in the token, and runs pods with its own credentials. The server (without its own
 //! agent) and the agent share one network namespace; each has its own PID and mount namespaces.
-use crate::common::{KUBECTL_NEW, Server, eventually, forget_pid, in_node_namespaces, record_pid};
+use crate::common::{
+    KUBECTL_NEW, Server, TEST_EVICTION_HARD, eventually, forget_pid, in_node_namespaces, record_pid,
+};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Output, Stdio};
@@ -49,6 +51,7 @@ fn agent_command(
         name,
     ])
     .args(["--node-ip", "127.0.0.1", "--log-level", "info"])
+    .arg(format!("--eviction-hard={TEST_EVICTION_HARD}"))
     .args([
         "--node-label",
         "tier=edge",

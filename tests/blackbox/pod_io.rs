@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::access_control::kubectl_token;
 use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server, eventually, free_port, kubectl_path};
 use crate::node::{http_get, json, ready_node};
+use serde_json::Value;
 
 fn running(s: &Server, pod: &str) -> bool {
     let p = json(&s.k(KUBECTL_NEW, &["get", "pod", pod, "-o", "json"]));
@@ -365,4 +366,137 @@ fn kubectl_exec_and_port_forward_reach_into_the_pod() {
         "200",
         "the API server's own identity"
     );
+}
+
+/// The ephemeral container `name` of `pod`'s status, once it runs.
+fn ephemeral_running(s: &Server, pod: &str, name: &str) -> Option<Value> {
+    let p = json(&s.k(KUBECTL_NEW, &["get", "pod", pod, "-o", "json"]));
+    p["status"]["ephemeralContainerStatuses"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name && c["state"]["running"].is_object())
+        .cloned()
+}
+
+#[test]
+fn kubectl_debug_adds_ephemeral_containers_that_see_their_target() {
+    let s = ready_node();
+    s.k_in(KUBECTL_NEW, &["apply", "-f", "-"], SHELL);
+    wait_running(&s, "shell");
+
+    // A debug container sharing the web container's PID namespace: it sees httpd.
+    let out = s.k(
+        KUBECTL_NEW,
+        &[
+            "debug",
+            "shell",
+            "--image=docker.io/library/busybox:test",
+            "--container=dbg",
+            "--target=web",
+            "--",
+            "sh",
+            "-c",
+            "ps -o args; exec sleep 3600",
+        ],
+    );
+    assert!(out.contains("Targeting container \"web\""), "{out}");
+    let st = eventually(Duration::from_secs(60), || {
+        ephemeral_running(&s, "shell", "dbg")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{}",
+            s.k(KUBECTL_NEW, &["get", "pod", "shell", "-o", "yaml"])
+        )
+    });
+    assert_eq!(st["ready"], false);
+    assert!(
+        st["containerID"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("containerd://")
+    );
+    let logs = eventually(Duration::from_secs(20), || {
+        let l = s.k(KUBECTL_NEW, &["logs", "shell", "-c", "dbg"]);
+        l.contains("httpd").then_some(l)
+    });
+    assert!(logs.is_some(), "the target's processes are visible");
+    assert_eq!(
+        s.k(
+            KUBECTL_NEW,
+            &["exec", "shell", "-c", "dbg", "--", "cat", "/etc/hostname"]
+        ),
+        "shell\n"
+    );
+    // The pod itself is unaffected: still Running and Ready with its one container.
+    let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "shell", "-o", "json"]));
+    assert_eq!(p["status"]["phase"], "Running");
+    assert_eq!(
+        p["status"]["containerStatuses"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // Interactive: stdin reaches the debug shell through attach (its output is checked in
+    // the container's log: over attach, output of a container without stdinOnce does not
+    // come back yet — see ARCHITECTURE.md).
+    s.k_in(
+        KUBECTL_NEW,
+        &[
+            "debug",
+            "-i",
+            "shell",
+            "--image=docker.io/library/busybox:test",
+            "--container=dbg2",
+            "--",
+            "sh",
+            "-c",
+            "read line; echo got-$line",
+        ],
+        "from-debug\n",
+    );
+    let logs = eventually(Duration::from_secs(20), || {
+        let l = s.k(KUBECTL_NEW, &["logs", "shell", "-c", "dbg2"]);
+        l.contains("got-from-debug").then_some(l)
+    });
+    assert!(logs.is_some(), "stdin reached the debug container");
+
+    // Ephemeral containers are only ever added: not on create, never changed or removed.
+    let p = json(&s.k(KUBECTL_NEW, &["get", "pod", "shell", "-o", "json"]));
+    let mut changed = p["spec"]["ephemeralContainers"].clone();
+    changed[0]["image"] = serde_json::json!("docker.io/library/busybox:other");
+    let patch = serde_json::json!({"spec": {"ephemeralContainers": changed}}).to_string();
+    let e = s.k_err(
+        KUBECTL_NEW,
+        &[
+            "patch",
+            "pod",
+            "shell",
+            "--subresource=ephemeralcontainers",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    );
+    assert!(
+        e.contains("existing ephemeral containers \"dbg\" may not be changed"),
+        "{e}"
+    );
+    let e = s.k_err(
+        KUBECTL_NEW,
+        &[
+            "patch", "pod", "shell", "--subresource=ephemeralcontainers", "--type=merge", "-p",
+            r#"{"spec":{"ephemeralContainers":[{"name":"x","image":"docker.io/library/busybox:test","ports":[{"containerPort":80}],"targetContainerName":"nope"}]}}"#,
+        ],
+    );
+    assert!(
+        e.contains("cannot be set for an Ephemeral Container"),
+        "{e}"
+    );
+    assert!(e.contains("targetContainerName"), "{e}");
+    let e = s.k_err(
+        KUBECTL_NEW,
+        &["run", "eph", "--image=docker.io/library/busybox:test", "--overrides",
+          r#"{"spec":{"ephemeralContainers":[{"name":"x","image":"docker.io/library/busybox:test"}]}}"#],
+    );
+    assert!(e.contains("cannot be set on create"), "{e}");
 }

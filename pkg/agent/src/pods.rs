@@ -142,6 +142,21 @@ fn latest_by_name(containers: &[api::Container]) -> HashMap<String, api::Contain
     out
 }
 
+/// The pod's ephemeral containers as containers (the same fields, fewer of them allowed),
+/// each with its `targetContainerName`.
+pub(crate) fn ephemeral_containers(pod: &Pod) -> Vec<(Container, Option<String>)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .filter_map(|e| {
+            let target = e.target_container_name.clone().filter(|t| !t.is_empty());
+            let mut v = serde_json::to_value(e).ok()?;
+            v.as_object_mut()?.remove("targetContainerName");
+            Some((serde_json::from_value(v).ok()?, target))
+        })
+        .collect()
+}
+
 fn state_of(c: &api::Container) -> api::ContainerState {
     api::ContainerState::try_from(c.state).unwrap_or(api::ContainerState::ContainerUnknown)
 }
@@ -270,8 +285,53 @@ impl Worker {
                 }
             }
         }
+        self.start_ephemeral(pod, &latest, &sandbox_id, &sandbox_cfg, &ip)
+            .await?;
         self.report(pod, Some(&sandbox_id), &ip).await?;
         Ok(false)
+    }
+
+    /// Ephemeral (debug) containers: each started once, never restarted, whether or not the
+    /// pod is initialized (as the kubelet does); one with a `targetContainerName` joins
+    /// that container's PID namespace, so it sees its processes.
+    async fn start_ephemeral(
+        &mut self,
+        pod: &Pod,
+        latest: &HashMap<String, api::Container>,
+        sandbox_id: &str,
+        sandbox_cfg: &api::PodSandboxConfig,
+        ip: &str,
+    ) -> SyncResult<()> {
+        for (c, target) in ephemeral_containers(pod) {
+            if latest.contains_key(&c.name) {
+                continue;
+            }
+            let mut cfg = sandbox_cfg.clone();
+            if let Some(target) = target {
+                let Some(t) = latest.get(&target) else {
+                    self.waiting.insert(
+                        c.name.clone(),
+                        (
+                            "ContainerCreating".into(),
+                            format!("waiting for target container {target} to start"),
+                        ),
+                    );
+                    continue;
+                };
+                if let Some(ns) = cfg
+                    .linux
+                    .as_mut()
+                    .and_then(|l| l.security_context.as_mut())
+                    .and_then(|s| s.namespace_options.as_mut())
+                {
+                    ns.pid = api::NamespaceMode::Target as i32;
+                    ns.target_id = t.id.clone();
+                }
+            }
+            self.start_container(pod, &c, 0, sandbox_id, &cfg, ip)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn exit_code(&self, id: &str) -> SyncResult<i32> {

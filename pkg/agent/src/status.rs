@@ -139,6 +139,18 @@ pub(crate) async fn compute(
         .map(status_of)
         .collect();
     let main: Vec<Entry> = spec.containers.iter().map(status_of).collect();
+    // Ephemeral containers are reported, but count for neither phase nor readiness.
+    let ephemeral: Vec<Value> = crate::pods::ephemeral_containers(pod)
+        .iter()
+        .map(|(c, _)| {
+            let (mut v, ..) = status_of(c);
+            if let Some(m) = v.as_object_mut() {
+                m.remove("started");
+            }
+            v["ready"] = json!(false);
+            v
+        })
+        .collect();
     let initialized = init
         .iter()
         .all(|(_, _, _, done, code)| *done && *code == Some(0));
@@ -224,6 +236,9 @@ pub(crate) async fn compute(
         "startTime": start_time,
         "containerStatuses": main.into_iter().map(|(v, ..)| v).collect::<Vec<_>>(),
     });
+    if !ephemeral.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(ephemeral);
+    }
     if !init.is_empty() {
         status["initContainerStatuses"] =
             json!(init.into_iter().map(|(v, ..)| v).collect::<Vec<_>>());

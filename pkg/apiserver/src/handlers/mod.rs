@@ -175,6 +175,7 @@ async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
     match (verb.as_str(), sub.as_deref()) {
         ("get" | "list", None) if metrics::is_metrics(&ctx.def) => metrics::serve(&ctx).await,
         ("get", None | Some("status")) => get::get(&ctx).await,
+        ("get", Some("ephemeralcontainers")) if is_pods(&ctx.def) => get::get(&ctx).await,
         ("get", Some("scale")) => get::get_scale(&ctx).await,
         ("list", None) => list::list(&ctx).await,
         ("watch", None) => watch::watch(ctx).await,
@@ -187,6 +188,12 @@ async fn run_verb(ctx: &Ctx, body: Bytes) -> ApiResult<Response> {
             update::update(&ctx, body).await
         }
         ("update", Some("scale")) => update::update_scale(&ctx, body).await,
+        ("update", Some("ephemeralcontainers")) if is_pods(&ctx.def) => {
+            update::update(&ctx, body).await
+        }
+        ("patch", Some("ephemeralcontainers")) if is_pods(&ctx.def) => {
+            patch::patch(&ctx, body).await
+        }
         ("patch", None | Some("status") | Some("scale") | Some("approval")) => {
             patch::patch(&ctx, body).await
         }

@@ -174,6 +174,27 @@ pub fn default_and_validate(
     }
 }
 
+/// A pod written through `ephemeralcontainers`: defaults for the new containers, then the
+/// pod checked as an update of that list only (existing ones unchanged), 422 otherwise.
+pub fn default_and_validate_ephemeral(
+    def: &ResourceDef,
+    new: &mut Value,
+    old: &Value,
+) -> ApiResult<()> {
+    kubox_core::defaults::apply_defaults(&def.group, &def.version, &def.kind, new);
+    let errors: Vec<(String, String, String)> =
+        kubox_core::validation::validate_ephemeral_containers_update(new, old)
+            .into_iter()
+            .map(|e| (e.reason, e.field, e.message))
+            .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        let name = meta::name(new).unwrap_or_default().to_string();
+        Err(ApiError::invalid(&def.kind, &def.group, &name, errors))
+    }
+}
+
 /// Moves a Secret's `stringData` into `data` (base64), as upstream does on every write.
 fn merge_string_data(obj: &mut Value) {
     use base64::Engine;
@@ -301,6 +322,18 @@ pub fn prepare_for_update(ctx: &Ctx, old: &Value, mut new: Value) -> ApiResult<V
                         m.remove("status");
                     }
                 }
+            }
+            new = merged;
+        }
+        Some("ephemeralcontainers") => {
+            // Only the pod's ephemeral containers change (kubectl debug).
+            let list = new.pointer("/spec/ephemeralContainers").cloned();
+            let mut merged = old.clone();
+            if let Some(spec) = merged.get_mut("spec").and_then(Value::as_object_mut) {
+                match list.filter(|l| !l.is_null()) {
+                    Some(l) => spec.insert("ephemeralContainers".into(), l),
+                    None => spec.remove("ephemeralContainers"),
+                };
             }
             new = merged;
         }

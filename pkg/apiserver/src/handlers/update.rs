@@ -81,8 +81,12 @@ pub(crate) async fn write_update(
 ) -> ApiResult<Value> {
     let mut new = prepare_for_update(ctx, old, new)?;
     crate::crds::admit(ctx, &mut new)?;
-    if ctx.info.subresource.is_none() || ctx.info.subresource.as_deref() == Some("scale") {
-        default_and_validate(&ctx.def, &mut new, Some(old))?;
+    match ctx.info.subresource.as_deref() {
+        None | Some("scale") => default_and_validate(&ctx.def, &mut new, Some(old))?,
+        Some("ephemeralcontainers") => {
+            super::object::default_and_validate_ephemeral(&ctx.def, &mut new, old)?
+        }
+        _ => {}
     }
     if crate::csr::is_csr(ctx) {
         crate::csr::validate(&new, Some(old))?;

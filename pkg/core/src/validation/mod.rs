@@ -251,6 +251,23 @@ pub fn validate(
     errs
 }
 
+/// A Pod written through its `ephemeralcontainers` subresource: `new` is the stored pod with
+/// the request's `spec.ephemeralContainers` (already defaulted). Checks the whole pod as an
+/// update that may change only that list, and that existing ephemeral containers stay as
+/// they are.
+pub fn validate_ephemeral_containers_update(new: &Value, old: &Value) -> Vec<FieldError> {
+    let mut base = old.clone();
+    if let Some(spec) = base.get_mut("spec").and_then(Value::as_object_mut) {
+        match new.pointer("/spec/ephemeralContainers") {
+            Some(list) => spec.insert("ephemeralContainers".into(), list.clone()),
+            None => spec.remove("ephemeralContainers"),
+        };
+    }
+    let mut errs = validate("", "v1", "Pod", new, Some(&base));
+    pod::validate_ephemeral_update(&mut errs, new, old);
+    errs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,11 @@ pub(crate) fn validate_pod(errs: &mut Vec<FieldError>, obj: &Value, old: Option<
     validate_pod_spec(errs, spec, "spec");
     if let Some(old_spec) = old.and_then(|o| o.get("spec")) {
         validate_pod_spec_update(errs, spec, old_spec);
+    } else if !arr(spec, "ephemeralContainers").is_empty() {
+        errs.push(FieldError::forbidden(
+            "spec.ephemeralContainers",
+            "cannot be set on create",
+        ));
     }
 }
 
@@ -131,6 +136,7 @@ pub(crate) fn validate_pod_spec(errs: &mut Vec<FieldError>, spec: &Value, path: 
             );
         }
     }
+    validate_ephemeral_containers(errs, spec, path, &volumes, &mut names);
     one_of(
         errs,
         spec.get("restartPolicy"),
@@ -209,6 +215,85 @@ fn validate_volumes(
         }
     }
     names
+}
+
+/// Fields an ephemeral (debug) container may not have: it never restarts, is never probed
+/// and gets no resources of its own.
+const NOT_FOR_EPHEMERAL: [&str; 8] = [
+    "ports",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+];
+
+/// `spec.ephemeralContainers`: container rules (names unique across every list), the fields
+/// only regular containers have, and a `targetContainerName` naming one of the pod's.
+fn validate_ephemeral_containers(
+    errs: &mut Vec<FieldError>,
+    spec: &Value,
+    path: &str,
+    volumes: &HashSet<String>,
+    names: &mut HashSet<String>,
+) {
+    let targets: HashSet<&str> = arr(spec, "containers")
+        .iter()
+        .chain(arr(spec, "initContainers"))
+        .map(|c| s(c, "name"))
+        .collect();
+    for (i, c) in arr(spec, "ephemeralContainers").iter().enumerate() {
+        let p = index(&child(path, "ephemeralContainers"), i);
+        validate_container(errs, c, &p, volumes, names, false);
+        for f in NOT_FOR_EPHEMERAL {
+            let set = c.get(f).is_some_and(|v| {
+                !(v.is_null() || v.as_object().is_some_and(|o| o.is_empty()))
+                    && v.as_array().is_none_or(|a| !a.is_empty())
+            });
+            if set {
+                errs.push(FieldError::forbidden(
+                    &child(&p, f),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        let target = s(c, "targetContainerName");
+        if !target.is_empty() && !targets.contains(target) {
+            errs.push(FieldError::not_found(
+                &child(&p, "targetContainerName"),
+                &json!(target),
+            ));
+        }
+    }
+}
+
+/// The `ephemeralcontainers` subresource's own rule: ephemeral containers are only ever
+/// added; one already in the pod may be neither removed nor changed.
+pub(crate) fn validate_ephemeral_update(errs: &mut Vec<FieldError>, new: &Value, old: &Value) {
+    let new_list = new
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let old_list = old
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for o in old_list {
+        let name = s(o, "name");
+        let why = match new_list.iter().find(|n| s(n, "name") == name) {
+            None => "removed",
+            Some(n) if n != o => "changed",
+            Some(_) => continue,
+        };
+        errs.push(FieldError::forbidden(
+            "spec.ephemeralContainers",
+            &format!("existing ephemeral containers {name:?} may not be {why}"),
+        ));
+    }
 }
 
 fn validate_container(
