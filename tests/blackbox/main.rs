@@ -13,6 +13,7 @@ mod cronjob;
 mod dns;
 mod durability_and_watch;
 mod images;
+mod install;
 mod jobs;
 mod join;
 mod kubectl;
