@@ -574,3 +574,38 @@ fn server_tells_systemd_it_is_ready_once_readyz_answers() {
     assert_eq!(text(&buf[..n]), "STOPPING=1");
     let _ = server.0.wait();
 }
+
+#[test]
+fn agent_tells_systemd_it_is_ready_once_its_node_is_registered() {
+    let s = crate::common::Server::start_node(&["--disable-agent"], |_| {});
+    let token = std::fs::read_to_string(s.data_dir().join("server/token")).unwrap();
+    let dir = crate::join::agent_dir();
+    // A socket path (abstract names are per network namespace; the agent runs in the node's).
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let child = crate::join::agent_command(&s, dir.path(), token.trim(), "node-ready")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    crate::common::record_pid(&child, dir.path());
+    let _agent = Running(child);
+    let agent_log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+
+    let mut buf = [0u8; 512];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1 ({e}):\n{}", agent_log()));
+    // The first message is the agent's own (containerd, its child, does not get the socket),
+    // and by then the Node exists.
+    let msg = text(&buf[..n]);
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    let node = s.kubectl(KUBECTL_NEW, &["get", "node", "node-ready", "-o", "name"]);
+    assert_ok(&node, "kubectl get node node-ready");
+    assert_eq!(text(&node.stdout).trim(), "node/node-ready");
+}
