@@ -170,44 +170,57 @@ download_and_verify() {
 }
 
 # --- containerd and runc (kubox supervises the system's) and nft (the Service proxy, network
-# policies): from the airgap tarball's bin/, else the package manager, else stop ---
-install_prerequisites() {
+# policies): from the airgap tarball's bin/, else the package manager, else stop. Checked
+# before anything is written. ---
+package_manager() {
+    for pm in apt-get dnf yum apk; do
+        if command -v "${pm}" >/dev/null 2>&1; then
+            echo "${pm}"
+            return
+        fi
+    done
+}
+
+check_prerequisites() {
+    FROM_TARBALL=
+    PKGS=
     [ "${WANTS_AGENT}" = true ] || return 0
     missing=
     for cmd in containerd containerd-shim-runc-v2 runc nft; do
         command -v "${cmd}" >/dev/null 2>&1 && continue
         if [ -n "${SCRIPT_DIR}" ] && [ -x "${SCRIPT_DIR}/bin/${cmd}" ]; then
-            cp "${SCRIPT_DIR}/bin/${cmd}" "${BIN_DIR}/${cmd}"
-            chmod 755 "${BIN_DIR}/${cmd}"
-            info "Installed ${BIN_DIR}/${cmd} from the airgap tarball"
+            FROM_TARBALL="${FROM_TARBALL} ${cmd}"
             continue
         fi
         missing="${missing} ${cmd}"
-    done
-    [ -n "${missing}" ] || return 0
-    pkgs=
-    for cmd in ${missing}; do
         case "${cmd}" in
         containerd | containerd-shim-runc-v2) pkg=containerd ;;
         nft) pkg=nftables ;;
         *) pkg=${cmd} ;;
         esac
-        case " ${pkgs} " in *" ${pkg} "*) ;; *) pkgs="${pkgs} ${pkg}" ;; esac
+        case " ${PKGS} " in *" ${pkg} "*) ;; *) PKGS="${PKGS} ${pkg}" ;; esac
     done
-    if [ "${INSTALL_KUBOX_SKIP_DOWNLOAD}" != true ]; then
-        info "Installing${pkgs}"
-        # shellcheck disable=SC2086
-        if command -v apt-get >/dev/null 2>&1; then
-            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${pkgs} >/dev/null && return 0
-        elif command -v dnf >/dev/null 2>&1; then
-            dnf install -y -q ${pkgs} && return 0
-        elif command -v yum >/dev/null 2>&1; then
-            yum install -y -q ${pkgs} && return 0
-        elif command -v apk >/dev/null 2>&1; then
-            apk add --no-cache ${pkgs} && return 0
-        fi
+    [ -n "${missing}" ] || return 0
+    if [ "${INSTALL_KUBOX_SKIP_DOWNLOAD}" = true ] || [ -z "$(package_manager)" ]; then
+        fatal "kubox needs${missing} on PATH: install the package(s)${PKGS} and run this again."
     fi
-    fatal "kubox needs${missing} on PATH: install the package(s)${pkgs} and run this again."
+}
+
+install_prerequisites() {
+    for cmd in ${FROM_TARBALL}; do
+        cp "${SCRIPT_DIR}/bin/${cmd}" "${BIN_DIR}/${cmd}"
+        chmod 755 "${BIN_DIR}/${cmd}"
+        info "Installed ${BIN_DIR}/${cmd} from the airgap tarball"
+    done
+    [ -n "${PKGS}" ] || return 0
+    info "Installing${PKGS}"
+    # shellcheck disable=SC2086
+    case "$(package_manager)" in
+    apt-get) apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${PKGS} >/dev/null ;;
+    dnf) dnf install -y -q ${PKGS} ;;
+    yum) yum install -y -q ${PKGS} ;;
+    apk) apk add --no-cache ${PKGS} ;;
+    esac || fatal "Installing${PKGS} with $(package_manager) failed; install them and run this again."
 }
 
 # --- images of the airgap tarball, imported by the agent at start ---
@@ -382,6 +395,7 @@ if [ -n "${INSTALL_KUBOX_EXEC}" ]; then
 fi
 {
     setup_env "$@"
+    check_prerequisites
     download_and_verify
     install_prerequisites
     install_images

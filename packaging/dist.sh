@@ -3,6 +3,7 @@
 # CARGO_BUILD_TARGET set, e.g. aarch64-unknown-linux-gnu with ARCH=arm64, for that target):
 #   dist/kubox-<arch>                  the binary (`dist` profile: opt-z, fat LTO, stripped)
 #   dist/sha256sum-<arch>.txt          its checksum, as install.sh verifies it
+#   dist/install.sh                    the installer, published next to them
 #   dist/kubox-airgap-<arch>.tar.gz    kubox-airgap-<arch>/ holding the binary and its
 #                                      checksum, install.sh, the systemd units, bin/ with this
 #                                      host's containerd, containerd-shim-runc-v2 and runc in a
@@ -32,6 +33,7 @@ bin=target/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}dist/kubox
 mkdir -p dist
 cp "$bin" "dist/kubox-$arch"
 (cd dist && sha256sum "kubox-$arch" >"sha256sum-$arch.txt")
+cp install.sh dist/
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

@@ -609,3 +609,97 @@ fn agent_tells_systemd_it_is_ready_once_its_node_is_registered() {
     assert_ok(&node, "kubectl get node node-ready");
     assert_eq!(text(&node.stdout).trim(), "node/node-ready");
 }
+
+#[test]
+fn airgap_prerequisites_come_from_the_tarball_or_are_named() {
+    // A machine whose PATH has the installer's tools but no containerd, runc or nft.
+    let t = Target::new();
+    let tools = t.path("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    for tool in [
+        "sh",
+        "sed",
+        "grep",
+        "cp",
+        "chmod",
+        "mv",
+        "mkdir",
+        "cat",
+        "env",
+        "id",
+        "uname",
+        "dirname",
+        "basename",
+        "cut",
+        "head",
+        "sha256sum",
+        "mktemp",
+        "rm",
+        "ln",
+        "readlink",
+    ] {
+        let found = std::env::split_paths(PATH)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(found, tools.join(tool)).unwrap();
+    }
+    let path = format!("{}", tools.display());
+    // An unpacked tarball carrying containerd, its shim and runc (stand-ins) in bin/.
+    let air = t.path("kubox-airgap");
+    std::fs::create_dir_all(air.join("bin")).unwrap();
+    let stand_in = |p: &Path| {
+        std::fs::write(p, b"#!/bin/sh\necho stand-in\n").unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let artifact = air.join(format!("kubox-{}", arch()));
+    stand_in(&artifact);
+    std::fs::write(
+        air.join(format!("sha256sum-{}.txt", arch())),
+        sha256sum_line(&artifact, &format!("kubox-{}", arch())),
+    )
+    .unwrap();
+    for cmd in ["containerd", "containerd-shim-runc-v2", "runc"] {
+        stand_in(&air.join("bin").join(cmd));
+    }
+    std::fs::copy(repo().join("install.sh"), air.join("install.sh")).unwrap();
+    let install = || {
+        t.command(&format!("{}/sh", tools.display()), &[])
+            .env("PATH", &path)
+            .env("INSTALL_KUBOX_SKIP_DOWNLOAD", "true")
+            .arg(air.join("install.sh"))
+            .output()
+            .unwrap()
+    };
+
+    // nft is not in the tarball: offline, one sentence names it and the package.
+    let out = install();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("kubox needs nft on PATH") && err.contains("nftables"),
+        "{err}"
+    );
+    assert!(
+        !t.bin().exists() && !t.systemd().exists(),
+        "files were written"
+    );
+
+    // With nft there, the rest comes from the tarball.
+    let nft = std::env::split_paths(PATH)
+        .map(|d| d.join("nft"))
+        .find(|p| p.is_file())
+        .expect("nft is installed");
+    std::os::unix::fs::symlink(nft, tools.join("nft")).unwrap();
+    let out = install();
+    assert_ok(&out, "install.sh");
+    for cmd in ["containerd", "containerd-shim-runc-v2", "runc"] {
+        assert_eq!(
+            std::fs::read(t.bin().join(cmd)).unwrap(),
+            std::fs::read(air.join("bin").join(cmd)).unwrap(),
+            "{cmd}"
+        );
+    }
+    assert!(t.systemd().join("kubox.service").is_file());
+}
