@@ -49,14 +49,7 @@ enum Command {
 fn main() -> ExitCode {
     // Multi-call: reached through a CNI bin-dir link (`bridge`, `loopback`), kubox is the
     // node's CNI plugin, invoked by containerd per the CNI spec.
-    if let Some(plugin) = std::env::args_os()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .filter(|n| kubox_network::cni::PLUGINS.contains(&n.as_str()))
+    if let Some(plugin) = argv0_name().filter(|n| kubox_network::cni::PLUGINS.contains(&n.as_str()))
     {
         return run_cni(&plugin);
     }
@@ -91,6 +84,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// The file name kubox was invoked by.
 fn argv0_name() -> Option<String> {
     std::env::args_os().next().and_then(|a| {
         std::path::Path::new(&a)

@@ -433,6 +433,29 @@ fn agent_install_keeps_the_token_out_of_the_unit_and_units_match_packaging() {
         "packaging/kubox.service differs from what install.sh writes"
     );
 
+    // INSTALL_KUBOX_EXEC comes before the arguments.
+    let t = Target::new();
+    t.place_binary(&t.bin().join("kubox"));
+    let out = t.install(
+        &repo().join("install.sh"),
+        &[
+            ("INSTALL_KUBOX_SKIP_DOWNLOAD", "true"),
+            ("INSTALL_KUBOX_EXEC", "server --disable-agent"),
+        ],
+        &["--tls-san", "10.0.0.5"],
+    );
+    assert_ok(&out, "install.sh (INSTALL_KUBOX_EXEC)");
+    assert_eq!(
+        unit_line(&t.read("systemd/kubox.service"), "ExecStart"),
+        vec![
+            format!(
+                "ExecStart={}/kubox server \"--disable-agent\" \"--tls-san\" \"10.0.0.5\"",
+                t.bin().display()
+            )
+            .as_str()
+        ]
+    );
+
     // An agent without its token is refused in one sentence.
     let t = Target::new();
     t.place_binary(&t.bin().join("kubox"));
