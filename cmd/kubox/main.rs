@@ -2,6 +2,7 @@
 //! Everything else lives in the `pkg/` crates and takes typed configuration.
 
 mod config;
+mod notify;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -48,16 +49,14 @@ enum Command {
 fn main() -> ExitCode {
     // Multi-call: reached through a CNI bin-dir link (`bridge`, `loopback`), kubox is the
     // node's CNI plugin, invoked by containerd per the CNI spec.
-    if let Some(plugin) = std::env::args_os()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .filter(|n| kubox_network::cni::PLUGINS.contains(&n.as_str()))
+    if let Some(plugin) = argv0_name().filter(|n| kubox_network::cni::PLUGINS.contains(&n.as_str()))
     {
         return run_cni(&plugin);
+    }
+    // Multi-call: reached through a `kubectl` link (install.sh makes one), kubox is
+    // `kubox kubectl`.
+    if argv0_name().as_deref() == Some("kubectl") {
+        return run_kubectl(std::env::args_os().skip(1).collect());
     }
     let args = match config::args_with_config_file(std::env::args_os().collect()) {
         Ok(a) => a,
@@ -83,6 +82,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// The file name kubox was invoked by.
+fn argv0_name() -> Option<String> {
+    std::env::args_os().next().and_then(|a| {
+        std::path::Path::new(&a)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    })
 }
 
 fn run_cni(plugin: &str) -> ExitCode {
@@ -112,7 +120,23 @@ fn run_server(args: config::ServerArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    run_async(&args.log_level, kubox_server::run(cfg, shutdown_signal()))
+    // Ready for systemd once the API server answers /readyz.
+    let host = match cfg.bind_address {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(a) if a.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        a => a,
+    };
+    let probe = notify::Probe {
+        host,
+        port: cfg.https_listen_port,
+        path: "/readyz",
+        ca_file: cfg.data_dir.join("server/tls/server-ca.crt"),
+    };
+    run_async(
+        &args.log_level,
+        probe,
+        kubox_server::run(cfg, shutdown_signal()),
+    )
 }
 
 fn run_agent(args: config::AgentArgs) -> ExitCode {
@@ -129,8 +153,22 @@ fn run_agent(args: config::AgentArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    // Ready for systemd once the node is registered: the kubelet API, started right after
+    // registration, answers /healthz on the node's address.
+    let probe = notify::Probe {
+        host: cfg
+            .join
+            .node_ips
+            .first()
+            .copied()
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+        port: cfg.kubelet_port,
+        path: "/healthz",
+        ca_file: cfg.join.data_dir.join("agent/tls/server-ca.crt"),
+    };
     run_async(
         &args.log_level,
+        probe,
         kubox_agent::join_and_run(cfg, shutdown_signal()),
     )
 }
@@ -146,9 +184,11 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Logging, the TLS provider and a runtime, then `main` to completion.
+/// Logging, the TLS provider and a runtime, then `main` to completion; under systemd
+/// (`$NOTIFY_SOCKET`), `READY=1` once `ready` succeeds.
 fn run_async<E: std::fmt::Display>(
     log_level: &str,
+    ready: notify::Probe,
     main: impl std::future::Future<Output = Result<(), E>>,
 ) -> ExitCode {
     init_logging(log_level);
@@ -165,7 +205,18 @@ fn run_async<E: std::fmt::Display>(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main) {
+    let notify_socket = notify::socket();
+    let result = runtime.block_on(async {
+        let notifier = notify_socket
+            .clone()
+            .map(|socket| tokio::spawn(notify::ready_when(socket, ready)));
+        let result = main.await;
+        if let Some(n) = notifier {
+            n.abort();
+        }
+        result
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kubox: {e}");
@@ -188,6 +239,9 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
         _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
     }
+    if let Some(socket) = notify::socket() {
+        let _ = notify::send(&socket, "STOPPING=1");
+    }
 }
 
 fn run_kubectl(args: Vec<std::ffi::OsString>) -> ExitCode {
@@ -195,7 +249,9 @@ fn run_kubectl(args: Vec<std::ffi::OsString>) -> ExitCode {
     let kubeconfig = std::env::var_os("KUBECONFIG")
         .or_else(|| std::env::var_os("KUBOX_WRITE_KUBECONFIG"))
         .unwrap_or_else(|| config::DEFAULT_KUBECONFIG.into());
-    let Some(kubectl) = find_in_path("kubectl") else {
+    // Not this binary itself: kubox may be on PATH as `kubectl` (install.sh's link).
+    let me = std::env::current_exe().and_then(std::fs::canonicalize).ok();
+    let Some(kubectl) = find_in_path("kubectl", me.as_deref()) else {
         eprintln!(
             "kubox: kubectl was not found on PATH; install kubectl (https://kubernetes.io/docs/tasks/tools/) and try again"
         );
@@ -209,9 +265,12 @@ fn run_kubectl(args: Vec<std::ffi::OsString>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn find_in_path(prog: &str) -> Option<std::path::PathBuf> {
+/// The first `prog` on PATH that is not `skip`.
+fn find_in_path(prog: &str, skip: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(prog))
-        .find(|p| p.is_file())
+        .find(|p| {
+            p.is_file() && (skip.is_none() || std::fs::canonicalize(p).ok().as_deref() != skip)
+        })
 }

@@ -24,7 +24,7 @@ impl Drop for Agent {
     }
 }
 
-fn agent_dir() -> tempfile::TempDir {
+pub(crate) fn agent_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.yaml"), "").unwrap();
     let images = dir.path().join("data/agent/images");
@@ -33,7 +33,7 @@ fn agent_dir() -> tempfile::TempDir {
     dir
 }
 
-fn agent_command(
+pub(crate) fn agent_command(
     s: &Server,
     dir: &std::path::Path,
     token: &str,

@@ -14,6 +14,7 @@ mod dns;
 mod durability_and_watch;
 mod helm;
 mod images;
+mod install;
 mod jobs;
 mod join;
 mod kubectl;

@@ -257,6 +257,9 @@ fn spawn(bin: &Path, cfg: &ContainerdConfig) -> Result<Child, Error> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
+        // systemd's notification socket is kubox's (install.sh's units are Type=notify):
+        // containerd would announce READY=1 there itself.
+        .env_remove("NOTIFY_SOCKET")
         // Its own process group: a Ctrl-C meant for kubox must not reach containerd.
         .process_group(0)
         .kill_on_drop(false);
