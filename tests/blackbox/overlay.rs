@@ -95,6 +95,10 @@ fn overlay_ready(s: &Server, name: &str) -> Option<serde_json::Value> {
     (ready && n["spec"]["podCIDR"].is_string() && annotated).then_some(n)
 }
 
+fn logs(agent: &Agent, s: &Server) -> String {
+    format!("agent:\n{}\nserver:\n{}", agent.log(), s.log())
+}
+
 fn pod_ip(s: &Server, pod: &str) -> Option<String> {
     let p = json(&s.k(KUBECTL_NEW, &["get", "pod", pod, "-o", "json"]));
     (p["status"]["phase"] == "Running")
@@ -113,7 +117,7 @@ fn pods_on_two_nodes_reach_each_other_over_the_vxlan_overlay() {
     ));
     ip(&["netns", "add", &m2.0]);
     ip(&["-n", &m2.0, "link", "set", "lo", "up"]);
-    let s = Server::start_node_in(
+    let mut s = Server::start_node_in(
         &["--node-ip", NODE1_IP, "--bind-address", "0.0.0.0"],
         |ns1, data| {
             ip(&[
@@ -147,13 +151,12 @@ fn pods_on_two_nodes_reach_each_other_over_the_vxlan_overlay() {
         NODE2_IP,
     );
     let agent: Agent = spawn_agent(cmd, dir);
-    let logs = || format!("agent:\n{}\nserver:\n{}", agent.log(), s.log());
 
     // Both nodes Ready, with their own podCIDRs and flannel's annotations.
     let n1 = eventually(Duration::from_secs(60), || overlay_ready(&s, "node-1"))
-        .unwrap_or_else(|| panic!("node-1 not ready with the overlay\n{}", logs()));
+        .unwrap_or_else(|| panic!("node-1 not ready with the overlay\n{}", logs(&agent, &s)));
     let n2 = eventually(Duration::from_secs(60), || overlay_ready(&s, "node-2"))
-        .unwrap_or_else(|| panic!("node-2 not ready with the overlay\n{}", logs()));
+        .unwrap_or_else(|| panic!("node-2 not ready with the overlay\n{}", logs(&agent, &s)));
     let cidr1 = n1["spec"]["podCIDR"].as_str().unwrap().to_string();
     let cidr2 = n2["spec"]["podCIDR"].as_str().unwrap().to_string();
     assert_ne!(cidr1, cidr2);
@@ -213,7 +216,7 @@ fn pods_on_two_nodes_reach_each_other_over_the_vxlan_overlay() {
         present.is_some(),
         "machine 1 lacks machine 2's entries: {:?}\n{}",
         entries(&ns1),
-        logs()
+        logs(&agent, &s)
     );
     let addr = run_in(&ns1, "ip", &["-4", "addr", "show", "dev", "flannel.1"]).unwrap_or_default();
     assert!(addr.contains(&format!("inet {net1}/32")), "{addr}");
@@ -235,18 +238,18 @@ fn pods_on_two_nodes_reach_each_other_over_the_vxlan_overlay() {
             "type":"NodePort","selector":{"app":"web-2"},"ports":[{"port":80,"targetPort":8080}]}}"#,
     );
     let ip1 = eventually(Duration::from_secs(60), || pod_ip(&s, "web-1"))
-        .unwrap_or_else(|| panic!("web-1 did not run\n{}", logs()));
+        .unwrap_or_else(|| panic!("web-1 did not run\n{}", logs(&agent, &s)));
     let ip2 = eventually(Duration::from_secs(60), || pod_ip(&s, "web-2"))
-        .unwrap_or_else(|| panic!("web-2 did not run\n{}", logs()));
+        .unwrap_or_else(|| panic!("web-2 did not run\n{}", logs(&agent, &s)));
 
     // Pod to pod across the overlay, both ways: the server sees the client pod's own address.
     let url2 = format!("http://{ip2}:8080/cgi-bin/who");
     let body = eventually(Duration::from_secs(20), || get_from_pod(&s, "web-1", &url2))
-        .unwrap_or_else(|| panic!("web-1 cannot reach web-2 at {ip2}\n{}", logs()));
+        .unwrap_or_else(|| panic!("web-1 cannot reach web-2 at {ip2}\n{}", logs(&agent, &s)));
     assert_eq!(who(&body), ("web-2".to_string(), ip1.clone()), "{body}");
     let url1 = format!("http://{ip1}:8080/cgi-bin/who");
     let body = eventually(Duration::from_secs(20), || get_from_pod(&s, "web-2", &url1))
-        .unwrap_or_else(|| panic!("web-2 cannot reach web-1 at {ip1}\n{}", logs()));
+        .unwrap_or_else(|| panic!("web-2 cannot reach web-1 at {ip1}\n{}", logs(&agent, &s)));
     assert_eq!(who(&body), ("web-1".to_string(), ip2.clone()), "{body}");
 
     // The Service's only endpoint is on node 2: its ClusterIP from node 1's pod (no SNAT
@@ -257,7 +260,12 @@ fn pods_on_two_nodes_reach_each_other_over_the_vxlan_overlay() {
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
     let url = format!("http://{cluster_ip}/cgi-bin/who");
     let body = eventually(Duration::from_secs(20), || get_from_pod(&s, "web-1", &url))
-        .unwrap_or_else(|| panic!("web-1 cannot reach the ClusterIP {cluster_ip}\n{}", logs()));
+        .unwrap_or_else(|| {
+            panic!(
+                "web-1 cannot reach the ClusterIP {cluster_ip}\n{}",
+                logs(&agent, &s)
+            )
+        });
     assert_eq!(who(&body), ("web-2".to_string(), ip1.clone()), "{body}");
     let url = format!("http://{NODE1_IP}:{node_port}/cgi-bin/who");
     let body = eventually(Duration::from_secs(20), || {
@@ -267,8 +275,83 @@ fn pods_on_two_nodes_reach_each_other_over_the_vxlan_overlay() {
             &["5", "/bin/busybox", "wget", "-qO-", &url],
         )
     })
-    .unwrap_or_else(|| panic!("no answer from node 1's NodePort {node_port}\n{}", logs()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no answer from node 1's NodePort {node_port}\n{}",
+            logs(&agent, &s)
+        )
+    });
     assert_eq!(who(&body), ("web-2".to_string(), net1.clone()), "{body}");
+
+    // Node 1's kubox restarts with a stale peer's entries on flannel.1 (an earlier run's): the
+    // device stays (same interface index), the stale entries go, node 2's stay.
+    let index = |ns: &str| {
+        run_in(ns, "ip", &["-o", "link", "show", "flannel.1"])
+            .and_then(|l| l.split(':').next().map(str::to_string))
+    };
+    let before = index(&ns1).expect("flannel.1 on machine 1");
+    let stale_mac = "0e:6b:c0:a8:e6:63";
+    for cmd in [
+        vec![
+            "ip",
+            "route",
+            "add",
+            "10.42.99.0/24",
+            "via",
+            "10.42.99.0",
+            "dev",
+            "flannel.1",
+            "onlink",
+        ],
+        vec![
+            "ip",
+            "neigh",
+            "add",
+            "10.42.99.0",
+            "lladdr",
+            stale_mac,
+            "dev",
+            "flannel.1",
+            "nud",
+            "permanent",
+        ],
+        vec![
+            "bridge",
+            "fdb",
+            "append",
+            stale_mac,
+            "dst",
+            "192.168.230.99",
+            "dev",
+            "flannel.1",
+            "self",
+            "permanent",
+        ],
+    ] {
+        assert!(run_in(&ns1, cmd[0], &cmd[1..]).is_some(), "{cmd:?}");
+    }
+    s.restart_node_process("TERM");
+    let reconciled = eventually(Duration::from_secs(30), || {
+        let (r, n, f) = entries(&ns1);
+        let stale = r.contains("10.42.99.0") || n.contains("10.42.99.0") || f.contains(stale_mac);
+        let kept = r.contains(&route2) && n.contains(&neigh2) && f.contains(&fdb2);
+        (!stale && kept).then_some(())
+    });
+    assert!(
+        reconciled.is_some(),
+        "after a restart: {:?}\n{}",
+        entries(&ns1),
+        logs(&agent, &s)
+    );
+    assert_eq!(index(&ns1), Some(before), "flannel.1 was recreated");
+    let body = eventually(Duration::from_secs(20), || get_from_pod(&s, "web-1", &url2))
+        .unwrap_or_else(|| {
+            panic!(
+                "web-1 cannot reach web-2 after a restart\n{}",
+                logs(&agent, &s)
+            )
+        });
+    assert_eq!(who(&body), ("web-2".to_string(), ip1.clone()), "{body}");
 
     // Node 2's Node goes: machine 1 drops its route, neighbour and FDB entries.
     s.k(KUBECTL_NEW, &["delete", "node", "node-2", "--wait=false"]);
@@ -280,7 +363,7 @@ fn pods_on_two_nodes_reach_each_other_over_the_vxlan_overlay() {
         gone.is_some(),
         "machine 1 kept machine 2's entries: {:?}\n{}",
         entries(&ns1),
-        logs()
+        logs(&agent, &s)
     );
     drop(agent);
 }

@@ -363,7 +363,10 @@ async fn current(h: &Handle, index: u32) -> Result<Entries, CniError> {
             .await
             .map_err(netlink::nl_err("list neighbours"))?;
         for m in msgs {
-            if m.header.ifindex != index || m.header.state != NeighbourState::Permanent {
+            // Permanent entries, whatever other state bits they carry (iproute2's `bridge fdb
+            // add` sets NUD_NOARP too).
+            let permanent = u16::from(m.header.state) & u16::from(NeighbourState::Permanent) != 0;
+            if m.header.ifindex != index || !permanent {
                 continue;
             }
             let lladdr = m.attributes.iter().find_map(|a| match a {
@@ -497,5 +500,86 @@ mod tests {
             e.fdb.into_iter().collect::<Vec<_>>(),
             vec![(p.vtep_mac, p.public_ip)]
         );
+    }
+}
+
+/// The device and its entries in a network namespace of the test's own (needs root; skipped
+/// without it).
+#[cfg(test)]
+mod kernel_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn index() -> u32 {
+        netlink::run(None, |h| async move {
+            Ok(netlink::require_link(&h, DEVICE).await?.header.index)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn device_is_kept_when_right_and_entries_follow_the_peers() {
+        std::thread::spawn(|| {
+            if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+                eprintln!("skipped: cannot make a network namespace (not root)");
+                return;
+            }
+            let local = Ipv4Addr::new(192, 168, 77, 1);
+            let subnet = (Ipv4Addr::new(10, 42, 0, 0), 24);
+            let mac = match ensure_device(local, subnet, 1450) {
+                Err(OverlayError::Unsupported(e)) => {
+                    eprintln!("skipped: {e}");
+                    return;
+                }
+                r => r.unwrap(),
+            };
+            assert_eq!(mac, vtep_mac_for(local));
+            let first = index();
+            // Already right: kept as it is.
+            assert_eq!(ensure_device(local, subnet, 1450).unwrap(), mac);
+            assert_eq!(index(), first);
+
+            let peer = Peer {
+                subnet: (Ipv4Addr::new(10, 42, 1, 0), 24),
+                vtep_mac: [0x0e, 0x6b, 192, 168, 77, 2],
+                public_ip: Ipv4Addr::new(192, 168, 77, 2),
+            };
+            // A stale FDB entry as iproute2 writes it (NUD_NOARP besides NUD_PERMANENT).
+            let st = std::process::Command::new("bridge")
+                .args(["fdb", "append", "0e:6b:00:00:00:63", "dst", "192.168.77.99"])
+                .args(["dev", DEVICE, "self", "permanent"])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let r = sync_peers(&[peer]).unwrap();
+            assert_eq!(
+                r,
+                SyncReport {
+                    added: 3,
+                    removed: 1
+                }
+            );
+            assert_eq!(entries().unwrap(), Entries::of(&[peer]));
+            assert_eq!(sync_peers(&[peer]).unwrap(), SyncReport::default());
+            // The peer changes its VTEP (a rebuilt device elsewhere): one entry each.
+            let moved = Peer {
+                vtep_mac: [0x0e, 0x6b, 192, 168, 77, 3],
+                ..peer
+            };
+            sync_peers(&[moved]).unwrap();
+            assert_eq!(entries().unwrap(), Entries::of(&[moved]));
+            sync_peers(&[]).unwrap();
+            assert_eq!(entries().unwrap(), Entries::default());
+
+            // Other VXLAN settings: replaced.
+            let other = Ipv4Addr::new(192, 168, 77, 9);
+            assert_eq!(
+                ensure_device(other, subnet, 1450).unwrap(),
+                vtep_mac_for(other)
+            );
+            assert_ne!(index(), first);
+        })
+        .join()
+        .unwrap();
     }
 }
