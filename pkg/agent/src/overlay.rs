@@ -233,10 +233,13 @@ pub async fn run(client: Client, node_name: String, node_ip: IpAddr, mtu: u32) {
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "updating the VXLAN overlay entries failed; retrying");
                 retry_at = Some(tokio::time::Instant::now() + RETRY);
+                // The device is checked again too (someone may have deleted it).
+                device = None;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "updating the VXLAN overlay entries failed; retrying");
                 retry_at = Some(tokio::time::Instant::now() + RETRY);
+                device = None;
             }
         }
     }
