@@ -83,6 +83,12 @@ impl Server {
     /// containerd's mounts and every container die with it). `prepare` runs on the data dir
     /// before start (e.g. to drop image archives into `agent/images`).
     pub fn start_node(extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        Server::start_node_in(extra, |_, data_dir| prepare(data_dir))
+    }
+
+    /// [`Server::start_node`] whose `prepare` also gets the node's network namespace (to give
+    /// it links and addresses before kubox starts).
+    pub fn start_node_in(extra: &[&str], prepare: impl FnOnce(&str, &Path)) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("config.yaml"), "").expect("empty config");
         let name = format!("kubox-test-{}-{}", std::process::id(), free_port());
@@ -102,9 +108,9 @@ impl Server {
             port: free_port(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            netns: Some(name),
+            netns: Some(name.clone()),
         };
-        prepare(&s.data_dir());
+        prepare(&name, &s.data_dir());
         s.spawn();
         s
     }

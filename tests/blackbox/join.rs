@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-struct Agent {
-    dir: tempfile::TempDir,
+pub(crate) struct Agent {
+    pub dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
@@ -24,6 +24,7 @@ impl Drop for Agent {
     }
 }
 
+/// A data dir for an agent, with the busybox test image among its airgap images.
 pub(crate) fn agent_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.yaml"), "").unwrap();
@@ -33,6 +34,44 @@ pub(crate) fn agent_dir() -> tempfile::TempDir {
     dir
 }
 
+/// The server's full join token.
+pub(crate) fn join_token(s: &Server) -> String {
+    std::fs::read_to_string(s.data_dir().join("server/token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// `kubox agent --join server_url` as node `name` with `node_ip`, inside network namespace `ns`
+/// (and PID and mount namespaces of its own), its data and run dirs under `dir`.
+pub(crate) fn join_command(
+    ns: &str,
+    server_url: &str,
+    dir: &std::path::Path,
+    token: &str,
+    name: &str,
+    node_ip: &str,
+) -> std::process::Command {
+    let mut c = in_node_namespaces(ns, &dir.join("no-restart"));
+    c.args([
+        "agent",
+        "--join",
+        server_url,
+        "--token",
+        token,
+        "--node-name",
+        name,
+    ])
+    .args(["--node-ip", node_ip, "--log-level", "info"])
+    .arg(format!("--eviction-hard={TEST_EVICTION_HARD}"))
+    .arg("--data-dir")
+    .arg(dir.join("data"))
+    .arg("--run-dir")
+    .arg(dir.join("run"))
+    .env("KUBOX_CONFIG", dir.join("config.yaml"));
+    c
+}
+
 pub(crate) fn agent_command(
     s: &Server,
     dir: &std::path::Path,
@@ -40,29 +79,13 @@ pub(crate) fn agent_command(
     name: &str,
 ) -> std::process::Command {
     let ns = s.netns.as_deref().expect("a node server");
-    let mut c = in_node_namespaces(ns, &dir.join("no-restart"));
+    let mut c = join_command(ns, &s.url(), dir, token, name, "127.0.0.1");
     c.args([
-        "agent",
-        "--join",
-        &s.url(),
-        "--token",
-        token,
-        "--node-name",
-        name,
-    ])
-    .args(["--node-ip", "127.0.0.1", "--log-level", "info"])
-    .arg(format!("--eviction-hard={TEST_EVICTION_HARD}"))
-    .args([
         "--node-label",
         "tier=edge",
         "--node-taint",
         "dedicated=edge:NoSchedule",
-    ])
-    .arg("--data-dir")
-    .arg(dir.join("data"))
-    .arg("--run-dir")
-    .arg(dir.join("run"))
-    .env("KUBOX_CONFIG", dir.join("config.yaml"));
+    ]);
     c
 }
 
@@ -77,11 +100,11 @@ fn agent_fails(s: &Server, token: &str, name: &str) -> Output {
     out
 }
 
-fn start_agent(s: &Server, token: &str, name: &str) -> Agent {
-    let dir = agent_dir();
+/// Starts `cmd` (a [`join_command`] on `dir`), its output going to `dir/agent.log`.
+pub(crate) fn spawn_agent(mut cmd: std::process::Command, dir: tempfile::TempDir) -> Agent {
     let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let child = agent_command(s, dir.path(), token, name)
-        .stdout(Stdio::null())
+    let child = cmd
+        .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .unwrap();
@@ -92,8 +115,14 @@ fn start_agent(s: &Server, token: &str, name: &str) -> Agent {
     }
 }
 
+fn start_agent(s: &Server, token: &str, name: &str) -> Agent {
+    let dir = agent_dir();
+    let cmd = agent_command(s, dir.path(), token, name);
+    spawn_agent(cmd, dir)
+}
+
 impl Agent {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 }
@@ -105,10 +134,7 @@ fn json(s: &str) -> Value {
 #[test]
 fn an_agent_joins_with_the_token_and_runs_pods_with_its_own_credentials() {
     let s = Server::start_node(&["--disable-agent"], |_| {});
-    let token = std::fs::read_to_string(s.data_dir().join("server/token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let token = join_token(&s);
     let (hash_part, secret) = token.split_once("::server:").unwrap();
 
     // Refused: a wrong secret, a token whose CA hash is not this server's, a bare secret.

@@ -23,6 +23,7 @@ mod metrics;
 mod netpol;
 mod node;
 mod node_agent;
+mod overlay;
 mod pod_io;
 mod python_client;
 mod quota;

@@ -18,7 +18,7 @@ const BRIDGE_IP: &str = "10.42.0.1";
 const IMAGE: &str = "docker.io/library/busybox:proxy";
 
 /// A CGI script answering "<pod name> <client address>".
-const WHO_CGI: &[u8] =
+pub(crate) const WHO_CGI: &[u8] =
     b"#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$(hostname) $REMOTE_ADDR\"\n";
 
 /// `udpecho` (tests/blackbox/udpecho.c), built static once per test run.
@@ -233,7 +233,7 @@ fn node_port(s: &Server, name: &str) -> u16 {
 
 /// `(pod name, client address)` as the `who` CGI (or udpecho) answered; httpd's IPv4-mapped
 /// form (`[::ffff:a.b.c.d]`) becomes `a.b.c.d`.
-fn who(body: &str) -> (String, String) {
+pub(crate) fn who(body: &str) -> (String, String) {
     let mut w = body.split_whitespace();
     let pod = w.next().unwrap_or_default().to_string();
     let from = w.next().unwrap_or_default();

@@ -5,7 +5,8 @@
 //! Entry point: [`run`]. Modules: [`node`] (Node object, status, lease), [`pods`] (one worker
 //! per pod), [`status`] (pod status from CRI), [`spec`] (pod → CRI configs), [`setup`] (CNI
 //! links and conflist, forwarding, masquerade, airgap images), [`proxy`] (Service proxy),
-//! [`hostports`] (pods' host ports), [`netpol`] (NetworkPolicy enforcement), [`pull`] (image
+//! [`hostports`] (pods' host ports), [`netpol`] (NetworkPolicy enforcement), [`overlay`] (the
+//! multi-node pod network: flannel's VXLAN backend), [`pull`] (image
 //! pulls: policies, pull secrets, back-off), [`static_pods`] (the file source and mirror pods),
 //! [`pressure`] (eviction signals), [`join`] (`kubox agent --join`), [`kubelet`] (the kubelet
 //! API: logs, exec, attach, port-forward), [`logs`] (container log rotation), [`volumes`],
@@ -19,6 +20,7 @@ pub mod kubelet;
 pub mod logs;
 pub mod netpol;
 pub mod node;
+pub mod overlay;
 pub mod pods;
 pub mod pressure;
 pub mod probes;
@@ -294,6 +296,12 @@ pub async fn run(
     ));
     let (local_dns, local_dns_rx) = tokio::sync::watch::channel(None);
     let network = tokio::spawn(network(client.clone(), cfg.clone(), node, local_dns));
+    let pod_overlay = tokio::spawn(overlay::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        cfg.node_ip,
+        setup::MTU,
+    ));
     let proxy_cfg = kubox_network::proxy::Config {
         cluster_cidr: kubox_core::net::Ipv4Cidr::parse(&cfg.cluster_cidr)
             .ok()
@@ -347,6 +355,7 @@ pub async fn run(
     }
     heartbeat.abort();
     network.abort();
+    pod_overlay.abort();
     service_proxy.abort();
     host_ports.abort();
     network_policies.abort();

@@ -12,7 +12,7 @@ use kubox_containerd::cri::Cri;
 pub const K8S_NAMESPACE: &str = "k8s.io";
 pub const SNAPSHOTTER: &str = "overlayfs";
 pub const BRIDGE: &str = "cni0";
-/// Room for the VXLAN header the multi-node overlay adds later.
+/// Room for the VXLAN header of the multi-node overlay (`flannel.1` has the same MTU).
 pub const MTU: u32 = 1450;
 
 /// Links `<bin_dir>/<plugin>` → the kubox binary for every CNI plugin kubox implements.

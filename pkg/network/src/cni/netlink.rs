@@ -231,6 +231,39 @@ pub(crate) async fn ensure_address(
     }
 }
 
+/// Removes the address `ip/prefix` from the link with `index` (nothing when it lacks it).
+pub(crate) async fn delete_address(
+    h: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), CniError> {
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err(format_args!("list addresses of link {index}")))?;
+    for m in msgs {
+        let matches = m.header.index == index
+            && m.header.prefix_len == prefix
+            && m.attributes
+                .contains(&AddressAttribute::Local(IpAddr::V4(ip)));
+        if !matches {
+            continue;
+        }
+        match h.address().del(m).execute().await {
+            Err(e) if errno(&e) != Some(libc::EADDRNOTAVAIL) => {
+                return Err(nl_err(format_args!("delete address {ip}/{prefix}"))(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Creates a veth pair: `host` in the current namespace and `peer` directly inside the
 /// namespace `netns`, both with `mtu` when given.
 pub(crate) async fn create_veth(
