@@ -142,6 +142,8 @@ pub struct Stored<'a> {
     /// Offset of the closing brace of `metadata`.
     metadata_end: usize,
     metadata_empty: bool,
+    /// The span of `metadata.labels`.
+    labels: Option<(usize, usize)>,
 }
 
 impl<'a> Stored<'a> {
@@ -150,7 +152,7 @@ impl<'a> Stored<'a> {
     /// object without `resourceVersion`. None means the full decode must run.
     pub fn served_as(bytes: &'a [u8], api_version: &str) -> Option<Stored<'a>> {
         let mut s = Scanner::new(bytes);
-        let (mut version_ok, mut metadata) = (false, None);
+        let (mut version_ok, mut metadata, mut labels) = (false, None, None);
         s.object(|s, key| {
             if s.key_is(key, "apiVersion") {
                 let (a, b) = s.value()?;
@@ -164,7 +166,11 @@ impl<'a> Stored<'a> {
                     if s.key_is(key, "resourceVersion") {
                         return None;
                     }
-                    s.value().map(|_| true)
+                    let span = s.value()?;
+                    if s.key_is(key, "labels") {
+                        labels = Some(span);
+                    }
+                    Some(true)
                 })??;
                 let empty =
                     s.b.get(..end)?
@@ -183,7 +189,13 @@ impl<'a> Stored<'a> {
             bytes,
             metadata_end,
             metadata_empty,
+            labels,
         })
+    }
+
+    /// The JSON of `metadata.labels`, if present.
+    pub fn labels(&self) -> Option<&'a [u8]> {
+        self.labels.and_then(|(a, b)| self.bytes.get(a..b))
     }
 
     /// Appends the object as served at `revision` to `out`.
@@ -198,6 +210,29 @@ impl<'a> Stored<'a> {
         let _ = write!(out, "\"resourceVersion\":\"{revision}\"");
         out.extend_from_slice(tail);
     }
+}
+
+/// Calls `f` with each member of the JSON object `bytes` whose value is a string (nothing
+/// when `bytes` is not an object): how `metadata.labels` is read for label selectors.
+pub fn string_members(bytes: &[u8], mut f: impl FnMut(&str, &str)) {
+    fn text(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+        let inner = raw.get(1..raw.len().checked_sub(1)?)?;
+        if inner.contains(&b'\\') {
+            serde_json::from_slice::<String>(raw).ok().map(Into::into)
+        } else {
+            std::str::from_utf8(inner).ok().map(Into::into)
+        }
+    }
+    let mut s = Scanner::new(bytes);
+    let _ = s.object(|s, (ka, kb)| {
+        let (va, vb) = s.value()?;
+        if s.b.get(va) == Some(&b'"')
+            && let (Some(k), Some(v)) = (text(s.b.get(ka..kb)?), text(s.b.get(va..vb)?))
+        {
+            f(&k, &v);
+        }
+        Some(true)
+    });
 }
 
 /// The span of the value at `path` (object keys from the top) in `bytes`, None if absent or
@@ -318,6 +353,29 @@ mod tests {
         // An escaped key is still recognised.
         let escaped = br#"{"apiVersion":"v1","metadata":{"resource\u0056ersion":"1"}}"#;
         assert!(Stored::served_as(escaped, "v1").is_none());
+    }
+
+    #[test]
+    fn labels_are_read_as_string_members() {
+        let v = json!({"apiVersion":"v1","metadata":{"name":"a","labels":{"a":"1","b\"q":"x\\y","n":3,"z":null}}});
+        let bytes = serde_json::to_vec(&v).expect("json");
+        let s = Stored::served_as(&bytes, "v1").expect("fast");
+        let mut seen = Vec::new();
+        string_members(s.labels().expect("labels"), |k, v| {
+            seen.push((k.to_string(), v.to_string()))
+        });
+        assert_eq!(
+            seen,
+            [("a".into(), "1".into()), ("b\"q".into(), "x\\y".into())]
+        );
+        let none = serde_json::to_vec(&json!({"apiVersion":"v1","metadata":{}})).expect("json");
+        assert!(
+            Stored::served_as(&none, "v1")
+                .expect("fast")
+                .labels()
+                .is_none()
+        );
+        string_members(b"null", |_, _| panic!("not an object"));
     }
 
     #[test]

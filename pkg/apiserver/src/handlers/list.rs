@@ -40,24 +40,32 @@ pub struct StoredFilter<'a> {
     filter: &'a Filter,
     def: &'a ResourceDef,
     api_version: String,
-    /// The object paths the selectors read.
-    paths: Vec<Vec<&'a str>>,
+    /// The label keys the label selector reads.
+    label_keys: Vec<&'a str>,
+    /// The object paths the field selector reads.
+    field_paths: Vec<Vec<&'a str>>,
 }
 
 impl<'a> StoredFilter<'a> {
     pub fn new(filter: &'a Filter, def: &'a ResourceDef) -> Self {
-        let mut paths = Vec::new();
-        if !filter.labels.is_empty() {
-            paths.push(vec!["metadata", "labels"]);
-        }
-        for (field, _, _) in &filter.fields.terms {
-            paths.push(field.split('.').collect());
-        }
+        let label_keys = filter
+            .labels
+            .requirements
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect();
+        let field_paths = filter
+            .fields
+            .terms
+            .iter()
+            .map(|(field, _, _)| field.split('.').collect())
+            .collect();
         StoredFilter {
             filter,
             def,
             api_version: def.api_version(),
-            paths,
+            label_keys,
+            field_paths,
         }
     }
 
@@ -67,18 +75,32 @@ impl<'a> StoredFilter<'a> {
             return Ok(true);
         }
         match rawjson::Stored::served_as(&kv.value, &self.api_version) {
-            Some(_) => self.matches_served(kv),
+            Some(stored) => self.matches_served(&stored, kv),
             None => Ok(self.filter.matches(&storage::decode(self.def, kv)?)),
         }
     }
 
-    /// [`Self::matches`] of a value known to need no conversion.
-    fn matches_served(&self, kv: &KeyValue) -> ApiResult<bool> {
-        if self.filter.is_empty() {
+    /// [`Self::matches`] of a value that needs no conversion, reading only the labels the
+    /// selector names and the selected fields.
+    fn matches_served(&self, stored: &rawjson::Stored, kv: &KeyValue) -> ApiResult<bool> {
+        if !self.filter.labels.is_empty() {
+            let mut labels = std::collections::BTreeMap::new();
+            if let Some(raw) = stored.labels() {
+                rawjson::string_members(raw, |k, v| {
+                    if self.label_keys.contains(&k) {
+                        labels.insert(k.to_string(), v.to_string());
+                    }
+                });
+            }
+            if !self.filter.labels.matches(&labels) {
+                return Ok(false);
+            }
+        }
+        if self.filter.fields.is_empty() {
             return Ok(true);
         }
-        match rawjson::sparse(&kv.value, &self.paths) {
-            Some(fields) => Ok(self.filter.matches(&fields)),
+        match rawjson::sparse(&kv.value, &self.field_paths) {
+            Some(fields) => Ok(self.filter.fields.matches_object(&fields)),
             None => Ok(self.filter.matches(&storage::decode(self.def, kv)?)),
         }
     }
@@ -93,7 +115,7 @@ impl<'a> StoredFilter<'a> {
     ) -> ApiResult<bool> {
         match rawjson::Stored::served_as(&kv.value, &self.api_version) {
             Some(stored) => {
-                let matches = self.matches_served(kv)?;
+                let matches = self.filter.is_empty() || self.matches_served(&stored, kv)?;
                 if matches || !only_matching {
                     stored.write_with_revision(out, kv.mod_revision);
                 }
@@ -186,14 +208,16 @@ pub async fn read_page_with<T>(
             "resourceVersionMatch is forbidden unless resourceVersion is provided",
         ));
     }
-    let chunk = limit.map(|l| l.max(50)).unwrap_or(500);
+    // Without a limit the whole range is one read: every chunk's query would scan the rest
+    // of the range again (and count it).
+    let chunk = limit.map(|l| l.max(50));
     let mut items = Vec::new();
     let mut read_rev = revision;
     loop {
         let res = ctx
             .state
             .store
-            .list(&prefix, start_after.as_deref(), Some(chunk), read_rev)
+            .list(&prefix, start_after.as_deref(), chunk, read_rev)
             .await?;
         read_rev = Some(res.revision);
         let n = res.items.len();
