@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 pub async fn get(ctx: &Ctx) -> ApiResult<Response> {
     if ctx.accept == Negotiated::Json {
-        // Plain JSON is written from the stored bytes (see `storage::write_json`).
+        // Plain JSON is written from the stored bytes when no conversion applies.
         let key = storage::key(&ctx.def, ctx.namespace(), ctx.name());
         let kv = ctx
             .state

@@ -105,30 +105,39 @@ impl<'a> StoredFilter<'a> {
         }
     }
 
-    /// Appends the served JSON of `kv` to `out` when it matches (or always, unless
-    /// `only_matching`); returns whether it matches.
-    pub fn write_json(
-        &self,
-        kv: &KeyValue,
-        out: &mut Vec<u8>,
-        only_matching: bool,
-    ) -> ApiResult<bool> {
+    /// Reads the stored `kv` for a plain JSON answer: (how it is written, whether it
+    /// matches). Nothing is copied until [`Read::write`].
+    pub fn read<'k>(&self, kv: &'k KeyValue) -> ApiResult<(Read<'k>, bool)> {
         match rawjson::Stored::served_as(&kv.value, &self.api_version) {
             Some(stored) => {
                 let matches = self.filter.is_empty() || self.matches_served(&stored, kv)?;
-                if matches || !only_matching {
-                    stored.write_with_revision(out, kv.mod_revision);
-                }
-                Ok(matches)
+                Ok((Read::Served(stored, kv.mod_revision), matches))
             }
             None => {
                 let obj = storage::decode(self.def, kv)?;
                 let matches = self.filter.matches(&obj);
-                if matches || !only_matching {
-                    storage::write_value(out, &obj)?;
-                }
-                Ok(matches)
+                Ok((Read::Decoded(obj), matches))
             }
+        }
+    }
+}
+
+/// A stored value read by [`StoredFilter::read`]: served from its bytes at a revision, or
+/// decoded (converted) in full.
+pub enum Read<'k> {
+    Served(rawjson::Stored<'k>, i64),
+    Decoded(Value),
+}
+
+impl Read<'_> {
+    /// Appends the object's JSON to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) -> ApiResult<()> {
+        match self {
+            Read::Served(stored, revision) => {
+                stored.write_with_revision(out, *revision);
+                Ok(())
+            }
+            Read::Decoded(obj) => storage::write_value(out, obj),
         }
     }
 }
@@ -279,16 +288,15 @@ async fn list_json(ctx: &Ctx, filter: &Filter) -> ApiResult<Response> {
     let stored = StoredFilter::new(filter, &ctx.def);
     let mut items = Vec::new();
     let page = read_page_with(ctx, filter, |kv| {
-        let mark = items.len();
-        if mark > 0 {
+        let (read, matches) = stored.read(kv)?;
+        if !matches {
+            return Ok(None);
+        }
+        if !items.is_empty() {
             items.push(b',');
         }
-        if stored.write_json(kv, &mut items, true)? {
-            Ok(Some(()))
-        } else {
-            items.truncate(mark);
-            Ok(None)
-        }
+        read.write(&mut items)?;
+        Ok(Some(()))
     })
     .await?;
     let head = json!({

@@ -5,7 +5,7 @@
 //! HTTP 200 and an in-stream ERROR event carrying a 410 Expired Status.
 
 use super::Ctx;
-use super::list::{Filter, StoredFilter, read_page_with};
+use super::list::{Filter, Read, StoredFilter, read_page_with};
 use crate::error::{ApiError, ApiResult};
 use crate::negotiate::Negotiated;
 use crate::storage;
@@ -64,10 +64,13 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
         let json = ctx.accept == Negotiated::Json;
         let page = read_page_with(&ctx_for_initial(&ctx), &filter, |kv| {
             if json {
+                let (read, matches) = stored.read(kv)?;
+                if !matches {
+                    return Ok(None);
+                }
                 let mut out = Vec::new();
-                return Ok(stored
-                    .write_json(kv, &mut out, true)?
-                    .then_some(Obj::Json(out)));
+                read.write(&mut out)?;
+                return Ok(Some(Obj::Json(out)));
             }
             let obj = storage::decode(&ctx.def, kv)?;
             Ok(filter.matches(&obj).then_some(Obj::Value(obj)))
@@ -222,29 +225,40 @@ fn translate(
     stored: &StoredFilter,
     ev: &Event,
 ) -> ApiResult<Option<(&'static str, Obj)>> {
-    let (obj, now) = if ctx.accept == Negotiated::Json {
-        let mut out = Vec::new();
-        let now = stored.write_json(&ev.kv, &mut out, false)?;
-        (Obj::Json(out), now)
+    let (read, now) = if ctx.accept == Negotiated::Json {
+        stored.read(&ev.kv)?
     } else {
         let obj = storage::decode(&ctx.def, &ev.kv)?;
         let now = filter.matches(&obj);
-        (Obj::Value(obj), now)
+        (Read::Decoded(obj), now)
     };
     let before = match &ev.prev {
         Some(p) => stored.matches(p)?,
         None => false,
     };
-    Ok(match ev.kind {
-        EventKind::Create => now.then_some(("ADDED", obj)),
-        EventKind::Delete => (now || before).then_some(("DELETED", obj)),
+    let ty = match ev.kind {
+        EventKind::Create => now.then_some("ADDED"),
+        EventKind::Delete => (now || before).then_some("DELETED"),
         EventKind::Update => match (before, now) {
-            (true, true) => Some(("MODIFIED", obj)),
-            (false, true) => Some(("ADDED", obj)),
-            (true, false) => Some(("DELETED", obj)),
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
             (false, false) => None,
         },
-    })
+    };
+    let Some(ty) = ty else {
+        return Ok(None);
+    };
+    // Only sent objects are written out.
+    let obj = match read {
+        Read::Decoded(obj) if ctx.accept != Negotiated::Json => Obj::Value(obj),
+        read => {
+            let mut out = Vec::new();
+            read.write(&mut out)?;
+            Obj::Json(out)
+        }
+    };
+    Ok(Some((ty, obj)))
 }
 
 struct Writer<'a> {
