@@ -19,6 +19,7 @@ mod jobs;
 mod join;
 mod kubectl;
 mod lifecycle;
+mod list_reads;
 mod metrics;
 mod netpol;
 mod node;

@@ -31,6 +31,7 @@ pub mod negotiate;
 pub mod nodeauth;
 pub mod podsecurity;
 pub mod quota;
+pub mod rawjson;
 pub mod rbac;
 pub mod request;
 pub mod reviews;

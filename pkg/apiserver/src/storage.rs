@@ -61,6 +61,28 @@ pub fn decode(def: &ResourceDef, kv: &KeyValue) -> ApiResult<Value> {
     decode_at(def, &kv.value, kv.mod_revision)
 }
 
+/// Appends the JSON a client gets for the stored `kv` through `def` — exactly what serializing
+/// [`decode`]'s object gives — to `out`. When the stored apiVersion is the one served (no
+/// conversion) the stored bytes are copied with the resourceVersion spliced into `metadata`
+/// (`rawjson`), else the object is decoded and written.
+pub fn write_json(
+    def: &ResourceDef,
+    api_version: &str,
+    kv: &KeyValue,
+    out: &mut Vec<u8>,
+) -> ApiResult<()> {
+    match crate::rawjson::Stored::served_as(&kv.value, api_version) {
+        Some(stored) => stored.write_with_revision(out, kv.mod_revision),
+        None => write_value(out, &decode(def, kv)?)?,
+    }
+    Ok(())
+}
+
+/// Appends `obj` as compact JSON to `out`.
+pub fn write_value(out: &mut Vec<u8>, obj: &Value) -> ApiResult<()> {
+    serde_json::to_writer(out, obj).map_err(|e| ApiError::internal(format!("encoding object: {e}")))
+}
+
 pub fn decode_at(def: &ResourceDef, bytes: &[u8], revision: i64) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::internal(format!("stored object is not valid JSON: {e}")))?;

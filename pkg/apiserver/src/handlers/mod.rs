@@ -228,7 +228,11 @@ fn is_review(def: &ResourceDef) -> bool {
 
 /// A JSON response with `code`.
 pub fn json_response(code: StatusCode, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    json_bytes_response(code, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A response with `code` carrying `bytes`, JSON already serialized.
+pub fn json_bytes_response(code: StatusCode, bytes: Vec<u8>) -> Response {
     let mut r = Response::new(Body::from(bytes));
     *r.status_mut() = code;
     r.headers_mut().insert(

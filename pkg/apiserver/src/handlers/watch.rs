@@ -5,8 +5,9 @@
 //! HTTP 200 and an in-stream ERROR event carrying a 410 Expired Status.
 
 use super::Ctx;
-use super::list::Filter;
+use super::list::{Filter, Read, StoredFilter, read_page_with};
 use crate::error::{ApiError, ApiResult};
+use crate::negotiate::Negotiated;
 use crate::storage;
 use axum::body::Body;
 use axum::response::Response;
@@ -59,7 +60,22 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
     // Establish the starting point before answering, so errors can still be a plain status.
     let mut initial = Vec::new();
     let start_rev = if send_initial {
-        let page = super::list::read_page(&ctx_for_initial(&ctx), &filter).await?;
+        let stored = StoredFilter::new(&filter, &ctx.def);
+        let json = ctx.accept == Negotiated::Json;
+        let page = read_page_with(&ctx_for_initial(&ctx), &filter, |kv| {
+            if json {
+                let (read, matches) = stored.read(kv)?;
+                if !matches {
+                    return Ok(None);
+                }
+                let mut out = Vec::new();
+                read.write(&mut out)?;
+                return Ok(Some(Obj::Json(out)));
+            }
+            let obj = storage::decode(&ctx.def, kv)?;
+            Ok(filter.matches(&obj).then_some(Obj::Value(obj)))
+        })
+        .await?;
         initial = page.items;
         page.revision
     } else {
@@ -71,6 +87,7 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
     let stream = ctx.state.store.watch(&prefix, start_rev).await;
 
     tokio::spawn(async move {
+        let stored = StoredFilter::new(&filter, &ctx.def);
         let mut w = Writer {
             ctx: &ctx,
             tx: &tx,
@@ -134,7 +151,7 @@ pub async fn watch(ctx: Ctx) -> ApiResult<Response> {
                     }
                     Some(Ok(ev)) => {
                         last_rev = ev.kv.mod_revision;
-                        match translate(&ctx, &filter, &ev) {
+                        match translate(&ctx, &filter, &stored, &ev) {
                             Ok(Some((ty, obj))) => {
                                 if !w.send(ty, obj).await {
                                     return;
@@ -193,25 +210,55 @@ fn bookmark(ctx: &Ctx, rev: i64) -> Value {
     })
 }
 
+/// The object of a watch event: its JSON already written (plain JSON watches, from the
+/// stored bytes when no conversion applies), or to be rendered as negotiated.
+enum Obj {
+    Json(Vec<u8>),
+    Value(Value),
+}
+
 /// Maps a store event to a watch event, applying selectors with upstream's transitions
 /// (an object that stops matching is DELETED for this watcher, one that starts is ADDED).
-fn translate(ctx: &Ctx, filter: &Filter, ev: &Event) -> ApiResult<Option<(&'static str, Value)>> {
-    let obj = storage::decode(&ctx.def, &ev.kv)?;
-    let now = filter.matches(&obj);
+fn translate(
+    ctx: &Ctx,
+    filter: &Filter,
+    stored: &StoredFilter,
+    ev: &Event,
+) -> ApiResult<Option<(&'static str, Obj)>> {
+    let (read, now) = if ctx.accept == Negotiated::Json {
+        stored.read(&ev.kv)?
+    } else {
+        let obj = storage::decode(&ctx.def, &ev.kv)?;
+        let now = filter.matches(&obj);
+        (Read::Decoded(obj), now)
+    };
     let before = match &ev.prev {
-        Some(p) => filter.matches(&storage::decode(&ctx.def, p)?),
+        Some(p) => stored.matches(p)?,
         None => false,
     };
-    Ok(match ev.kind {
-        EventKind::Create => now.then_some(("ADDED", obj)),
-        EventKind::Delete => (now || before).then_some(("DELETED", obj)),
+    let ty = match ev.kind {
+        EventKind::Create => now.then_some("ADDED"),
+        EventKind::Delete => (now || before).then_some("DELETED"),
         EventKind::Update => match (before, now) {
-            (true, true) => Some(("MODIFIED", obj)),
-            (false, true) => Some(("ADDED", obj)),
-            (true, false) => Some(("DELETED", obj)),
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
             (false, false) => None,
         },
-    })
+    };
+    let Some(ty) = ty else {
+        return Ok(None);
+    };
+    // Only sent objects are written out.
+    let obj = match read {
+        Read::Decoded(obj) if ctx.accept != Negotiated::Json => Obj::Value(obj),
+        read => {
+            let mut out = Vec::new();
+            read.write(&mut out)?;
+            Obj::Json(out)
+        }
+    };
+    Ok(Some((ty, obj)))
 }
 
 struct Writer<'a> {
@@ -222,7 +269,21 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// Sends an object event, rendered as the client asked (object, Table row, metadata).
-    async fn send(&mut self, ty: &str, obj: Value) -> bool {
+    async fn send(&mut self, ty: &str, obj: Obj) -> bool {
+        let obj = match obj {
+            Obj::Value(v) => v,
+            Obj::Json(json) => {
+                // What `send_raw` writes, with the object's JSON as it is.
+                self.first = false;
+                let mut line = Vec::with_capacity(json.len() + 32);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(ty.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(&json);
+                line.extend_from_slice(b"}\n");
+                return self.tx.send(Ok(Bytes::from(line))).await.is_ok();
+            }
+        };
         let rendered = match crate::negotiate::render_watch_object(self.ctx, obj, self.first) {
             Ok(o) => o,
             Err(e) => {
