@@ -277,6 +277,22 @@ fn patches_of_every_kind() {
     assert_eq!(d["spec"]["replicas"], 7);
 }
 
+/// `kind/name` with its managedFields (kubectl strips them unless asked).
+fn with_managed_fields(s: &Server, kind: &str, name: &str) -> Value {
+    json(&s.k(
+        KUBECTL_NEW,
+        &["get", kind, name, "-o", "json", "--show-managed-fields"],
+    ))
+}
+
+/// The managedFields entries of `obj` that `keep` selects.
+fn entries(obj: &Value, keep: impl Fn(&&Value) -> bool) -> Vec<&Value> {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .map(|a| a.iter().filter(keep).collect())
+        .unwrap_or_default()
+}
+
 #[test]
 fn server_side_apply_conflicts_unless_forced() {
     let s = Server::start();
@@ -288,23 +304,8 @@ fn server_side_apply_conflicts_unless_forced() {
     assert!(out.contains("serverside-applied"), "{out}");
     // An apply that creates records its Apply entry only: the same manager applying a
     // changed value next must not conflict with itself.
-    let d = json(&s.k(
-        KUBECTL_NEW,
-        &[
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "json",
-            "--show-managed-fields",
-        ],
-    ));
-    let alice: Vec<&Value> = d["metadata"]["managedFields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["manager"] == "alice")
-        .collect();
+    let d = with_managed_fields(&s, "deployment", "web");
+    let alice: Vec<&Value> = entries(&d, |m| m["manager"] == "alice");
     assert_eq!(alice.len(), 1, "{alice:#?}");
     assert_eq!(alice[0]["operation"], "Apply");
     let mine = DEPLOYMENT.replace("replicas: 2", "replicas: 3");
@@ -337,21 +338,9 @@ fn server_side_apply_conflicts_unless_forced() {
         ],
         &changed,
     );
-    let d = json(&s.k(
-        KUBECTL_NEW,
-        &[
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "json",
-            "--show-managed-fields",
-        ],
-    ));
+    let d = with_managed_fields(&s, "deployment", "web");
     assert_eq!(d["spec"]["replicas"], 4);
-    let managers: Vec<&str> = d["metadata"]["managedFields"]
-        .as_array()
-        .unwrap()
+    let managers: Vec<&str> = entries(&d, |_| true)
         .iter()
         .map(|m| m["manager"].as_str().unwrap())
         .collect();
@@ -376,23 +365,8 @@ fn server_side_apply_conflicts_unless_forced() {
             r#"{"status":{"conditions":[{"type":"Probed","status":"True","reason":"Tested","message":"","lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#,
         ],
     );
-    let d = json(&s.k(
-        KUBECTL_NEW,
-        &[
-            "get",
-            "service",
-            "st",
-            "-o",
-            "json",
-            "--show-managed-fields",
-        ],
-    ));
-    let carol: Vec<&Value> = d["metadata"]["managedFields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["manager"] == "carol")
-        .collect();
+    let d = with_managed_fields(&s, "service", "st");
+    let carol: Vec<&Value> = entries(&d, |m| m["manager"] == "carol");
     assert_eq!(carol.len(), 1, "{d:#}");
     assert_eq!(carol[0]["subresource"], "status", "{d:#}");
     assert_eq!(carol[0]["operation"], "Update", "{d:#}");
@@ -402,23 +376,8 @@ fn server_side_apply_conflicts_unless_forced() {
             .is_some(),
         "{d:#}"
     );
-    let d = json(&s.k(
-        KUBECTL_NEW,
-        &[
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "json",
-            "--show-managed-fields",
-        ],
-    ));
-    let status_writers: Vec<&Value> = d["metadata"]["managedFields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["subresource"] == "status")
-        .collect();
+    let d = with_managed_fields(&s, "deployment", "web");
+    let status_writers: Vec<&Value> = entries(&d, |m| m["subresource"] == "status");
     assert!(
         status_writers
             .iter()

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -183,12 +183,9 @@ pub(crate) async fn ensure_bridge(
     Ok(bridge)
 }
 
-/// The IPv4 addresses (with prefix lengths) of the link with `index`.
-pub(crate) async fn ipv4_addresses(
-    h: &Handle,
-    index: u32,
-) -> Result<Vec<(Ipv4Addr, u8)>, CniError> {
-    let msgs: Vec<_> = h
+/// The address messages of the link with `index`.
+async fn address_messages(h: &Handle, index: u32) -> Result<Vec<AddressMessage>, CniError> {
+    let msgs: Vec<AddressMessage> = h
         .address()
         .get()
         .set_link_index_filter(index)
@@ -197,8 +194,19 @@ pub(crate) async fn ipv4_addresses(
         .await
         .map_err(nl_err(format_args!("list addresses of link {index}")))?;
     Ok(msgs
-        .iter()
+        .into_iter()
         .filter(|m| m.header.index == index)
+        .collect())
+}
+
+/// The IPv4 addresses (with prefix lengths) of the link with `index`.
+pub(crate) async fn ipv4_addresses(
+    h: &Handle,
+    index: u32,
+) -> Result<Vec<(Ipv4Addr, u8)>, CniError> {
+    Ok(address_messages(h, index)
+        .await?
+        .iter()
         .filter_map(|m| {
             m.attributes.iter().find_map(|a| match a {
                 AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
@@ -238,17 +246,8 @@ pub(crate) async fn delete_address(
     ip: Ipv4Addr,
     prefix: u8,
 ) -> Result<(), CniError> {
-    let msgs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl_err(format_args!("list addresses of link {index}")))?;
-    for m in msgs {
-        let matches = m.header.index == index
-            && m.header.prefix_len == prefix
+    for m in address_messages(h, index).await? {
+        let matches = m.header.prefix_len == prefix
             && m.attributes
                 .contains(&AddressAttribute::Local(IpAddr::V4(ip)));
         if !matches {
