@@ -250,12 +250,19 @@ impl Server {
         self.spawn();
     }
 
+    /// kubectl `version` ("1.27", "1.33") set up to talk to this server, for a caller that
+    /// adds arguments and standard streams.
+    pub fn kubectl_command(&self, version: &str) -> Command {
+        let mut c = self.command(kubectl_path(version));
+        c.env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path());
+        c
+    }
+
     /// Runs kubectl `version` ("1.27", "1.33") against this server.
     pub fn kubectl(&self, version: &str, args: &[&str]) -> Output {
-        self.command(kubectl_path(version))
+        self.kubectl_command(version)
             .args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path())
             .output()
             .expect("run kubectl")
     }
@@ -264,10 +271,8 @@ impl Server {
     pub fn kubectl_stdin(&self, version: &str, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
         let mut child = self
-            .command(kubectl_path(version))
+            .kubectl_command(version)
             .args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -436,10 +436,8 @@ fn container_logs_are_rotated_and_kubectl_logs_reads_the_current_file() {
     };
     // Follow the log across rotations while they happen.
     let mut follow = s
-        .command(crate::common::kubectl_path(KUBECTL_NEW))
+        .kubectl_command(KUBECTL_NEW)
         .args(["logs", "-f", "chatty", "--tail=1"])
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("HOME", s.dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::access_control::kubectl_token;
-use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server, eventually, free_port, kubectl_path};
+use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server, eventually, free_port};
 use crate::node::{http_get, json, ready_node};
 use serde_json::Value;
 
@@ -137,10 +137,8 @@ fn kubectl_logs_reads_streams_and_follows_container_output() {
     // -f streams what the container prints after kubectl started.
     for v in [KUBECTL_OLD, KUBECTL_NEW] {
         let mut child = s
-            .command(kubectl_path(v))
+            .kubectl_command(v)
             .args(["logs", "-f", "talker", "-c", "a", "--tail=1"])
-            .env("KUBECONFIG", s.kubeconfig())
-            .env("HOME", s.dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -260,10 +258,8 @@ fn kubectl_exec_and_port_forward_reach_into_the_pod() {
     for v in [KUBECTL_OLD, KUBECTL_NEW] {
         let port = free_port();
         let mut child = s
-            .command(kubectl_path(v))
+            .kubectl_command(v)
             .args(["port-forward", "pod/shell", &format!("{port}:8080")])
-            .env("KUBECONFIG", s.kubeconfig())
-            .env("HOME", s.dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -442,7 +438,7 @@ fn kubectl_debug_adds_ephemeral_containers_that_see_their_target() {
     for (v, name) in [(KUBECTL_OLD, "dbg-old"), (KUBECTL_NEW, "dbg-new")] {
         let container = format!("--container={name}");
         let mut child = s
-            .command(kubectl_path(v))
+            .kubectl_command(v)
             .args([
                 "debug",
                 "-i",
@@ -452,8 +448,6 @@ fn kubectl_debug_adds_ephemeral_containers_that_see_their_target() {
                 "--",
                 "sh",
             ])
-            .env("KUBECONFIG", s.kubeconfig())
-            .env("HOME", s.dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server, eventually, free_port, kubectl_path};
+use crate::common::{KUBECTL_NEW, KUBECTL_OLD, Server, eventually, free_port};
 use crate::node::{http_get, json, ready_node};
 
 const PODS: &str = r#"
@@ -236,10 +236,8 @@ fn exec_attach_and_port_forward_over_websocket() {
 
         let port = free_port();
         let mut child = s
-            .command(kubectl_path(v))
+            .kubectl_command(v)
             .args(["-v=6", "port-forward", "pod/web", &format!("{port}:8080")])
-            .env("KUBECONFIG", s.kubeconfig())
-            .env("HOME", s.dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
